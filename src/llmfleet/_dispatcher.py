@@ -1,0 +1,775 @@
+"""The fleet: :func:`open_fleet` and :class:`FleetDispatcher` (DESIGN §1, §2, §4, §5).
+
+One task group holds the flusher and one task per in-flight batch. Calls for the batch route
+travel to the flusher through a memory object stream; each caller waits on its own
+:class:`_Call` slot (an ``anyio.Event`` plus the outcome) and nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import secrets
+import time
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from typing import TYPE_CHECKING, Any, Final, cast, final
+
+import anyio
+
+from ._flush import FlushQueue, FlushReason
+from ._policy import RoutingPolicy
+from ._stats import FleetStats, OnResult, Outcome, ResultEvent, Route
+from .errors import (
+    BatchRequestCanceledError,
+    BatchRequestError,
+    BatchRequestExpiredError,
+    BatchResultError,
+    BatchResultMissingError,
+    BatchSubmitError,
+    FleetClosedError,
+)
+from .pricing import Cost, PriceTable, TokenUsage
+from .providers import ErrorInfo, ErrorKind, ItemResult, Provider, adapter_for
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable
+    from types import TracebackType
+
+    from anyio.abc import TaskGroup, TaskStatus
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+__all__ = ["FleetDispatcher", "open_fleet"]
+
+logger = logging.getLogger("llmfleet")
+
+# A call's life. NEW: sent to the flusher, not yet in its queue. QUEUED: in the queue.
+# SENT: in a batch. DONE: its caller has an outcome. GONE: its caller left (cancelled).
+_NEW, _QUEUED, _SENT, _DONE, _GONE = range(5)
+
+#: Seconds that awaited cleanup (a create in flight, cancels) may take once the fleet aborts.
+ABORT_GRACE_S: Final = 5.0
+#: Attempts at an ambiguous create (connection lost, no batch found) before giving up.
+CREATE_ATTEMPTS: Final = 3
+#: Attempts at fetching one batch's results before its unresolved callers get an error.
+RESULT_ATTEMPTS: Final = 8
+#: Fatal (non-transient) poll errors in a row before a batch's callers get an error.
+POLL_FATAL_LIMIT: Final = 5
+#: A 404 this soon after create is the provider's lag, not a deleted batch (wire reference).
+NOT_FOUND_GRACE_S: Final = 60.0
+_BACKOFF: Final = 1.5
+
+
+@final
+class _Call:
+    """One batch-route call: its request, where it is, and its outcome slot."""
+
+    __slots__ = (
+        "arrival",
+        "batch",
+        "custom_id",
+        "done",
+        "error",
+        "model",
+        "params",
+        "size",
+        "state",
+        "value",
+    )
+
+    def __init__(self, custom_id: str, params: dict[str, Any], size: int, model: str) -> None:
+        self.custom_id = custom_id
+        self.params = params
+        self.size = size
+        self.model = model
+        self.arrival = 0.0
+        self.state = _NEW
+        self.batch: _Batch | None = None
+        self.done = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+@final
+class _Batch:
+    """A flushed batch, owned by one task from create to its last result."""
+
+    __slots__ = (
+        "abandoned",
+        "calls",
+        "cancel_sent",
+        "create_scope",
+        "created_at",
+        "id",
+        "live",
+        "reason",
+    )
+
+    def __init__(self, calls: list[_Call], reason: FlushReason) -> None:
+        self.calls = {call.custom_id: call for call in calls}
+        self.reason = reason
+        self.id: str | None = None
+        # Callers still waiting; when it drops to 0 the batch is cancelled at the provider.
+        self.live = len(calls)
+        self.abandoned = anyio.Event()
+        self.create_scope: anyio.CancelScope | None = None
+        self.created_at = 0.0
+        self.cancel_sent = False
+
+
+@final
+class FleetDispatcher:
+    """Routes each call direct or into a pooled batch, and hands every caller its own outcome.
+
+    Use it as ``async with FleetDispatcher(client, policy=...) as fleet:``, which is
+    :func:`open_fleet` in class form. See :func:`open_fleet` for the parameters.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        policy: RoutingPolicy | None = None,
+        drain_timeout_ms: int | None = None,
+        prices: PriceTable | None = None,
+        on_result: OnResult | None = None,
+    ) -> None:
+        if policy is None:
+            policy = RoutingPolicy()
+        elif not isinstance(policy, RoutingPolicy):
+            raise TypeError(f"policy must be a RoutingPolicy, got {type(policy).__name__}")
+        if drain_timeout_ms is not None and drain_timeout_ms < 0:
+            raise ValueError(f"drain_timeout_ms must be >= 0 or None, got {drain_timeout_ms}")
+        self.policy = policy
+        self.provider: Provider = adapter_for(client)
+        self._drain_timeout = None if drain_timeout_ms is None else drain_timeout_ms / 1000
+        self._prices = prices if prices is not None else PriceTable()
+        self._on_result = on_result
+        self._stats = FleetStats()
+        self._c = self._stats._c
+        self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
+        self._queue: FlushQueue[_Call] = FlushQueue(
+            min_size=min(policy.batch_min_size, self._max_size),
+            max_size=self._max_size,
+            window=policy.batch_window_ms / 1000,
+            max_bytes=self.provider.max_batch_bytes,
+        )
+        self._send: MemoryObjectSendStream[_Call] | None = None
+        self._receive: MemoryObjectReceiveStream[_Call] | None = None
+        self._flusher_done = False
+        self._tg: TaskGroup | None = None
+        self._state = "new"  # new -> open -> closed (-> aborted)
+        self._entered = False
+        self._batches: set[_Batch] = set()
+        self._owned_ids: set[str] = set()
+        self._room: anyio.Event | None = None
+        self._idle = anyio.Event()
+        # custom_ids are opaque: a random fleet tag and a counter, never the request content.
+        self._tag = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+        self._stack: AsyncExitStack | None = None
+
+    def __repr__(self) -> str:
+        return f"<FleetDispatcher {self.provider.name} state={self._state} {self._stats!r}>"
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def stats(self) -> FleetStats:
+        """A live, read-only view of what the fleet has done (:class:`~llmfleet.FleetStats`)."""
+        return self._stats
+
+    @property
+    def closed(self) -> bool:
+        """True once the fleet accepts no more calls."""
+        return self._state != "open"
+
+    async def submit(self, *, latency_budget_ms: float | None = None, **params: Any) -> Any:
+        """Make one create call, by whichever route its budget allows (DESIGN §2).
+
+        Takes exactly the keyword arguments of the SDK's create call and returns exactly what
+        it returns (``anthropic.types.Message``), whichever route ran.
+
+        :param latency_budget_ms: how long the caller can wait. ``None`` or at most
+            ``policy.sync_max_latency_ms``: the direct route; longer: the batch route.
+        :raises ValueError: a negative budget.
+        :raises UnbatchableRequestError: ``stream=True``, or a request the batch route
+            cannot carry.
+        :raises FleetClosedError: the fleet is closed.
+        :raises BatchSubmitError: the provider refused the batch this call was in.
+        :raises BatchResultError: the batch ran but this call has no message (a subclass
+            says why).
+        :raises anthropic.APIError: on the direct route, what ``messages.create`` raises.
+        """
+        if latency_budget_ms is None:
+            return await self.submit_sync(**params)
+        if isinstance(latency_budget_ms, bool) or not isinstance(latency_budget_ms, int | float):
+            raise TypeError(f"latency_budget_ms must be a number of ms, got {latency_budget_ms!r}")
+        if not latency_budget_ms >= 0:  # also refuses NaN
+            raise ValueError(
+                f"latency_budget_ms must be >= 0 (how long you can wait), got {latency_budget_ms}"
+            )
+        if latency_budget_ms <= self.policy.sync_max_latency_ms:
+            return await self.submit_sync(**params)
+        return await self.submit_batch(**params)
+
+    async def submit_sync(self, **params: Any) -> Any:
+        """Make the call on the direct route, now. Same arguments and result as the SDK's."""
+        self._check_open()
+        provider = self.provider
+        provider.check(params)
+        self._c.sync_calls += 1
+        start = anyio.current_time()
+        model = provider.model_of(params)
+        try:
+            value = await provider.call(params)
+        except anyio.get_cancelled_exc_class():
+            self._record(Route.DIRECT, "withdrawn", model, start, None)
+            raise
+        except Exception as exc:
+            info = provider.classify(exc)
+            errored = info is not None and info.kind is not ErrorKind.CONNECTION
+            self._record(Route.DIRECT, "errored" if errored else "failed", model, start, None)
+            raise
+        self._record(Route.DIRECT, "succeeded", model, start, value)
+        return value
+
+    async def submit_batch(self, **params: Any) -> Any:
+        """Put the call in the next batch and wait for its result. Same arguments and result as
+        the SDK's create call."""
+        self._check_open()
+        provider = self.provider
+        provider.check(params)
+        custom_id = f"lf_{self._tag}_{next(self._ids)}"
+        size, request = provider.prepare(custom_id, params)
+        call = _Call(custom_id, request, size, provider.model_of(params))
+        c = self._c
+        while c.queued >= self.policy.max_queued:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+            self._check_open()
+        assert self._send is not None
+        call.arrival = anyio.current_time()
+        self._send.send_nowait(call)
+        c.queued += 1
+        c.batched_calls += 1
+        try:
+            await call.done.wait()
+        except BaseException:
+            self._abandon(call)
+            raise
+        if call.error is not None:
+            error, call.error = call.error, None
+            raise error
+        return call.value
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> FleetDispatcher:
+        stack = AsyncExitStack()
+        await stack.enter_async_context(_run(self))
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        return await stack.__aexit__(exc_type, exc, tb)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise FleetClosedError(
+                "the fleet is not open yet: use it as `async with open_fleet(...) as fleet:`"
+                if self._state == "new"
+                else "the fleet is closed: submit calls inside `async with open_fleet(...)`"
+            )
+
+    # -- the flusher --------------------------------------------------------------------
+
+    async def _flusher(
+        self, receive: MemoryObjectReceiveStream[_Call], *, task_status: TaskStatus[None]
+    ) -> None:
+        queue = self._queue
+        task_status.started()
+        async with receive:
+            while True:
+                # Wake on an arrival or on the oldest call's deadline, never on a timer.
+                deadline = queue.deadline()
+                try:
+                    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                        self._accept(await receive.receive())
+                except anyio.EndOfStream:
+                    break
+                # Take every call already sent before deciding, so a burst submitted in one
+                # tick lands in as few batches as the limits allow (G6).
+                while True:
+                    try:
+                        self._accept(receive.receive_nowait())
+                    except anyio.WouldBlock:
+                        break
+                    except anyio.EndOfStream:
+                        break
+                self._flush(anyio.current_time())
+        # Every send clone is closed: the fleet is closing. Flush what is left (DESIGN §5).
+        self._flush(anyio.current_time(), drain=True)
+        self._flusher_done = True
+        self._check_idle()
+
+    def _accept(self, call: _Call) -> None:
+        if call.state == _NEW:
+            call.state = _QUEUED
+            self._queue.push(call)
+
+    def _flush(self, now: float, *, drain: bool = False) -> None:
+        for calls, reason in self._queue.take(now, drain=drain):
+            self._start_batch(calls, reason)
+
+    def _start_batch(self, calls: list[_Call], reason: FlushReason) -> None:
+        batch = _Batch(calls, reason)
+        for call in calls:
+            call.state = _SENT
+            call.batch = batch
+        c = self._c
+        c.queued -= len(calls)
+        c.in_flight_batches += 1
+        self._stats._flushed(reason, len(calls))
+        self._batches.add(batch)
+        logger.debug("flush: %d calls (reason %s)", len(calls), reason)
+        self._make_room()
+        assert self._tg is not None
+        self._tg.start_soon(self._run_batch, batch, name=f"llmfleet batch ({len(calls)} calls)")
+
+    def _make_room(self) -> None:
+        room = self._room
+        if room is not None and self._c.queued < self.policy.max_queued:
+            self._room = None
+            room.set()
+
+    # -- callers leaving ----------------------------------------------------------------
+
+    def _abandon(self, call: _Call) -> None:
+        """The caller of ``call`` was cancelled: withdraw it, or drop its coming result."""
+        state = call.state
+        if state in (_NEW, _QUEUED):
+            if state == _QUEUED:
+                self._queue.withdraw(call)
+            call.state = _GONE
+            self._c.queued -= 1
+            self._make_room()
+            self._record(Route.BATCH, "withdrawn", call.model, call.arrival, None)
+        elif state == _SENT:
+            call.state = _GONE
+            self._record(Route.BATCH, "withdrawn", call.model, call.arrival, None, call=call)
+            batch = call.batch
+            assert batch is not None
+            batch.live -= 1
+            if batch.live == 0:
+                batch.abandoned.set()
+
+    # -- one batch, from create to its last result ----------------------------------------
+
+    async def _run_batch(self, batch: _Batch) -> None:
+        try:
+            await self._create(batch)
+            if batch.id is not None:
+                if batch.live and await self._wait_until_ended(batch):
+                    await self._fetch_results(batch)
+                if batch.live == 0 or self._state == "aborted":
+                    await self._cancel_remote(batch)
+        except Exception as exc:
+            # A bug or an error no rule above covers: the callers must still hear of it.
+            logger.exception("batch %s failed", batch.id)
+            cause = exc
+            self._fail_all(batch, lambda call: _result_error(batch, call, cause))
+        finally:
+            self._fail_all(
+                batch,
+                lambda call: BatchResultMissingError(
+                    "the batch ended with no result for this call",
+                    batch_id=batch.id or "?",
+                    custom_id=call.custom_id,
+                ),
+            )
+            self._batches.discard(batch)
+            self._c.in_flight_batches -= 1
+            self._check_idle()
+
+    async def _create(self, batch: _Batch) -> None:
+        provider = self.provider
+        requests = [(cid, call.params) for cid, call in batch.calls.items()]
+        for attempt in range(1, CREATE_ATTEMPTS + 1):
+            # Wall time, not the fleet's clock: it is compared with the provider's timestamps.
+            since = time.time()
+            # Shielded: once sent, a create is awaited even if the fleet aborts, so the batch
+            # it makes can be cancelled instead of running on, billed (DESIGN §5). _abort()
+            # bounds it by moving this scope's deadline.
+            with anyio.CancelScope(shield=True) as scope:
+                batch.create_scope = scope
+                try:
+                    batch_id: str | None = await provider.create_batch(requests)
+                except Exception as exc:
+                    info = provider.classify(exc)
+                    if info is None:
+                        raise
+                    if info.kind is not ErrorKind.CONNECTION:
+                        self._refuse(batch, exc, info)
+                        return
+                    logger.warning("batch create: no answer (%s); looking for the batch", exc)
+                    batch_id = await self._find_created(batch, since)
+                    if batch_id is None:
+                        if attempt < CREATE_ATTEMPTS and self._state != "aborted":
+                            continue
+                        self._refuse(batch, exc, info)
+                        return
+                    logger.info("adopted batch %s after an ambiguous create", batch_id)
+                finally:
+                    batch.create_scope = None
+            if scope.cancelled_caught:
+                # The abort grace ran out mid-create: nobody can tell if the batch exists.
+                self._fail_all(batch, lambda call: _closed("while its batch was being created"))
+                return
+            assert batch_id is not None
+            batch.id = batch_id
+            batch.created_at = anyio.current_time()
+            self._owned_ids.add(batch_id)
+            self._c.batches_submitted += 1
+            logger.debug("batch %s created with %d calls", batch_id, len(requests))
+            return
+
+    async def _find_created(self, batch: _Batch, since: float) -> str | None:
+        for _ in range(3):
+            try:
+                return await self.provider.find_batch(
+                    count=len(batch.calls), created_after=since, exclude=self._owned_ids
+                )
+            except Exception as exc:
+                if self.provider.classify(exc) is None:
+                    raise
+                await anyio.sleep(self.policy.poll_interval_ms / 1000)
+        return None
+
+    def _refuse(self, batch: _Batch, exc: Exception, info: ErrorInfo) -> None:
+        status = f"status {info.status}" if info.status else info.kind.value
+        message = (
+            f"the provider refused the batch of {len(batch.calls)} calls ({status}: {exc}); "
+            "nothing was billed for it. Submit again, or use submit_sync()"
+        )
+
+        def error(call: _Call) -> BaseException:
+            err = BatchSubmitError(message, batch_size=len(batch.calls))
+            err.__cause__ = exc
+            return err
+
+        self._fail_all(batch, error)
+
+    async def _wait_until_ended(self, batch: _Batch) -> bool:
+        """Poll with backoff until the batch ends (True) or every caller has left (False)."""
+        assert batch.id is not None
+        policy = self.policy
+        interval = policy.poll_interval_ms / 1000
+        ceiling = policy.poll_max_interval_ms / 1000
+        fatal = 0
+        while True:
+            with anyio.move_on_after(interval):
+                await batch.abandoned.wait()
+            if batch.live == 0:
+                return False
+            interval = min(interval * _BACKOFF, ceiling)
+            try:
+                status = await self.provider.poll(batch.id)
+            except Exception as exc:
+                info = self.provider.classify(exc)
+                if info is None:
+                    raise
+                if not self._transient(info, batch):
+                    fatal += 1
+                    if fatal >= POLL_FATAL_LIMIT:
+                        raise
+                logger.debug("poll %s failed (%s); retrying", batch.id, info.kind.value)
+                if info.retry_after:
+                    interval = max(interval, info.retry_after)
+                continue
+            fatal = 0
+            logger.debug("poll %s: %s", batch.id, status.state)
+            if status.ended:
+                logger.debug("batch %s ended", batch.id)
+                return True
+
+    def _transient(self, info: ErrorInfo, batch: _Batch) -> bool:
+        if info.kind is ErrorKind.NOT_FOUND:
+            return anyio.current_time() - batch.created_at < NOT_FOUND_GRACE_S
+        return info.kind is not ErrorKind.FATAL
+
+    async def _fetch_results(self, batch: _Batch) -> None:
+        assert batch.id is not None
+        provider = self.provider
+        delay = self.policy.poll_interval_ms / 1000
+        for attempt in range(1, RESULT_ATTEMPTS + 1):
+            try:
+                async with aclosing(
+                    cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(batch.id))
+                ) as lines:
+                    async for custom_id, result in lines:
+                        self._deliver(batch, custom_id, result)
+                        if not batch.calls:
+                            break
+                return
+            except Exception as exc:
+                info = provider.classify(exc)
+                if info is None or attempt == RESULT_ATTEMPTS or not self._transient(info, batch):
+                    raise
+                # Fetched again below for the calls still unresolved (DESIGN §5).
+                logger.warning(
+                    "results of %s broke off (%s); %d calls unresolved, fetching again",
+                    batch.id,
+                    info.kind.value,
+                    len(batch.calls),
+                )
+                await anyio.sleep(max(delay, info.retry_after or 0))
+                delay = min(delay * _BACKOFF, self.policy.poll_max_interval_ms / 1000)
+
+    def _deliver(self, batch: _Batch, custom_id: str, result: ItemResult) -> None:
+        # O(1) per result, and the call leaves the batch, so a re-fetch skips it.
+        call = batch.calls.pop(custom_id, None)
+        if call is None:
+            logger.debug("ignoring a result for unknown or resolved custom_id %s", custom_id)
+            return
+        assert batch.id is not None
+        if call.state == _GONE:
+            self._c.results_dropped += 1
+            return
+        if result.kind == "succeeded":
+            self._resolve(call, "succeeded", value=result.value)
+            return
+        error: BatchResultError
+        if result.kind == "errored":
+            error = BatchRequestError(
+                result.error_type, result.message, batch_id=batch.id, custom_id=custom_id
+            )
+        elif result.kind == "expired":
+            error = BatchRequestExpiredError(
+                "the batch expired before this call was processed; submit it again",
+                batch_id=batch.id,
+                custom_id=custom_id,
+            )
+        else:
+            error = BatchRequestCanceledError(
+                "the batch was canceled before this call was processed",
+                batch_id=batch.id,
+                custom_id=custom_id,
+            )
+        self._resolve(call, result.kind, error=error)
+
+    def _resolve(
+        self,
+        call: _Call,
+        outcome: Outcome,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        if call.state != _SENT:
+            return
+        call.state = _DONE
+        call.value = value
+        call.error = error
+        batch = call.batch
+        if batch is not None:
+            batch.live -= 1
+        self._record(Route.BATCH, outcome, call.model, call.arrival, value, call=call)
+        call.done.set()
+
+    def _fail_all(self, batch: _Batch, make_error: Callable[[_Call], BaseException]) -> None:
+        """Give every unresolved caller of ``batch`` its own error (one object each)."""
+        calls, batch.calls = batch.calls, {}
+        for call in calls.values():
+            if call.state == _SENT:
+                self._resolve(call, "failed", error=make_error(call))
+
+    async def _cancel_remote(self, batch: _Batch) -> None:
+        """Cancel the batch with the provider: nobody pays for work nobody waits for."""
+        if batch.id is None or batch.cancel_sent:
+            return
+        batch.cancel_sent = True
+        with anyio.move_on_after(ABORT_GRACE_S, shield=True):
+            try:
+                await self.provider.cancel(batch.id)
+                logger.debug("batch %s cancelled at the provider", batch.id)
+            except Exception as exc:
+                if self.provider.classify(exc) is None:
+                    raise
+                logger.warning("could not cancel batch %s: %s", batch.id, exc)
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _record(
+        self,
+        route: Route,
+        outcome: Outcome,
+        model: str,
+        start: float,
+        value: Any,
+        *,
+        call: _Call | None = None,
+    ) -> None:
+        usage: TokenUsage | None = None
+        cost: Cost | None = None
+        priced = True
+        if value is not None:
+            usage = self.provider.usage_of(value)
+            if usage is not None:
+                cost = self._prices.cost(model, usage, batch=route is Route.BATCH)
+                priced = cost is not None
+        wait = anyio.current_time() - start
+        self._stats._ended(route, outcome, wait, usage, cost, priced)
+        if self._on_result is not None:
+            batch = call.batch if call is not None else None
+            event = ResultEvent(
+                route=route,
+                outcome=outcome,
+                model=model,
+                wait_s=wait,
+                batch_id=batch.id if batch is not None else None,
+                custom_id=call.custom_id if call is not None else None,
+                usage=usage,
+                cost=cost,
+            )
+            try:
+                self._on_result(event)
+            except Exception:
+                # A metrics hook must not break the fleet; say so loudly, once per failure.
+                logger.exception("on_result hook raised")
+
+    def _check_idle(self) -> None:
+        if self._flusher_done and not self._batches:
+            self._idle.set()
+
+    # -- shutdown -----------------------------------------------------------------------
+
+    def _close(self) -> None:
+        """Refuse new calls; the flusher drains the queue and exits (DESIGN §5, normal exit)."""
+        self._state = "closed"
+        send, self._send = self._send, None
+        if send is not None:
+            send.close()
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
+
+    async def _abort(self, why: str) -> None:
+        """Fail every caller, cancel in-flight batches with the provider (shielded, bounded)."""
+        self._close()
+        self._state = "aborted"
+        # Calls sent to the flusher but not yet taken into its queue count as queued too.
+        if self._receive is not None:
+            while True:
+                try:
+                    self._accept(self._receive.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+        for call in list(self._queue):
+            call.state = _SENT  # so _resolve() takes it
+            self._queue.withdraw(call)
+            self._c.queued -= 1
+            self._resolve(call, "failed", error=_closed(why))
+        with anyio.move_on_after(ABORT_GRACE_S, shield=True):
+            async with anyio.create_task_group() as tg:
+                for batch in list(self._batches):
+                    self._fail_all(batch, lambda call: _closed(why))
+                    if batch.create_scope is not None:
+                        batch.create_scope.deadline = anyio.current_time() + ABORT_GRACE_S
+                    elif batch.id is not None:
+                        tg.start_soon(self._cancel_remote, batch)
+
+
+def _closed(why: str) -> FleetClosedError:
+    return FleetClosedError(f"the fleet closed {why}; this call was not answered. Submit it again")
+
+
+def _result_error(batch: _Batch, call: _Call, exc: Exception) -> BaseException:
+    err = BatchResultError(
+        f"could not get this call's result ({type(exc).__name__}: {exc})",
+        batch_id=batch.id or "?",
+        custom_id=call.custom_id,
+    )
+    err.__cause__ = exc
+    return err
+
+
+@asynccontextmanager
+async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
+    if fleet._entered:
+        raise RuntimeError("a FleetDispatcher can be entered once; make a new one")
+    fleet._entered = True
+    send, receive = anyio.create_memory_object_stream[_Call](math.inf)
+    body_error: BaseException | None = None
+    async with anyio.create_task_group() as tg:
+        fleet._tg = tg
+        fleet._send = send
+        fleet._receive = receive
+        await tg.start(fleet._flusher, receive)
+        fleet._state = "open"
+        try:
+            yield fleet
+        except BaseException as exc:
+            # Exit by exception or outer cancellation: abort, and re-raise the body's own
+            # exception after the task group, so it is not wrapped in an ExceptionGroup.
+            body_error = exc
+            await fleet._abort("because the `async with` block raised")
+            tg.cancel_scope.cancel()
+        else:
+            fleet._close()
+            if fleet._drain_timeout is not None:
+                with anyio.move_on_after(fleet._drain_timeout):
+                    await fleet._idle.wait()
+                if not fleet._idle.is_set():
+                    logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
+                    await fleet._abort("after drain_timeout_ms")
+                    tg.cancel_scope.cancel()
+    if body_error is not None:
+        try:
+            raise body_error
+        finally:
+            body_error = None
+
+
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+) -> AbstractAsyncContextManager[FleetDispatcher]:
+    """Open a fleet over ``client``: an async context manager yielding a :class:`FleetDispatcher`.
+
+    The fleet owns a task group (the flusher and one task per in-flight batch) that lives as
+    long as the ``async with`` block. On normal exit new calls are refused, the queue is
+    flushed at once (reason ``drain``) and the block returns when every caller has its
+    outcome. On exit by exception or cancellation, queued callers get
+    :class:`~llmfleet.FleetClosedError`, in-flight batches are cancelled with the provider
+    (shielded, bounded by a few seconds), and the body's exception propagates as itself.
+
+    :param client: ``anthropic.AsyncAnthropic`` or any :class:`~llmfleet.providers.Provider`.
+    :param policy: routing and flushing rules (:class:`~llmfleet.RoutingPolicy`).
+    :param drain_timeout_ms: on normal exit, wait at most this long for in-flight batches;
+        then cancel them with the provider and fail their callers with ``FleetClosedError``.
+        ``None`` (default) waits for every batch to end.
+    :param prices: the price table for cost figures (default: list prices).
+    :param on_result: called with a :class:`~llmfleet.ResultEvent` as each call ends.
+    :raises TypeError: no adapter knows this client.
+    """
+    fleet = FleetDispatcher(
+        client,
+        policy=policy,
+        drain_timeout_ms=drain_timeout_ms,
+        prices=prices,
+        on_result=on_result,
+    )
+    return _run(fleet)

@@ -1,0 +1,72 @@
+"""How calls are routed and batched: :class:`RoutingPolicy`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Final, final
+
+from .errors import PolicyError
+
+__all__ = ["MAX_BATCH_REQUESTS", "RoutingPolicy"]
+
+#: The most requests any provider accepts in one batch (Anthropic: 100,000).
+MAX_BATCH_REQUESTS: Final = 100_000
+
+
+@final
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RoutingPolicy:
+    """Where each call goes and when queued calls are flushed (DESIGN §3).
+
+    Frozen and validated at construction: a bad field raises :class:`~llmfleet.PolicyError`
+    naming the field and the reason.
+
+    :param sync_max_latency_ms: a ``submit`` whose budget is at most this goes direct.
+    :param batch_window_ms: no call waits in the queue longer than this (0 flushes at once).
+    :param batch_min_size: a queue this long is flushed at once.
+    :param batch_max_size: the most calls in one batch (an adapter may cap it lower).
+    :param poll_interval_ms: first poll of a new batch after this; then ×1.5 per poll …
+    :param poll_max_interval_ms: … up to this.
+    :param max_queued: queued calls beyond which ``submit`` waits for room (backpressure).
+    """
+
+    sync_max_latency_ms: int = 5_000
+    batch_window_ms: int = 30_000
+    batch_min_size: int = 10
+    batch_max_size: int = 100
+    poll_interval_ms: int = 1_000
+    poll_max_interval_ms: int = 60_000
+    max_queued: int = 100_000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            # bool is an int subclass; RoutingPolicy(batch_min_size=True) is a mistake.
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise PolicyError(f.name, f"must be an int, got {value!r}")
+            if value < 0:
+                raise PolicyError(f.name, f"must be >= 0, got {value}")
+        if self.batch_min_size < 1:
+            raise PolicyError("batch_min_size", "must be >= 1 (a batch holds at least one call)")
+        if self.batch_max_size > MAX_BATCH_REQUESTS:
+            raise PolicyError(
+                "batch_max_size",
+                f"must be <= {MAX_BATCH_REQUESTS:,} (the most any provider accepts), "
+                f"got {self.batch_max_size:,}",
+            )
+        if self.batch_min_size > self.batch_max_size:
+            raise PolicyError(
+                "batch_min_size",
+                f"must be <= batch_max_size ({self.batch_max_size}), got {self.batch_min_size}; "
+                "lower it or raise batch_max_size",
+            )
+        if self.poll_interval_ms < 1:
+            raise PolicyError("poll_interval_ms", "must be >= 1 ms (0 would poll in a busy loop)")
+        if self.poll_max_interval_ms < self.poll_interval_ms:
+            raise PolicyError(
+                "poll_max_interval_ms",
+                f"must be >= poll_interval_ms ({self.poll_interval_ms}), "
+                f"got {self.poll_max_interval_ms}",
+            )
+        if self.max_queued < 1:
+            raise PolicyError("max_queued", "must be >= 1")

@@ -1,0 +1,307 @@
+"""What the fleet did: :class:`FleetStats` (live) and :class:`StatsSnapshot` (frozen), DESIGN §6."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Final, Generic, Literal, TypeVar, final, overload
+
+from .pricing import Cost, TokenUsage
+
+__all__ = [
+    "FleetStats",
+    "Outcome",
+    "Percentiles",
+    "ResultEvent",
+    "Route",
+    "StatsSnapshot",
+]
+
+
+class Route(enum.Enum):
+    """The way a call went to the provider."""
+
+    DIRECT = "direct"
+    BATCH = "batch"
+
+
+Outcome = Literal["succeeded", "errored", "expired", "canceled", "withdrawn", "failed"]
+_OUTCOMES: Final[tuple[Outcome, ...]] = (
+    "succeeded",
+    "errored",
+    "expired",
+    "canceled",
+    "withdrawn",
+    "failed",
+)
+_REASONS: Final = ("size", "window", "drain", "deadline")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """A distribution of waits, in milliseconds (``None`` where nothing was seen)."""
+
+    count: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ResultEvent:
+    """What the optional ``on_result`` hook receives when a call ends."""
+
+    route: Route
+    outcome: Outcome
+    model: str
+    #: Seconds from ``submit`` to the outcome.
+    wait_s: float
+    batch_id: str | None = None
+    custom_id: str | None = None
+    usage: TokenUsage | None = None
+    #: ``None`` when the model has no known price (or nothing was billed).
+    cost: Cost | None = None
+
+
+@final
+class _Histogram:
+    """Waits in log-spaced buckets (1% wide): exact count and max, percentiles within 1%,
+    memory independent of how many calls are recorded."""
+
+    __slots__ = ("_buckets", "count", "max")
+    _BASE: Final = math.log(1.01)
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+        self.count = 0
+        self.max: float | None = None
+
+    def add(self, ms: float) -> None:
+        key = int(math.log1p(max(ms, 0.0)) / self._BASE)
+        self._buckets[key] = self._buckets.get(key, 0) + 1
+        self.count += 1
+        if self.max is None or ms > self.max:
+            self.max = ms
+
+    def quantile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for key in sorted(self._buckets):
+            seen += self._buckets[key]
+            if seen >= rank:
+                # The bucket's upper edge, never above the exact max.
+                value = math.expm1((key + 1) * self._BASE)
+                return min(value, self.max if self.max is not None else value)
+        return self.max
+
+    def summary(self) -> Percentiles:
+        return Percentiles(self.count, self.quantile(0.5), self.quantile(0.95), self.max)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StatsSnapshot:
+    """A frozen copy of :class:`FleetStats` at one instant. Field meanings are documented there."""
+
+    sync_calls: int
+    batched_calls: int
+    batches_submitted: int
+    queued: int
+    in_flight_batches: int
+    succeeded: int
+    errored: int
+    expired: int
+    canceled: int
+    withdrawn: int
+    failed: int
+    results_dropped: int
+    flushes: Mapping[str, int]
+    batch_size_min: int | None
+    batch_size_mean: float | None
+    batch_size_max: int | None
+    wait_ms: Mapping[Route, Percentiles]
+    tokens: Mapping[Route, TokenUsage]
+    cost: Mapping[Route, Cost]
+    unpriced_calls: int
+
+    @property
+    def saving(self) -> Decimal:
+        """Money saved against list price, over every priced call (USD)."""
+        return sum((c.saving for c in self.cost.values()), Decimal(0))
+
+
+T = TypeVar("T")
+
+
+class _View(Generic[T]):
+    """A read-only attribute of :class:`FleetStats` backed by its private counters."""
+
+    __slots__ = ("_name",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _View[T]: ...
+    @overload
+    def __get__(self, obj: FleetStats, owner: type) -> T: ...
+    def __get__(self, obj: FleetStats | None, owner: type) -> T | _View[T]:
+        if obj is None:
+            return self
+        value: T = getattr(obj._c, self._name)
+        return value
+
+
+@dataclass(slots=True)
+class _Counters:
+    sync_calls: int = 0
+    batched_calls: int = 0
+    batches_submitted: int = 0
+    queued: int = 0
+    in_flight_batches: int = 0
+    succeeded: int = 0
+    errored: int = 0
+    expired: int = 0
+    canceled: int = 0
+    withdrawn: int = 0
+    failed: int = 0
+    results_dropped: int = 0
+    unpriced_calls: int = 0
+    batch_items: int = 0
+    batch_size_min: int | None = None
+    batch_size_max: int | None = None
+    flushes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REASONS, 0))
+    waits: dict[Route, _Histogram] = field(default_factory=lambda: {r: _Histogram() for r in Route})
+    tokens: dict[Route, TokenUsage] = field(
+        default_factory=lambda: dict.fromkeys(Route, TokenUsage())
+    )
+    cost: dict[Route, Cost] = field(default_factory=lambda: dict.fromkeys(Route, Cost()))
+
+
+@final
+class FleetStats:
+    """A live, read-only view of what the fleet has done; :meth:`snapshot` freezes it.
+
+    ``sync_calls`` / ``batched_calls`` count calls by the route chosen at submit, whatever
+    their outcome; ``batches_submitted`` counts batches the provider accepted. Each call ends
+    in exactly one outcome: ``succeeded`` (a response), ``errored`` (the provider answered it
+    with an error), ``expired``, ``canceled`` (its batch was canceled), ``withdrawn`` (its
+    caller left first) or ``failed`` (anything else: a refused batch, a closed fleet, a lost
+    connection).
+    """
+
+    __slots__ = ("_c",)
+
+    sync_calls = _View[int]()
+    batched_calls = _View[int]()
+    batches_submitted = _View[int]()
+    #: Calls waiting in the queue now.
+    queued = _View[int]()
+    #: Batches created (or being created) and not yet resolved.
+    in_flight_batches = _View[int]()
+    succeeded = _View[int]()
+    errored = _View[int]()
+    expired = _View[int]()
+    canceled = _View[int]()
+    withdrawn = _View[int]()
+    failed = _View[int]()
+    #: Batch results that arrived after their caller had left.
+    results_dropped = _View[int]()
+    #: Calls whose model has no known price (their tokens are counted, not their cost).
+    unpriced_calls = _View[int]()
+
+    def __init__(self) -> None:
+        self._c = _Counters()
+
+    @property
+    def flushes(self) -> Mapping[str, int]:
+        """Flushes by reason: ``size``, ``window``, ``drain``, ``deadline``."""
+        return MappingProxyType(self._c.flushes)
+
+    @property
+    def tokens(self) -> Mapping[Route, TokenUsage]:
+        """Tokens per route, from each response's ``usage``."""
+        return MappingProxyType(self._c.tokens)
+
+    @property
+    def cost(self) -> Mapping[Route, Cost]:
+        """Cost per route at list price and as paid, over priced calls."""
+        return MappingProxyType(self._c.cost)
+
+    def wait_ms(self, route: Route) -> Percentiles:
+        """Wait from submit to outcome on ``route`` (p50/p95/max, ms)."""
+        return self._c.waits[route].summary()
+
+    def snapshot(self) -> StatsSnapshot:
+        """A frozen copy of every figure, taken now."""
+        c = self._c
+        batches = sum(c.flushes.values())
+        return StatsSnapshot(
+            sync_calls=c.sync_calls,
+            batched_calls=c.batched_calls,
+            batches_submitted=c.batches_submitted,
+            queued=c.queued,
+            in_flight_batches=c.in_flight_batches,
+            succeeded=c.succeeded,
+            errored=c.errored,
+            expired=c.expired,
+            canceled=c.canceled,
+            withdrawn=c.withdrawn,
+            failed=c.failed,
+            results_dropped=c.results_dropped,
+            flushes=MappingProxyType(dict(c.flushes)),
+            batch_size_min=c.batch_size_min,
+            batch_size_mean=c.batch_items / batches if batches else None,
+            batch_size_max=c.batch_size_max,
+            wait_ms=MappingProxyType({r: h.summary() for r, h in c.waits.items()}),
+            tokens=MappingProxyType(dict(c.tokens)),
+            cost=MappingProxyType(dict(c.cost)),
+            unpriced_calls=c.unpriced_calls,
+        )
+
+    def __repr__(self) -> str:
+        c = self._c
+        return (
+            f"<FleetStats sync_calls={c.sync_calls} batched_calls={c.batched_calls} "
+            f"batches_submitted={c.batches_submitted} queued={c.queued} "
+            f"in_flight_batches={c.in_flight_batches}>"
+        )
+
+    # -- recording (the dispatcher's side; not public) ------------------------------------
+
+    def _flushed(self, reason: str, size: int) -> None:
+        c = self._c
+        c.flushes[reason] += 1
+        c.batch_items += size
+        c.batch_size_min = size if c.batch_size_min is None else min(c.batch_size_min, size)
+        c.batch_size_max = size if c.batch_size_max is None else max(c.batch_size_max, size)
+
+    def _ended(
+        self,
+        route: Route,
+        outcome: Outcome,
+        wait_s: float,
+        usage: TokenUsage | None,
+        cost: Cost | None,
+        priced: bool,
+    ) -> None:
+        c = self._c
+        setattr(c, outcome, getattr(c, outcome) + 1)
+        c.waits[route].add(wait_s * 1000)
+        if usage is not None:
+            c.tokens[route] = c.tokens[route] + usage
+            if cost is not None:
+                c.cost[route] = c.cost[route] + cost
+            elif not priced:
+                c.unpriced_calls += 1
+
+
+OnResult = Callable[[ResultEvent], Any]

@@ -1,0 +1,104 @@
+"""Every exception llmfleet raises.
+
+::
+
+    FleetError
+    ├── PolicyError (also ValueError)
+    ├── UnbatchableRequestError (also ValueError)
+    ├── FleetClosedError
+    ├── BatchSubmitError
+    └── BatchResultError                 (carries batch_id, custom_id)
+        ├── BatchRequestError            (errored: error_type, message)
+        ├── BatchRequestExpiredError
+        ├── BatchRequestCanceledError
+        └── BatchResultMissingError
+
+Messages say what went wrong and what to do about it. They never contain the API key, and never
+more of a request's content than a short excerpt marked as truncated (:func:`excerpt`).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "BatchRequestCanceledError",
+    "BatchRequestError",
+    "BatchRequestExpiredError",
+    "BatchResultError",
+    "BatchResultMissingError",
+    "BatchSubmitError",
+    "FleetClosedError",
+    "FleetError",
+    "PolicyError",
+    "UnbatchableRequestError",
+]
+
+_EXCERPT_CHARS: Final = 40
+
+
+def excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
+    """A short, clearly marked excerpt of ``text`` for an error message."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… [truncated, {len(text)} chars]"
+
+
+class FleetError(Exception):
+    """Base class of every error llmfleet raises."""
+
+
+class PolicyError(FleetError, ValueError):
+    """A :class:`~llmfleet.RoutingPolicy` field is out of range (the message names it)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        super().__init__(f"RoutingPolicy.{field}: {reason}")
+
+
+class UnbatchableRequestError(FleetError, ValueError):
+    """The request cannot go where it was routed (e.g. ``stream=True``, too large for a batch)."""
+
+
+class FleetClosedError(FleetError):
+    """The fleet is closed, or closed before this call could be sent or answered."""
+
+
+class BatchSubmitError(FleetError):
+    """The provider refused the batch this call was in; ``__cause__`` is the SDK's error."""
+
+    def __init__(self, message: str, *, batch_size: int) -> None:
+        self.batch_size = batch_size
+        super().__init__(message)
+
+
+class BatchResultError(FleetError):
+    """The batch ran, but this call's result is not a message."""
+
+    def __init__(self, message: str, *, batch_id: str, custom_id: str) -> None:
+        self.batch_id = batch_id
+        self.custom_id = custom_id
+        super().__init__(f"{message} (batch {batch_id}, custom_id {custom_id})")
+
+
+class BatchRequestError(BatchResultError):
+    """The provider answered this call with an error (``error_type``, ``message``)."""
+
+    def __init__(self, error_type: str, message: str, *, batch_id: str, custom_id: str) -> None:
+        self.error_type = error_type
+        self.message = message
+        super().__init__(
+            f"the provider answered {error_type}: {message}", batch_id=batch_id, custom_id=custom_id
+        )
+
+
+class BatchRequestExpiredError(BatchResultError):
+    """The batch expired before this call was processed; submit it again or use a direct call."""
+
+
+class BatchRequestCanceledError(BatchResultError):
+    """The batch was canceled before this call was processed."""
+
+
+class BatchResultMissingError(BatchResultError):
+    """The batch ended but its results have no line for this call."""

@@ -1,0 +1,155 @@
+"""List prices, and what a call costs at them.
+
+Prices are USD per million tokens (MTok), from Anthropic's public pricing page. The batch
+route is billed at half of every rate (:data:`BATCH_DISCOUNT`). Costs are :class:`~decimal.Decimal`
+so that sums are exact and a fleet's figure can be compared to the provider's to the cent.
+
+An unknown model has no price: :meth:`PriceTable.cost` returns ``None`` and callers report tokens
+only. A made-up price would be worse than none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final, final
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "BATCH_DISCOUNT",
+    "DEFAULT_PRICES",
+    "Cost",
+    "ModelPrice",
+    "PriceTable",
+    "TokenUsage",
+]
+
+#: Multiplier applied to every rate on the batch route.
+BATCH_DISCOUNT: Final = Decimal("0.5")
+_MTOK: Final = Decimal(1_000_000)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens of one call, as the provider's ``usage`` reports them.
+
+    ``input_tokens`` excludes cached tokens; ``cache_write_tokens`` and ``cache_read_tokens``
+    count the prompt-cache writes and hits.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """USD per million tokens for one model (5-minute cache writes)."""
+
+    input: Decimal
+    output: Decimal
+    cache_write: Decimal
+    cache_read: Decimal
+
+    @classmethod
+    def of(cls, input: str, output: str, cache_write: str, cache_read: str) -> ModelPrice:
+        """Build a price from decimal strings (``"3"``, ``"0.30"``), exactly."""
+        return cls(Decimal(input), Decimal(output), Decimal(cache_write), Decimal(cache_read))
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a call (or a sum of calls) costs: at list price, and at the price paid."""
+
+    list_price: Decimal = Decimal(0)
+    paid: Decimal = Decimal(0)
+
+    @property
+    def saving(self) -> Decimal:
+        """List price minus the price paid."""
+        return self.list_price - self.paid
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.list_price + other.list_price, self.paid + other.paid)
+
+
+#: Current list prices (USD/MTok), keyed by model id or id prefix.
+DEFAULT_PRICES: Final[Mapping[str, ModelPrice]] = {
+    "claude-opus-4-5": ModelPrice.of("5", "25", "6.25", "0.50"),
+    "claude-opus-4-6": ModelPrice.of("5", "25", "6.25", "0.50"),
+    "claude-opus-4-7": ModelPrice.of("5", "25", "6.25", "0.50"),
+    "claude-opus-4-1": ModelPrice.of("15", "75", "18.75", "1.50"),
+    "claude-opus-4-0": ModelPrice.of("15", "75", "18.75", "1.50"),
+    "claude-opus-4-20250514": ModelPrice.of("15", "75", "18.75", "1.50"),
+    "claude-sonnet-4-6": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-sonnet-4-5": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-sonnet-4-0": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-sonnet-4-20250514": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-3-7-sonnet": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-haiku-4-5": ModelPrice.of("1", "5", "1.25", "0.10"),
+    "claude-3-5-haiku": ModelPrice.of("0.80", "4", "1", "0.08"),
+    "claude-3-haiku": ModelPrice.of("0.25", "1.25", "0.30", "0.03"),
+}
+
+
+@final
+class PriceTable:
+    """Looks up a model's price: an exact id first, then the longest id prefix
+    (``claude-sonnet-4-5-20250929`` is priced as ``claude-sonnet-4-5``).
+
+    :param overrides: prices that replace or extend :data:`DEFAULT_PRICES`.
+    :param defaults: the base table (``DEFAULT_PRICES`` unless given).
+    """
+
+    __slots__ = ("_prices", "_sorted")
+
+    def __init__(
+        self,
+        overrides: Mapping[str, ModelPrice] | None = None,
+        *,
+        defaults: Mapping[str, ModelPrice] = DEFAULT_PRICES,
+    ) -> None:
+        self._prices = {**defaults, **(overrides or {})}
+        # Longest prefix first, so "claude-3-5-haiku" wins over a shorter key.
+        self._sorted = sorted(self._prices, key=len, reverse=True)
+
+    def price(self, model: str) -> ModelPrice | None:
+        """The price of ``model``, or ``None`` when the table does not know it."""
+        exact = self._prices.get(model)
+        if exact is not None:
+            return exact
+        for key in self._sorted:
+            if model.startswith(key):
+                return self._prices[key]
+        return None
+
+    def cost(self, model: str, usage: TokenUsage, *, batch: bool) -> Cost | None:
+        """What ``usage`` of ``model`` costs at list price and as paid on its route.
+
+        :param batch: the call went through the batch route (billed at :data:`BATCH_DISCOUNT`).
+        :return: the cost, or ``None`` for a model the table does not know.
+        """
+        price = self.price(model)
+        if price is None:
+            return None
+        list_price = (
+            price.input * usage.input_tokens
+            + price.output * usage.output_tokens
+            + price.cache_write * usage.cache_write_tokens
+            + price.cache_read * usage.cache_read_tokens
+        ) / _MTOK
+        return Cost(list_price, list_price * BATCH_DISCOUNT if batch else list_price)

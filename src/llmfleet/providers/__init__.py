@@ -1,0 +1,42 @@
+"""Provider adapters: one per vendor, behind one protocol (:class:`Provider`).
+
+:func:`adapter_for` picks the adapter from the client's type; an object that already
+implements :class:`Provider` is used as it is (a fake in tests, a vendor we don't ship).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import BatchStatus as BatchStatus
+from ._base import ErrorInfo as ErrorInfo
+from ._base import ErrorKind as ErrorKind
+from ._base import ItemResult as ItemResult
+from ._base import Provider as Provider
+
+__all__ = ["BatchStatus", "ErrorInfo", "ErrorKind", "ItemResult", "Provider", "adapter_for"]
+
+
+def adapter_for(client: Any) -> Provider:
+    """The adapter for ``client``.
+
+    :param client: an ``anthropic.AsyncAnthropic``, or any :class:`Provider`.
+    :raises TypeError: no adapter knows this client (the message lists what is accepted).
+    """
+    if isinstance(client, Provider):
+        return client
+    # Imported here so that a fleet over one vendor never imports another's SDK.
+    import anthropic
+
+    if isinstance(client, anthropic.AsyncAnthropic):
+        from .anthropic import AnthropicProvider
+
+        return AnthropicProvider(client)
+    if isinstance(client, anthropic.Anthropic):
+        raise TypeError(
+            "open_fleet needs an async client: pass anthropic.AsyncAnthropic(), not Anthropic()"
+        )
+    raise TypeError(
+        f"open_fleet cannot drive a {type(client).__name__}: pass anthropic.AsyncAnthropic() "
+        "or an object implementing llmfleet.providers.Provider"
+    )

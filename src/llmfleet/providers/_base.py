@@ -1,0 +1,130 @@
+"""The one protocol every provider adapter implements (DESIGN §7).
+
+The dispatcher speaks only this protocol: it knows no vendor, and an adapter knows no queue.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, final, runtime_checkable
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from ..pricing import TokenUsage
+
+__all__ = [
+    "BatchStatus",
+    "ErrorInfo",
+    "ErrorKind",
+    "ItemResult",
+    "Provider",
+]
+
+
+class ErrorKind(enum.Enum):
+    """What an exception from a provider call means for the dispatcher."""
+
+    #: No answer: connection failed, dropped or timed out. The provider may have acted on it.
+    CONNECTION = "connection"
+    #: 429: the provider is rate-limiting us; ``retry_after`` may say for how long.
+    RATE_LIMITED = "rate_limited"
+    #: 5xx, 529, 408, 409: the provider failed this attempt; another may succeed.
+    SERVER = "server"
+    #: 404: unknown object (transient right after a create, final later).
+    NOT_FOUND = "not_found"
+    #: Any other refusal (400, 401, 403, 413, ...): trying again will not help.
+    FATAL = "fatal"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """How the dispatcher should treat a provider exception."""
+
+    kind: ErrorKind
+    #: Seconds the provider asked us to wait, if it said.
+    retry_after: float | None = None
+    #: The HTTP status, if there was one.
+    status: int | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BatchStatus:
+    """What a poll learned of a batch."""
+
+    ended: bool
+    #: The provider's own word for the state (for logs).
+    state: str = ""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One line of a batch's results, in vendor-neutral form."""
+
+    kind: Literal["succeeded", "errored", "expired", "canceled"]
+    #: The SDK's own response object, for ``succeeded``.
+    value: Any = None
+    #: The provider's error type and message, for ``errored``.
+    error_type: str = ""
+    message: str = ""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An adapter between the dispatcher and one vendor's SDK client."""
+
+    #: Short vendor name, for logs and stats (``"anthropic"``).
+    name: str
+    #: Most requests one batch may hold.
+    max_batch_requests: int
+    #: Most bytes one batch body may hold.
+    max_batch_bytes: int
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        """Refuse, with :class:`~llmfleet.UnbatchableRequestError`, params no route can carry
+        (the fleet returns whole responses, so ``stream=True`` is refused here)."""
+
+    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Make a request ready for the batch route, at submit.
+
+        :return: the bytes it adds to a batch body (an upper bound is fine), and a deep copy
+            of ``params``, so that what the caller changes later is not what gets sent.
+        :raises UnbatchableRequestError: the batch route cannot carry it.
+        """
+
+    def model_of(self, params: Mapping[str, Any]) -> str:
+        """The model a request names (for prices and per-model stats)."""
+
+    def usage_of(self, value: Any) -> TokenUsage | None:
+        """The tokens a response reports, if it reports them."""
+
+    async def call(self, params: Mapping[str, Any]) -> Any:
+        """The direct route: one create call, returning the SDK's own response."""
+
+    async def create_batch(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+        """Send one batch create, **once** (no SDK retry); return the batch id."""
+
+    async def find_batch(
+        self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]
+    ) -> str | None:
+        """After an ambiguous create, the id of a batch of ``count`` requests created since
+        ``created_after`` (Unix time) whose id is not in ``exclude``, or ``None``."""
+
+    async def poll(self, batch_id: str) -> BatchStatus:
+        """The batch's current state."""
+
+    def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+        """Stream an ended batch's results as ``(custom_id, result)``, in any order.
+
+        Close the iterator (``aclosing``) when leaving it early.
+        """
+
+    async def cancel(self, batch_id: str) -> None:
+        """Ask the provider to cancel the batch (its unprocessed requests are not billed)."""
+
+    def classify(self, exc: BaseException) -> ErrorInfo | None:
+        """What a provider exception means, or ``None`` if it is not one (a bug: re-raise)."""

@@ -1,0 +1,197 @@
+"""The Anthropic adapter: Messages and Message Batches through ``anthropic.AsyncAnthropic``.
+
+Wire facts it relies on are in ``shared/reference/anthropic-batches.md``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import TYPE_CHECKING, Any, Final, final
+
+import anthropic
+import httpx2
+
+from ..errors import UnbatchableRequestError, excerpt
+from ..pricing import TokenUsage
+from ._base import BatchStatus, ErrorInfo, ErrorKind, ItemResult
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping, Sequence
+
+    from anthropic.types import Message
+
+__all__ = ["AnthropicProvider"]
+
+#: Anthropic's limits per batch: 100,000 requests, 256 MB of body.
+MAX_REQUESTS: Final = 100_000
+MAX_BYTES: Final = 256 * 1024 * 1024
+# `{"custom_id":"…","params":…},` around each request's params.
+_ENTRY_OVERHEAD: Final = len('{"custom_id":"","params":},')
+# How far back (seconds) a batch found after an ambiguous create may have been created:
+# the provider's clock and ours differ a little.
+_CLOCK_SLACK_S: Final = 5.0
+_LIST_PAGE: Final = 100
+
+
+@final
+class AnthropicProvider:
+    """Adapter over ``anthropic.AsyncAnthropic`` (DESIGN §7).
+
+    Batch creates go out with ``max_retries=0``: the API has no idempotency key, so an SDK
+    retry after a timeout could create, and bill, a second batch (DESIGN §5). The dispatcher
+    reconciles an ambiguous create with :meth:`find_batch` instead.
+    """
+
+    name = "anthropic"
+    max_batch_requests = MAX_REQUESTS
+    max_batch_bytes = MAX_BYTES
+
+    def __init__(self, client: anthropic.AsyncAnthropic) -> None:
+        self._client = client
+        self._once = client.with_options(max_retries=0)
+
+    def __repr__(self) -> str:
+        # The client's repr could carry its key one day; name only the endpoint.
+        return f"<AnthropicProvider base_url={str(self._client.base_url)!r}>"
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        if params.get("stream"):
+            raise UnbatchableRequestError(
+                "stream=True is not supported: the fleet returns whole messages. "
+                "Call client.messages.stream(...) or create(stream=True) on the client directly."
+            )
+
+    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        if params.get("max_tokens") == 0:
+            raise UnbatchableRequestError(
+                "max_tokens=0 is not allowed inside a batch; use max_tokens >= 1 or submit_sync()"
+            )
+        try:
+            # ensure_ascii gives the longest encoding the SDK could send: a safe upper bound.
+            body = json.dumps(params, separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise UnbatchableRequestError(
+                f"the request params are not JSON-serializable ({exc}); a batch carries plain "
+                "JSON: pass dicts, lists, strings and numbers, or use submit_sync()"
+            ) from None
+        size = len(body) + len(custom_id) + _ENTRY_OVERHEAD
+        if size + 16 > MAX_BYTES:
+            raise UnbatchableRequestError(
+                f"the request is {size:,} bytes, over Anthropic's {MAX_BYTES:,}-byte limit per "
+                f"batch (starts {excerpt(body)}); send it with submit_sync() or make it smaller"
+            )
+        # Decoding the body we just made is the cheapest deep copy, and it is exactly what a
+        # batch can carry.
+        copy: dict[str, Any] = json.loads(body)
+        return size, copy
+
+    def model_of(self, params: Mapping[str, Any]) -> str:
+        return str(params.get("model", ""))
+
+    def usage_of(self, value: Any) -> TokenUsage | None:
+        usage = getattr(value, "usage", None)
+        if usage is None:
+            return None
+        return TokenUsage(
+            input_tokens=usage.input_tokens or 0,
+            output_tokens=usage.output_tokens or 0,
+            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
+            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+        )
+
+    async def call(self, params: Mapping[str, Any]) -> Message:
+        create: Any = self._client.messages.create
+        message: Message = await create(**params)
+        return message
+
+    async def create_batch(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+        body: Any = [{"custom_id": cid, "params": params} for cid, params in requests]
+        batch = await self._once.messages.batches.create(requests=body)
+        return batch.id
+
+    async def find_batch(
+        self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]
+    ) -> str | None:
+        since = created_after - _CLOCK_SLACK_S
+        async for batch in self._client.messages.batches.list(limit=_LIST_PAGE):
+            created = batch.created_at.timestamp()
+            if created < since:
+                # Listed newest first: nothing further down can match.
+                return None
+            counts = batch.request_counts
+            total = (
+                counts.processing
+                + counts.succeeded
+                + counts.errored
+                + counts.canceled
+                + counts.expired
+            )
+            if total == count and batch.id not in exclude:
+                return batch.id
+        return None
+
+    async def poll(self, batch_id: str) -> BatchStatus:
+        batch = await self._client.messages.batches.retrieve(batch_id)
+        return BatchStatus(ended=batch.processing_status == "ended", state=batch.processing_status)
+
+    async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+        decoder = await self._client.messages.batches.results(batch_id)
+        try:
+            async for line in decoder:
+                result = line.result
+                if result.type == "succeeded":
+                    yield line.custom_id, ItemResult("succeeded", value=result.message)
+                elif result.type == "errored":
+                    error = result.error.error
+                    yield (
+                        line.custom_id,
+                        ItemResult("errored", error_type=error.type, message=error.message),
+                    )
+                else:
+                    yield line.custom_id, ItemResult(result.type)
+        finally:
+            # A read or decode error leaves the response open (see the wire reference).
+            await decoder.close()
+
+    async def cancel(self, batch_id: str) -> None:
+        await self._client.messages.batches.cancel(batch_id)
+
+    def classify(self, exc: BaseException) -> ErrorInfo | None:
+        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+            return ErrorInfo(ErrorKind.CONNECTION)
+        if isinstance(exc, json.JSONDecodeError):
+            # A results stream cut in the middle of a line.
+            return ErrorInfo(ErrorKind.CONNECTION)
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            if status == 429:
+                return ErrorInfo(ErrorKind.RATE_LIMITED, _retry_after(exc.response), status)
+            if status == 404:
+                return ErrorInfo(ErrorKind.NOT_FOUND, status=status)
+            if status >= 500 or status in (408, 409):
+                return ErrorInfo(ErrorKind.SERVER, _retry_after(exc.response), status)
+            return ErrorInfo(ErrorKind.FATAL, status=status)
+        if isinstance(exc, anthropic.AnthropicError):
+            return ErrorInfo(ErrorKind.FATAL)
+        return None
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    headers = response.headers
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    if (value := headers.get("retry-after")) is not None:
+        try:
+            return float(value)
+        except ValueError:
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return None
+            return max(0.0, parsed.timestamp() - time.time())
+    return None
