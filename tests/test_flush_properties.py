@@ -1,0 +1,113 @@
+"""G1–G6 of DESIGN §4 on the pure flush rule, over generated arrival and cancel schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmfleet._flush import ENVELOPE_BYTES, FlushQueue
+
+from model import Item, Run, simulate
+
+
+@st.composite
+def schedules(draw: st.DrawFn) -> tuple[list[Item], dict[str, int]]:
+    max_size = draw(st.integers(1, 12))
+    min_size = draw(st.integers(1, max_size))
+    window = draw(st.integers(0, 50))
+    max_bytes = draw(st.one_of(st.just(10**9), st.integers(300, 2000)))
+    n = draw(st.integers(0, 60))
+    # Integer arrival times with many ties (bursts in one tick); cancels at .5 so a cancel
+    # never coincides with a flush instant.
+    gaps = draw(st.lists(st.integers(0, 30), min_size=n, max_size=n))
+    items: list[Item] = []
+    t = 0
+    for index, gap in enumerate(gaps):
+        t += gap if draw(st.booleans()) else 0
+        size = draw(st.integers(50, min(250, max_bytes - ENVELOPE_BYTES)))
+        cancel = draw(st.one_of(st.none(), st.integers(0, 60)))
+        items.append(Item(index, float(t), size, None if cancel is None else t + cancel + 0.5))
+    policy = {"min_size": min_size, "max_size": max_size, "window": window, "max_bytes": max_bytes}
+    return items, policy
+
+
+def check_guarantees(items: list[Item], run: Run, policy: dict[str, int]) -> None:
+    min_size, max_size = policy["min_size"], policy["max_size"]
+    window, max_bytes = policy["window"], policy["max_bytes"]
+    flushed = [item for flush in run.flushes for item in flush.items]
+    # G1 exactly once: sent once, or withdrawn before its flush; never both, never twice.
+    assert len({id(i) for i in flushed}) == len(flushed)
+    for item in items:
+        sent = item.flushed_at is not None
+        assert sent != (item.withdrawn_at is not None), item
+        if item.withdrawn_at is not None:
+            assert item.withdrawn_at == item.cancel_at
+    for flush in run.flushes:
+        # G2 bounded, by count and by bytes.
+        assert 1 <= len(flush.items) <= max_size
+        assert ENVELOPE_BYTES + sum(i.size for i in flush.items) <= max_bytes
+        for item in flush.items:
+            # G3 window: never later than arrival + window, exactly.
+            assert flush.at <= item.arrival + window
+            assert flush.at >= item.arrival
+    # G4 eager: after each instant, fewer than min_size calls remain queued.
+    for at, length in run.queue_lengths:
+        assert length < min_size, (at, length)
+    # G5 FIFO within and across batches.
+    position = {id(item): n for n, item in enumerate(items)}
+    assert [position[id(i)] for i in flushed] == sorted(position[id(i)] for i in flushed)
+
+
+@settings(max_examples=400, deadline=None)
+@given(schedules())
+def test_flush_rule_keeps_g1_to_g5(case: tuple[list[Item], dict[str, int]]) -> None:
+    items, policy = case
+    run = simulate(items, **policy)
+    check_guarantees(items, run, policy)
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedules(), st.integers(0, 200))
+def test_drain_flushes_everything_left(
+    case: tuple[list[Item], dict[str, int]], drain_at: int
+) -> None:
+    items, policy = case
+    run = simulate(items, **policy, drain_at=drain_at + 0.25)
+    assert all(
+        i.flushed_at is not None or i.withdrawn_at is not None
+        for i in items
+        if i.arrival <= drain_at
+    )
+    drains = [f for f in run.flushes if f.reason == "drain"]
+    assert all(f.at == drain_at + 0.25 for f in drains)
+    assert all(len(f.items) <= policy["max_size"] for f in drains)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 500), max_size=st.integers(1, 120), data=st.data())
+def test_burst_coalesces_g6(n: int, max_size: int, data: st.DataObject) -> None:
+    """G6: a burst of N calls in one tick gives ⌈N / batch_max_size⌉ batches."""
+    min_size = data.draw(st.integers(1, max_size))
+    items = [Item(i, 0.0) for i in range(n)]
+    run = simulate(items, min_size=min_size, max_size=max_size, window=10)
+    assert len(run.flushes) == math.ceil(n / max_size)
+
+
+def test_byte_limit_splits_before_count_limit() -> None:
+    items = [Item(i, 0.0, size=400) for i in range(10)]
+    run = simulate(items, min_size=1, max_size=10, window=0, max_bytes=1000)
+    assert [len(f.items) for f in run.flushes] == [2, 2, 2, 2, 2]
+
+
+def test_queue_refuses_a_call_that_can_never_fit() -> None:
+    queue: FlushQueue[Item] = FlushQueue(min_size=1, max_size=2, window=0, max_bytes=100)
+    with pytest.raises(ValueError, match="never fit"):
+        queue.push(Item(0, 0.0, size=100))
+
+
+def test_queue_rejects_inconsistent_sizes() -> None:
+    with pytest.raises(ValueError, match="min_size"):
+        FlushQueue[Item](min_size=3, max_size=2, window=0, max_bytes=100)
