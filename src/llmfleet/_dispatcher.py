@@ -100,6 +100,7 @@ class _Batch:
         "cancel_sent",
         "create_scope",
         "created_at",
+        "ended",
         "id",
         "live",
         "reason",
@@ -115,6 +116,7 @@ class _Batch:
         self.create_scope: anyio.CancelScope | None = None
         self.created_at = 0.0
         self.cancel_sent = False
+        self.ended = False
 
 
 @final
@@ -163,11 +165,16 @@ class FleetDispatcher:
         self._batches: set[_Batch] = set()
         self._owned_ids: set[str] = set()
         self._room: anyio.Event | None = None
-        self._idle = anyio.Event()
+        self._idle: anyio.Event | None = None  # made in _run(): an Event needs a running loop
         # custom_ids are opaque: a random fleet tag and a counter, never the request content.
         self._tag = secrets.token_hex(4)
         self._ids = itertools.count(1)
         self._stack: AsyncExitStack | None = None
+        # Ambiguous-create reconciliation (see _reconcile); the lock is made in _run().
+        self._creating = 0
+        self._creates_done: anyio.Event | None = None
+        self._reconciling: anyio.Event | None = None
+        self._reconcile_lock: anyio.Lock | None = None
 
     def __repr__(self) -> str:
         return f"<FleetDispatcher {self.provider.name} state={self._state} {self._stats!r}>"
@@ -379,9 +386,19 @@ class FleetDispatcher:
             await self._create(batch)
             if batch.id is not None:
                 if batch.live and await self._wait_until_ended(batch):
+                    batch.ended = True
                     await self._fetch_results(batch)
-                if batch.live == 0 or self._state == "aborted":
+                else:
+                    # Every caller left before the batch ended: nobody pays for unwanted work.
                     await self._cancel_remote(batch)
+        except anyio.get_cancelled_exc_class():
+            # The fleet is aborting (exception in the body, outer cancellation, drain
+            # timeout): this batch may be cancelled before _abort() runs, so cancel it with
+            # the provider here too (shielded, bounded), and tell its callers why.
+            if not batch.ended:
+                await self._cancel_remote(batch)
+            self._fail_all(batch, lambda call: _closed("before this call's batch ended"))
+            raise
         except Exception as exc:
             # A bug or an error no rule above covers: the callers must still hear of it.
             logger.exception("batch %s failed", batch.id)
@@ -404,6 +421,10 @@ class FleetDispatcher:
         provider = self.provider
         requests = [(cid, call.params) for cid, call in batch.calls.items()]
         for attempt in range(1, CREATE_ATTEMPTS + 1):
+            # While an ambiguous create is being reconciled, no other create may start: its
+            # batch could be mistaken for the one being looked for.
+            while self._reconciling is not None:
+                await self._reconciling.wait()
             # Wall time, not the fleet's clock: it is compared with the provider's timestamps.
             since = time.time()
             # Shielded: once sent, a create is awaited even if the fleet aborts, so the batch
@@ -411,8 +432,14 @@ class FleetDispatcher:
             # bounds it by moving this scope's deadline.
             with anyio.CancelScope(shield=True) as scope:
                 batch.create_scope = scope
+                self._creating += 1
                 try:
-                    batch_id: str | None = await provider.create_batch(requests)
+                    try:
+                        batch_id: str | None = await provider.create_batch(requests)
+                    finally:
+                        self._creating -= 1
+                        if not self._creating and self._creates_done is not None:
+                            self._creates_done.set()
                 except Exception as exc:
                     info = provider.classify(exc)
                     if info is None:
@@ -421,7 +448,7 @@ class FleetDispatcher:
                         self._refuse(batch, exc, info)
                         return
                     logger.warning("batch create: no answer (%s); looking for the batch", exc)
-                    batch_id = await self._find_created(batch, since)
+                    batch_id = await self._reconcile(len(requests), since)
                     if batch_id is None:
                         if attempt < CREATE_ATTEMPTS and self._state != "aborted":
                             continue
@@ -442,27 +469,44 @@ class FleetDispatcher:
             logger.debug("batch %s created with %d calls", batch_id, len(requests))
             return
 
-    async def _find_created(self, batch: _Batch, since: float) -> str | None:
-        for _ in range(3):
+    async def _reconcile(self, count: int, since: float) -> str | None:
+        """Find the batch an unanswered create may have made (DESIGN §5).
+
+        One at a time, with no other create in flight: every batch this fleet made is then
+        in ``_owned_ids``, so none of them is taken for the one looked for.
+        """
+        assert self._reconcile_lock is not None
+        async with self._reconcile_lock:
+            gate = self._reconciling = anyio.Event()
             try:
-                return await self.provider.find_batch(
-                    count=len(batch.calls), created_after=since, exclude=self._owned_ids
-                )
-            except Exception as exc:
-                if self.provider.classify(exc) is None:
-                    raise
-                await anyio.sleep(self.policy.poll_interval_ms / 1000)
-        return None
+                while self._creating:
+                    self._creates_done = anyio.Event()
+                    await self._creates_done.wait()
+                self._creates_done = None
+                for _ in range(3):
+                    try:
+                        return await self.provider.find_batch(
+                            count=count, created_after=since, exclude=self._owned_ids
+                        )
+                    except Exception as exc:
+                        if self.provider.classify(exc) is None:
+                            raise
+                        await anyio.sleep(self.policy.poll_interval_ms / 1000)
+                return None
+            finally:
+                self._reconciling = None
+                gate.set()
 
     def _refuse(self, batch: _Batch, exc: Exception, info: ErrorInfo) -> None:
         status = f"status {info.status}" if info.status else info.kind.value
+        size = len(batch.calls)
         message = (
-            f"the provider refused the batch of {len(batch.calls)} calls ({status}: {exc}); "
+            f"the provider refused the batch of {size} calls ({status}: {exc}); "
             "nothing was billed for it. Submit again, or use submit_sync()"
         )
 
         def error(call: _Call) -> BaseException:
-            err = BatchSubmitError(message, batch_size=len(batch.calls))
+            err = BatchSubmitError(message, batch_size=size)
             err.__cause__ = exc
             return err
 
@@ -647,7 +691,7 @@ class FleetDispatcher:
                 logger.exception("on_result hook raised")
 
     def _check_idle(self) -> None:
-        if self._flusher_done and not self._batches:
+        if self._flusher_done and not self._batches and self._idle is not None:
             self._idle.set()
 
     # -- shutdown -----------------------------------------------------------------------
@@ -707,6 +751,8 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     if fleet._entered:
         raise RuntimeError("a FleetDispatcher can be entered once; make a new one")
     fleet._entered = True
+    fleet._idle = idle = anyio.Event()
+    fleet._reconcile_lock = anyio.Lock()
     send, receive = anyio.create_memory_object_stream[_Call](math.inf)
     body_error: BaseException | None = None
     async with anyio.create_task_group() as tg:
@@ -727,8 +773,8 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
             fleet._close()
             if fleet._drain_timeout is not None:
                 with anyio.move_on_after(fleet._drain_timeout):
-                    await fleet._idle.wait()
-                if not fleet._idle.is_set():
+                    await idle.wait()
+                if not idle.is_set():
                     logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
                     await fleet._abort("after drain_timeout_ms")
                     tg.cancel_scope.cancel()
@@ -737,6 +783,10 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
             raise body_error
         finally:
             body_error = None
+    # Every caller's outcome is in its slot, but the callers woken by the last results have
+    # not run yet. One checkpoint lets them run before the code after `async with` does, so
+    # "the block returns when every caller has its outcome" holds for what callers record.
+    await anyio.lowlevel.checkpoint()
 
 
 def open_fleet(

@@ -236,6 +236,22 @@ class FleetStats:
         """Cost per route at list price and as paid, over priced calls."""
         return MappingProxyType(self._c.cost)
 
+    @property
+    def batch_size_min(self) -> int | None:
+        """Fewest calls in one flushed batch (``None`` before the first flush)."""
+        return self._c.batch_size_min
+
+    @property
+    def batch_size_max(self) -> int | None:
+        """Most calls in one flushed batch (``None`` before the first flush)."""
+        return self._c.batch_size_max
+
+    @property
+    def batch_size_mean(self) -> float | None:
+        """Mean calls per flushed batch (``None`` before the first flush)."""
+        batches = sum(self._c.flushes.values())
+        return self._c.batch_items / batches if batches else None
+
     def wait_ms(self, route: Route) -> Percentiles:
         """Wait from submit to outcome on ``route`` (p50/p95/max, ms)."""
         return self._c.waits[route].summary()
@@ -243,7 +259,6 @@ class FleetStats:
     def snapshot(self) -> StatsSnapshot:
         """A frozen copy of every figure, taken now."""
         c = self._c
-        batches = sum(c.flushes.values())
         return StatsSnapshot(
             sync_calls=c.sync_calls,
             batched_calls=c.batched_calls,
@@ -259,7 +274,7 @@ class FleetStats:
             results_dropped=c.results_dropped,
             flushes=MappingProxyType(dict(c.flushes)),
             batch_size_min=c.batch_size_min,
-            batch_size_mean=c.batch_items / batches if batches else None,
+            batch_size_mean=self.batch_size_mean,
             batch_size_max=c.batch_size_max,
             wait_ms=MappingProxyType({r: h.summary() for r, h in c.waits.items()}),
             tokens=MappingProxyType(dict(c.tokens)),

@@ -1,0 +1,215 @@
+"""Configuration of the emulator: what it answers, how slowly, and which faults it injects."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeAlias, final, get_args
+
+from llmfleet.pricing import PriceTable
+
+__all__ = ["Duration", "EmulatorConfig", "Endpoint", "Fault", "FaultKind"]
+
+#: A duration in seconds, or a function that draws one from the emulator's seeded generator.
+Duration: TypeAlias = float | Callable[[random.Random], float]
+
+Endpoint: TypeAlias = Literal[
+    "messages",
+    "batch_create",
+    "batch_retrieve",
+    "batch_list",
+    "batch_cancel",
+    "batch_results",
+    "batch_delete",
+]
+FaultKind: TypeAlias = Literal[
+    "status", "slow", "drop", "accept_then_drop", "cut_stream", "transient_404"
+]
+
+ENDPOINTS: Final[tuple[str, ...]] = get_args(Endpoint)
+FAULT_KINDS: Final[tuple[str, ...]] = get_args(FaultKind)
+
+# Which endpoints a fault kind makes sense on; the others are rejected at construction.
+_KIND_ENDPOINTS: Final[dict[str, tuple[str, ...]]] = {
+    "status": ENDPOINTS,
+    "slow": ENDPOINTS,
+    "drop": ENDPOINTS,
+    "accept_then_drop": ("batch_create",),
+    "cut_stream": ("batch_results",),
+    "transient_404": ("batch_retrieve", "batch_results"),
+}
+
+# The error type the real API pairs with each status code (others: api_error).
+STATUS_ERROR_TYPES: Final[dict[int, str]] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One injected failure on one endpoint.
+
+    The fault hits ``times`` consecutive calls to ``endpoint``: the calls made right after it is
+    added (``nth=None``), or starting at the ``nth`` call (1-based) counted from when it is added
+    (a fault in :attr:`EmulatorConfig.faults` is added at start-up, so there ``nth`` counts from the
+    first call). Faults are consumed as they fire; when several match a call, the one added first
+    wins.
+
+    Kinds:
+
+    - ``"status"``: answer ``status`` with the real error body (``error_type`` defaults to the
+      one the API pairs with the status) and ``retry-after``/``retry-after-ms`` headers when set.
+      Nothing else happens: a faulted ``batch_create`` creates no batch.
+    - ``"slow"``: sleep ``delay_s``, then answer normally (work is done after the sleep, even if
+      the client gave up meanwhile, as a real server would).
+    - ``"drop"``: close the connection without a response, before doing anything.
+    - ``"accept_then_drop"`` (``batch_create`` only): create the batch, then close the connection
+      without a response: the ambiguous case a client cannot tell from ``"drop"``.
+    - ``"cut_stream"`` (``batch_results`` only): send the first half of the lines, then close the
+      connection in the middle of the chunked body.
+    - ``"transient_404"`` (``batch_retrieve``, ``batch_results``): answer 404 ``not_found_error``
+      although the batch exists.
+
+    :raises ValueError: for an unknown endpoint or kind, a kind that does not apply to the
+        endpoint, or a non-positive ``nth``/``times``.
+    """
+
+    endpoint: Endpoint
+    kind: FaultKind
+    nth: int | None = field(default=None, kw_only=True)
+    times: int = field(default=1, kw_only=True)
+    status: int = field(default=429, kw_only=True)
+    retry_after: float | None = field(default=None, kw_only=True)
+    retry_after_ms: int | None = field(default=None, kw_only=True)
+    delay_s: float = field(default=1.0, kw_only=True)
+    error_type: str | None = field(default=None, kw_only=True)
+    message: str | None = field(default=None, kw_only=True)
+    #: Sent as ``x-should-retry: true|false``, which the SDK obeys over its own rules.
+    should_retry: bool | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {self.endpoint!r}; expected one of {ENDPOINTS}")
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {FAULT_KINDS}")
+        if self.endpoint not in _KIND_ENDPOINTS[self.kind]:
+            raise ValueError(f"a {self.kind!r} fault does not apply to {self.endpoint!r}")
+        if self.nth is not None and self.nth < 1:
+            raise ValueError(f"nth must be >= 1 (1-based), got {self.nth}")
+        if self.times < 1:
+            raise ValueError(f"times must be >= 1, got {self.times}")
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"status must be an HTTP error status (400-599), got {self.status}")
+        if not (math.isfinite(self.delay_s) and self.delay_s >= 0):
+            raise ValueError(f"delay_s must be a finite number >= 0, got {self.delay_s}")
+
+    @property
+    def resolved_error_type(self) -> str:
+        """The ``error.type`` a ``"status"`` fault answers with."""
+        if self.error_type is not None:
+            return self.error_type
+        return STATUS_ERROR_TYPES.get(self.status, "api_error")
+
+
+def _check_duration(name: str, value: object, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if callable(value):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or a callable, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _check_ratio(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
+_CHECKS: Final[dict[str, Callable[[str, object], None]]] = {
+    "turnaround_s": lambda n, v: _check_duration(n, v, optional=True),
+    "direct_latency_s": lambda n, v: _check_duration(n, v, optional=False),
+    "cancel_delay_s": lambda n, v: _check_duration(n, v, optional=False),
+    "errored_ratio": _check_ratio,
+    "expired_ratio": _check_ratio,
+    "max_batch_requests": _check_positive_int,
+    "max_batch_bytes": _check_positive_int,
+    "max_message_bytes": _check_positive_int,
+    "results_chunk_bytes": _check_positive_int,
+}
+
+
+@final
+@dataclass(kw_only=True, slots=True)
+class EmulatorConfig:
+    """How the emulator behaves. Keyword-only; every field is checked when set.
+
+    The running emulator reads its config on each request, so a test may change fields while it
+    runs (plain attribute assignment; a value read mid-request is either the old or the new one).
+
+    :param turnaround_s: how long after creation a batch ends on its own: seconds, a callable
+        drawing seconds from a :class:`random.Random` seeded by ``seed`` and the batch id, or
+        ``None`` for never (tests then end batches with :meth:`Emulator.end_batch`). Read when
+        the batch is created.
+    :param direct_latency_s: delay before ``POST /v1/messages`` answers (seconds or callable).
+    :param cancel_delay_s: how long a batch stays ``canceling`` after a cancel before it ends.
+    :param errored_ratio: share of batch items that end ``errored`` (``api_error``), drawn
+        deterministically from ``seed``, the batch id and the ``custom_id``.
+    :param expired_ratio: likewise for ``expired`` (applied after ``errored_ratio``: together
+        they cover at most all items).
+    :param seed: makes ids, turnarounds, outcomes and result order reproducible.
+    :param prices: prices for the ledger.
+    :param max_batch_requests: most requests per batch (the API's 100,000).
+    :param max_batch_bytes: largest batch-create body (the API's 256 MB), else 413.
+    :param max_message_bytes: largest ``POST /v1/messages`` body (the API's 32 MB), else 413.
+    :param results_chunk_bytes: size of the chunks the results stream is sent in; chunks split
+        lines wherever they fall, as a real server's do.
+    :param faults: faults armed at start-up.
+    """
+
+    turnaround_s: Duration | None = 2.0
+    direct_latency_s: Duration = 0.0
+    cancel_delay_s: Duration = 0.0
+    errored_ratio: float = 0.0
+    expired_ratio: float = 0.0
+    seed: int = 0
+    prices: PriceTable = field(default_factory=PriceTable)
+    max_batch_requests: int = 100_000
+    max_batch_bytes: int = 256 * 1024 * 1024
+    max_message_bytes: int = 32 * 1024 * 1024
+    results_chunk_bytes: int = 64 * 1024
+    faults: Sequence[Fault] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        check = _CHECKS.get(name)
+        if check is not None:
+            check(name, value)
+        object.__setattr__(self, name, value)
+
+
+def draw(duration: Duration | None, rng: random.Random) -> float | None:
+    """Seconds from a fixed duration or a distribution (``None`` stays ``None``)."""
+    if duration is None:
+        return None
+    value = duration(rng) if callable(duration) else float(duration)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"a duration callable returned {value!r}; expected seconds >= 0")
+    return value
