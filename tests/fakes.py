@@ -4,7 +4,7 @@ in the test's virtual time, recording ``anyio.current_time()`` of every call it 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -75,6 +75,8 @@ class FakeProvider:
     on_call: Hook | None = None
     direct_latency: float = 0.0
     name: str = "fake"
+    results_requests: int = 1
+    list_page_size: int = 1000
     max_batch_requests: int = 100_000
     max_batch_bytes: int = 10**9
     batches: dict[str, FakeBatch] = field(default_factory=dict)
@@ -83,6 +85,7 @@ class FakeProvider:
     cancels: list[tuple[float, str]] = field(default_factory=list)
     polls: list[tuple[float, str]] = field(default_factory=list)
     result_fetches: list[tuple[float, str]] = field(default_factory=list)
+    list_pages: list[tuple[float, str | None]] = field(default_factory=list)
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -144,10 +147,34 @@ class FakeProvider:
         batch.polls += 1
         if self.on_poll is not None:
             await _maybe_await(self.on_poll(batch))
-        ended = batch.ended(anyio.current_time())
-        return BatchStatus(ended=ended, state="ended" if ended else "in_progress")
+        return self._status(batch)
 
-    async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+    def _status(self, batch: FakeBatch) -> BatchStatus:
+        now = anyio.current_time()
+        ended = batch.ended(now)
+        end = (
+            batch.cancelled_at
+            if batch.cancelled_at is not None
+            else (batch.created_at + batch.turnaround)
+        )
+        return BatchStatus(
+            ended=ended, state="ended" if ended else "in_progress", ended_at=end if ended else None
+        )
+
+    async def list_page(
+        self, cursor: str | None
+    ) -> tuple[list[tuple[str, BatchStatus]], str | None]:
+        await anyio.lowlevel.checkpoint()
+        self.list_pages.append((anyio.current_time(), cursor))
+        newest_first = list(reversed(self.batches.values()))
+        start = 0
+        if cursor is not None:
+            start = next(i for i, b in enumerate(newest_first) if b.id == cursor) + 1
+        page = newest_first[start : start + self.list_page_size]
+        more = start + self.list_page_size < len(newest_first)
+        return [(b.id, self._status(b)) for b in page], (page[-1].id if more else None)
+
+    async def results(self, batch_id: str) -> AsyncGenerator[tuple[str, ItemResult]]:
         batch = self.batches[batch_id]
         self.result_fetches.append((anyio.current_time(), batch_id))
         if self.on_results is not None:

@@ -12,7 +12,7 @@ import logging
 import math
 from contextlib import aclosing
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import anyio
@@ -43,7 +43,6 @@ from fakes import FakeError, FakeMessage, FakeProvider, request, text_of
 if TYPE_CHECKING:
     from collections.abc import (
         AsyncGenerator,
-        AsyncIterator,
         Awaitable,
         Callable,
         Mapping,
@@ -653,9 +652,9 @@ Line = tuple[str, ItemResult]
 class DroppingProvider(FakeProvider):
     """A fake whose results stream has no line for requests whose text is ``drop``."""
 
-    async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+    async def results(self, batch_id: str) -> AsyncGenerator[tuple[str, ItemResult]]:
         texts = {cid: text_of(p) for cid, p in self.batches[batch_id].requests}
-        async with aclosing(cast("AsyncGenerator[Line]", super().results(batch_id))) as lines:
+        async with aclosing(super().results(batch_id)) as lines:
             async for custom_id, result in lines:
                 if texts[custom_id] != "drop":
                     yield custom_id, result
@@ -681,9 +680,9 @@ class BreakingProvider(FakeProvider):
 
     broke = False
 
-    async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+    async def results(self, batch_id: str) -> AsyncGenerator[tuple[str, ItemResult]]:
         sent = 0
-        async with aclosing(cast("AsyncGenerator[Line]", super().results(batch_id))) as lines:
+        async with aclosing(super().results(batch_id)) as lines:
             async for line in lines:
                 if not self.broke and sent == 2:
                     self.broke = True

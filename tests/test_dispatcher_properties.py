@@ -56,6 +56,9 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
             batch_window_ms=window_ms,
             poll_interval_ms=7,
             poll_max_interval_ms=20,
+            # The flush rule in isolation: creates are not held back by the request budget,
+            # so each batch is created at the instant it is cut.
+            batch_api_rpm=None,
         ),
         "arrivals": arrivals,
         "cancels": cancels,

@@ -18,6 +18,8 @@ FIELDS = (
     "poll_max_interval_ms",
     "max_queued",
 )
+# Added by issue 7: the shared request budget for the batch endpoints (None = no limit).
+ALL_FIELDS = (*FIELDS, "batch_api_rpm")
 
 
 def test_defaults_match_design() -> None:
@@ -30,11 +32,24 @@ def test_defaults_match_design() -> None:
         "poll_interval_ms": 1_000,
         "poll_max_interval_ms": 60_000,
         "max_queued": 100_000,
+        "batch_api_rpm": 50,
     }
 
 
 def test_fields_are_exactly_the_designed_ones() -> None:
-    assert tuple(f.name for f in dataclasses.fields(RoutingPolicy)) == FIELDS
+    assert tuple(f.name for f in dataclasses.fields(RoutingPolicy)) == ALL_FIELDS
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.5, "50"])
+def test_bad_batch_api_rpm_names_the_field(bad: Any) -> None:
+    with pytest.raises(PolicyError, match="batch_api_rpm") as info:
+        RoutingPolicy(batch_api_rpm=bad)
+    assert info.value.field == "batch_api_rpm"
+    assert "None for no limit" in str(info.value)
+
+
+def test_batch_api_rpm_none_means_no_limit() -> None:
+    assert RoutingPolicy(batch_api_rpm=None).batch_api_rpm is None
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
 
+from ._board import StatusBoard, Watch
+from ._budget import Priority, RequestBudget
 from ._flush import FlushQueue, FlushReason
 from ._policy import RoutingPolicy
 from ._stats import FleetStats, OnResult, Outcome, ResultEvent, Route
@@ -53,8 +55,6 @@ ABORT_GRACE_S: Final = 5.0
 CREATE_ATTEMPTS: Final = 3
 #: Attempts at fetching one batch's results before its unresolved callers get an error.
 RESULT_ATTEMPTS: Final = 8
-#: Fatal (non-transient) poll errors in a row before a batch's callers get an error.
-POLL_FATAL_LIMIT: Final = 5
 #: A 404 this soon after create is the provider's lag, not a deleted batch (wire reference).
 NOT_FOUND_GRACE_S: Final = 60.0
 _BACKOFF: Final = 1.5
@@ -101,9 +101,11 @@ class _Batch:
         "create_scope",
         "created_at",
         "ended",
+        "ended_at",
         "id",
         "live",
         "reason",
+        "watch",
     )
 
     def __init__(self, calls: list[_Call], reason: FlushReason) -> None:
@@ -117,6 +119,8 @@ class _Batch:
         self.created_at = 0.0
         self.cancel_sent = False
         self.ended = False
+        self.ended_at: float | None = None
+        self.watch: Watch | None = None
 
 
 @final
@@ -147,7 +151,8 @@ class FleetDispatcher:
         self._drain_timeout = None if drain_timeout_ms is None else drain_timeout_ms / 1000
         self._prices = prices if prices is not None else PriceTable()
         self._on_result = on_result
-        self._stats = FleetStats()
+        self._budget = RequestBudget(policy.batch_api_rpm)
+        self._stats = FleetStats(self._budget)
         self._c = self._stats._c
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
         self._queue: FlushQueue[_Call] = FlushQueue(
@@ -170,6 +175,8 @@ class FleetDispatcher:
         self._tag = secrets.token_hex(4)
         self._ids = itertools.count(1)
         self._stack: AsyncExitStack | None = None
+        self._board: StatusBoard | None = None  # made in _run(): it needs a running loop
+        self._results_requests = max(1, getattr(self.provider, "results_requests", 1))
         # Ambiguous-create reconciliation (see _reconcile); the lock is made in _run().
         self._creating = 0
         self._creates_done: anyio.Event | None = None
@@ -378,6 +385,8 @@ class FleetDispatcher:
             batch.live -= 1
             if batch.live == 0:
                 batch.abandoned.set()
+                if batch.watch is not None:
+                    batch.watch.event.set()
 
     # -- one batch, from create to its last result ----------------------------------------
 
@@ -388,6 +397,9 @@ class FleetDispatcher:
                 if batch.live and await self._wait_until_ended(batch):
                     batch.ended = True
                     await self._fetch_results(batch)
+                    if batch.ended_at is not None:
+                        # Wall time: the provider's end stamp is wall time too.
+                        self._c.end_lag.add(max(0.0, time.time() - batch.ended_at) * 1000)
                 else:
                     # Every caller left before the batch ended: nobody pays for unwanted work.
                     await self._cancel_remote(batch)
@@ -425,6 +437,7 @@ class FleetDispatcher:
             # batch could be mistaken for the one being looked for.
             while self._reconciling is not None:
                 await self._reconciling.wait()
+            await self._budget.acquire(Priority.CREATE)
             # Wall time, not the fleet's clock: it is compared with the provider's timestamps.
             since = time.time()
             # Shielded: once sent, a create is awaited even if the fleet aborts, so the batch
@@ -435,6 +448,7 @@ class FleetDispatcher:
                 self._creating += 1
                 try:
                     try:
+                        self._count("create")
                         batch_id: str | None = await provider.create_batch(requests)
                     finally:
                         self._creating -= 1
@@ -444,6 +458,7 @@ class FleetDispatcher:
                     info = provider.classify(exc)
                     if info is None:
                         raise
+                    self._provider_error(info)
                     if info.kind is not ErrorKind.CONNECTION:
                         self._refuse(batch, exc, info)
                         return
@@ -484,13 +499,17 @@ class FleetDispatcher:
                     await self._creates_done.wait()
                 self._creates_done = None
                 for _ in range(3):
+                    await self._budget.acquire(Priority.CREATE)
+                    self._count("list")
                     try:
                         return await self.provider.find_batch(
                             count=count, created_after=since, exclude=self._owned_ids
                         )
                     except Exception as exc:
-                        if self.provider.classify(exc) is None:
+                        info = self.provider.classify(exc)
+                        if info is None:
                             raise
+                        self._provider_error(info)
                         await anyio.sleep(self.policy.poll_interval_ms / 1000)
                 return None
             finally:
@@ -513,37 +532,22 @@ class FleetDispatcher:
         self._fail_all(batch, error)
 
     async def _wait_until_ended(self, batch: _Batch) -> bool:
-        """Poll with backoff until the batch ends (True) or every caller has left (False)."""
+        """Wait, on the fleet's status board, until the batch ends (True) or every caller
+        has left (False)."""
         assert batch.id is not None
-        policy = self.policy
-        interval = policy.poll_interval_ms / 1000
-        ceiling = policy.poll_max_interval_ms / 1000
-        fatal = 0
-        while True:
-            with anyio.move_on_after(interval):
-                await batch.abandoned.wait()
-            if batch.live == 0:
-                return False
-            interval = min(interval * _BACKOFF, ceiling)
-            try:
-                status = await self.provider.poll(batch.id)
-            except Exception as exc:
-                info = self.provider.classify(exc)
-                if info is None:
-                    raise
-                if not self._transient(info, batch):
-                    fatal += 1
-                    if fatal >= POLL_FATAL_LIMIT:
-                        raise
-                logger.debug("poll %s failed (%s); retrying", batch.id, info.kind.value)
-                if info.retry_after:
-                    interval = max(interval, info.retry_after)
-                continue
-            fatal = 0
-            logger.debug("poll %s: %s", batch.id, status.state)
-            if status.ended:
-                logger.debug("batch %s ended", batch.id)
-                return True
+        assert self._board is not None
+        watch = batch.watch = self._board.watch(batch.id)
+        try:
+            await watch.event.wait()
+        finally:
+            self._board.unwatch(watch)
+            batch.watch = None
+        if watch.error is not None:
+            raise watch.error
+        if batch.live == 0 or watch.status is None or not watch.status.ended:
+            return False
+        batch.ended_at = watch.status.ended_at
+        return True
 
     def _transient(self, info: ErrorInfo, batch: _Batch) -> bool:
         if info.kind is ErrorKind.NOT_FOUND:
@@ -555,6 +559,9 @@ class FleetDispatcher:
         provider = self.provider
         delay = self.policy.poll_interval_ms / 1000
         for attempt in range(1, RESULT_ATTEMPTS + 1):
+            for _ in range(self._results_requests):
+                await self._budget.acquire(Priority.RESULTS)
+            self._count("results")
             try:
                 async with aclosing(
                     cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(batch.id))
@@ -568,6 +575,7 @@ class FleetDispatcher:
                 info = provider.classify(exc)
                 if info is None or attempt == RESULT_ATTEMPTS or not self._transient(info, batch):
                     raise
+                self._provider_error(info)
                 # Fetched again below for the calls still unresolved (DESIGN §5).
                 logger.warning(
                     "results of %s broke off (%s); %d calls unresolved, fetching again",
@@ -643,6 +651,8 @@ class FleetDispatcher:
         batch.cancel_sent = True
         with anyio.move_on_after(ABORT_GRACE_S, shield=True):
             try:
+                await self._budget.acquire(Priority.CANCEL)
+                self._count("cancel")
                 await self.provider.cancel(batch.id)
                 logger.debug("batch %s cancelled at the provider", batch.id)
             except Exception as exc:
@@ -689,6 +699,16 @@ class FleetDispatcher:
             except Exception:
                 # A metrics hook must not break the fleet; say so loudly, once per failure.
                 logger.exception("on_result hook raised")
+
+    def _count(self, endpoint: str) -> None:
+        requests = self._c.api_requests
+        requests[endpoint] = requests.get(endpoint, 0) + 1
+
+    def _provider_error(self, info: ErrorInfo) -> None:
+        """Every requester backs off when the provider says it is rate-limiting us."""
+        if info.kind is ErrorKind.RATE_LIMITED:
+            self._c.rate_limited += 1
+            self._budget.pause(info.retry_after if info.retry_after is not None else 1.0)
 
     def _check_idle(self) -> None:
         if self._flusher_done and not self._batches and self._idle is not None:
@@ -755,10 +775,20 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     fleet._reconcile_lock = anyio.Lock()
     send, receive = anyio.create_memory_object_stream[_Call](math.inf)
     body_error: BaseException | None = None
+    board = fleet._board = StatusBoard(
+        fleet.provider, fleet._budget, fleet.policy, fleet._count, fleet._provider_error
+    )
+    board_scope = anyio.CancelScope()
+
+    async def run_board(*, task_status: TaskStatus[None]) -> None:
+        with board_scope:
+            await board.run(task_status=task_status)
+
     async with anyio.create_task_group() as tg:
         fleet._tg = tg
         fleet._send = send
         fleet._receive = receive
+        await tg.start(run_board)
         await tg.start(fleet._flusher, receive)
         fleet._state = "open"
         try:
@@ -771,13 +801,16 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
             tg.cancel_scope.cancel()
         else:
             fleet._close()
-            if fleet._drain_timeout is not None:
-                with anyio.move_on_after(fleet._drain_timeout):
-                    await idle.wait()
-                if not idle.is_set():
-                    logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
-                    await fleet._abort("after drain_timeout_ms")
-                    tg.cancel_scope.cancel()
+            with anyio.move_on_after(
+                math.inf if fleet._drain_timeout is None else fleet._drain_timeout
+            ):
+                await idle.wait()
+            if not idle.is_set():
+                logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
+                await fleet._abort("after drain_timeout_ms")
+                tg.cancel_scope.cancel()
+            # Every batch has ended: the board has nothing left to watch.
+            board_scope.cancel()
     if body_error is not None:
         try:
             raise body_error

@@ -28,6 +28,9 @@ class RoutingPolicy:
     :param poll_interval_ms: first poll of a new batch after this; then ×1.5 per poll …
     :param poll_max_interval_ms: … up to this.
     :param max_queued: queued calls beyond which ``submit`` waits for room (backpressure).
+    :param batch_api_rpm: most requests a minute to the provider's batch endpoints (create,
+        status, results, cancel), shared by the whole fleet; ``None`` for no limit. The
+        direct route is not counted.
     """
 
     sync_max_latency_ms: int = 5_000
@@ -37,10 +40,22 @@ class RoutingPolicy:
     poll_interval_ms: int = 1_000
     poll_max_interval_ms: int = 60_000
     max_queued: int = 100_000
+    batch_api_rpm: int | None = 50
 
     def __post_init__(self) -> None:
+        if self.batch_api_rpm is not None and (
+            isinstance(self.batch_api_rpm, bool)
+            or not isinstance(self.batch_api_rpm, int)
+            or self.batch_api_rpm < 1
+        ):
+            raise PolicyError(
+                "batch_api_rpm",
+                f"must be an int >= 1, or None for no limit, got {self.batch_api_rpm!r}",
+            )
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "batch_api_rpm":
+                continue
             # bool is an int subclass; RoutingPolicy(batch_min_size=True) is a mistake.
             if isinstance(value, bool) or not isinstance(value, int):
                 raise PolicyError(f.name, f"must be an int, got {value!r}")

@@ -8,9 +8,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Final, Generic, Literal, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final, overload
 
 from .pricing import Cost, TokenUsage
+
+if TYPE_CHECKING:
+    from ._budget import RequestBudget
 
 __all__ = [
     "FleetStats",
@@ -131,6 +134,10 @@ class StatsSnapshot:
     tokens: Mapping[Route, TokenUsage]
     cost: Mapping[Route, Cost]
     unpriced_calls: int
+    api_requests: Mapping[str, int]
+    rate_limited: int
+    budget_wait_s: float
+    end_lag_ms: Percentiles
 
     @property
     def saving(self) -> Decimal:
@@ -175,6 +182,9 @@ class _Counters:
     failed: int = 0
     results_dropped: int = 0
     unpriced_calls: int = 0
+    rate_limited: int = 0
+    api_requests: dict[str, int] = field(default_factory=dict)
+    end_lag: _Histogram = field(default_factory=lambda: _Histogram())
     batch_items: int = 0
     batch_size_min: int | None = None
     batch_size_max: int | None = None
@@ -198,7 +208,7 @@ class FleetStats:
     connection).
     """
 
-    __slots__ = ("_c",)
+    __slots__ = ("_budget", "_c")
 
     sync_calls = _View[int]()
     batched_calls = _View[int]()
@@ -218,8 +228,28 @@ class FleetStats:
     #: Calls whose model has no known price (their tokens are counted, not their cost).
     unpriced_calls = _View[int]()
 
-    def __init__(self) -> None:
+    #: 429 answers the fleet got from the batch endpoints.
+    rate_limited = _View[int]()
+
+    def __init__(self, budget: RequestBudget | None = None) -> None:
         self._c = _Counters()
+        self._budget = budget
+
+    @property
+    def api_requests(self) -> Mapping[str, int]:
+        """Requests made to the batch endpoints, by kind: ``create``, ``status``, ``list``,
+        ``results``, ``cancel``. (The direct route is counted in ``sync_calls``.)"""
+        return MappingProxyType(self._c.api_requests)
+
+    @property
+    def budget_wait_s(self) -> float:
+        """Seconds spent waiting for the batch-endpoint request budget, summed over requests."""
+        return self._budget.waited_s if self._budget is not None else 0.0
+
+    @property
+    def end_lag_ms(self) -> Percentiles:
+        """Per batch: from the provider's end of the batch to its callers' resolution (ms)."""
+        return self._c.end_lag.summary()
 
     @property
     def flushes(self) -> Mapping[str, int]:
@@ -280,6 +310,10 @@ class FleetStats:
             tokens=MappingProxyType(dict(c.tokens)),
             cost=MappingProxyType(dict(c.cost)),
             unpriced_calls=c.unpriced_calls,
+            api_requests=MappingProxyType(dict(c.api_requests)),
+            rate_limited=c.rate_limited,
+            budget_wait_s=self.budget_wait_s,
+            end_lag_ms=self.end_lag_ms,
         )
 
     def __repr__(self) -> str:

@@ -58,6 +58,8 @@ class BatchStatus:
     ended: bool
     #: The provider's own word for the state (for logs).
     state: str = ""
+    #: When the provider says the batch ended (Unix time), if it ended and says so.
+    ended_at: float | None = None
 
 
 @final
@@ -83,6 +85,8 @@ class Provider(Protocol):
     max_batch_requests: int
     #: Most bytes one batch body may hold.
     max_batch_bytes: int
+    #: HTTP requests one :meth:`results` call makes (counted against the request budget).
+    results_requests: int
 
     def check(self, params: Mapping[str, Any]) -> None:
         """Refuse, with :class:`~llmfleet.UnbatchableRequestError`, params no route can carry
@@ -115,7 +119,13 @@ class Provider(Protocol):
         ``created_after`` (Unix time) whose id is not in ``exclude``, or ``None``."""
 
     async def poll(self, batch_id: str) -> BatchStatus:
-        """The batch's current state."""
+        """The batch's current state (one request)."""
+
+    async def list_page(
+        self, cursor: str | None
+    ) -> tuple[list[tuple[str, BatchStatus]], str | None]:
+        """One page of the provider's batch listing, newest first, as large as it allows
+        (one request), and the cursor of the next page (``None`` after the last)."""
 
     def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
         """Stream an ended batch's results as ``(custom_id, result)``, in any order.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
     from anthropic.types import Message
+    from anthropic.types.messages import MessageBatch
 
 __all__ = ["AnthropicProvider"]
 
@@ -33,6 +34,8 @@ _ENTRY_OVERHEAD: Final = len('{"custom_id":"","params":},')
 # the provider's clock and ours differ a little.
 _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 100
+# The largest page the list endpoint serves: fewest requests for a status refresh.
+_STATUS_PAGE: Final = 1000
 
 
 @final
@@ -47,9 +50,14 @@ class AnthropicProvider:
     name = "anthropic"
     max_batch_requests = MAX_REQUESTS
     max_batch_bytes = MAX_BYTES
+    # The SDK's results() retrieves the batch before it downloads the results.
+    results_requests = 2
 
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
         self._client = client
+        # Every batch-endpoint request goes out once: the fleet retries by itself, within its
+        # shared request budget (an SDK retry would be a request the budget never saw), and
+        # a retried create could create and bill a second batch.
         self._once = client.with_options(max_retries=0)
 
     def __repr__(self) -> str:
@@ -115,7 +123,7 @@ class AnthropicProvider:
         self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]
     ) -> str | None:
         since = created_after - _CLOCK_SLACK_S
-        async for batch in self._client.messages.batches.list(limit=_LIST_PAGE):
+        async for batch in self._once.messages.batches.list(limit=_LIST_PAGE):
             created = batch.created_at.timestamp()
             if created < since:
                 # Listed newest first: nothing further down can match.
@@ -133,11 +141,21 @@ class AnthropicProvider:
         return None
 
     async def poll(self, batch_id: str) -> BatchStatus:
-        batch = await self._client.messages.batches.retrieve(batch_id)
-        return BatchStatus(ended=batch.processing_status == "ended", state=batch.processing_status)
+        return _status(await self._once.messages.batches.retrieve(batch_id))
+
+    async def list_page(
+        self, cursor: str | None
+    ) -> tuple[list[tuple[str, BatchStatus]], str | None]:
+        batches = self._once.messages.batches
+        if cursor is None:
+            page = await batches.list(limit=_STATUS_PAGE)
+        else:
+            page = await batches.list(limit=_STATUS_PAGE, after_id=cursor)
+        rows = [(batch.id, _status(batch)) for batch in page.data]
+        return rows, (page.last_id if page.has_more and page.last_id else None)
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
-        decoder = await self._client.messages.batches.results(batch_id)
+        decoder = await self._once.messages.batches.results(batch_id)
         try:
             async for line in decoder:
                 result = line.result
@@ -156,7 +174,7 @@ class AnthropicProvider:
             await decoder.close()
 
     async def cancel(self, batch_id: str) -> None:
-        await self._client.messages.batches.cancel(batch_id)
+        await self._once.messages.batches.cancel(batch_id)
 
     def classify(self, exc: BaseException) -> ErrorInfo | None:
         if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
@@ -176,6 +194,15 @@ class AnthropicProvider:
         if isinstance(exc, anthropic.AnthropicError):
             return ErrorInfo(ErrorKind.FATAL)
         return None
+
+
+def _status(batch: MessageBatch) -> BatchStatus:
+    ended = batch.processing_status == "ended"
+    return BatchStatus(
+        ended=ended,
+        state=batch.processing_status,
+        ended_at=batch.ended_at.timestamp() if ended and batch.ended_at else None,
+    )
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
