@@ -7,6 +7,7 @@ the dispatcher's batches can be compared with it call for call.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from llmfleet._flush import FlushQueue, FlushReason
@@ -20,6 +21,7 @@ class Item:
     arrival: float
     size: int = 100
     cancel_at: float | None = None
+    flush_by: float = math.inf
     flushed_at: float | None = None
     withdrawn_at: float | None = None
 

@@ -75,7 +75,7 @@ class LimitedProvider(FakeProvider):
         return best
 
 
-EACH_ALONE = {"batch_min_size": 1, "batch_max_size": 1, "batch_window_ms": 0}
+EACH_ALONE: dict[str, Any] = {"batch_min_size": 1, "batch_max_size": 1, "batch_window_ms": 0}
 
 
 async def test_500_batches_in_an_hour_stay_within_50_requests_a_minute() -> None:

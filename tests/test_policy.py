@@ -19,7 +19,14 @@ FIELDS = (
     "max_queued",
 )
 # Added by issue 7: the shared request budget for the batch endpoints (None = no limit).
-ALL_FIELDS = (*FIELDS, "batch_api_rpm")
+ALL_FIELDS = (
+    *FIELDS,
+    "batch_api_rpm",
+    # Added by issue 8 (DESIGN §8): what the latency budget promises.
+    "deadline_action",
+    "expected_turnaround_ms",
+    "escalation_margin_ms",
+)
 
 
 def test_defaults_match_design() -> None:
@@ -33,6 +40,9 @@ def test_defaults_match_design() -> None:
         "poll_max_interval_ms": 60_000,
         "max_queued": 100_000,
         "batch_api_rpm": 50,
+        "deadline_action": "escalate",
+        "expected_turnaround_ms": None,
+        "escalation_margin_ms": 2_000,
     }
 
 
@@ -172,3 +182,19 @@ def test_replace_validates_too() -> None:
     with pytest.raises(PolicyError) as excinfo:
         dataclasses.replace(RoutingPolicy(), batch_min_size=1_000)
     assert excinfo.value.field == "batch_min_size"
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("deadline_action", "retry"),
+        ("deadline_action", None),
+        ("expected_turnaround_ms", -1),
+        ("expected_turnaround_ms", 1.5),
+        ("escalation_margin_ms", -5),
+    ],
+)
+def test_bad_deadline_fields_name_the_field(field: str, bad: Any) -> None:
+    with pytest.raises(PolicyError, match=field) as info:
+        RoutingPolicy(**{field: bad})
+    assert info.value.field == field

@@ -20,6 +20,7 @@ from .errors import BatchRequestExpiredError as BatchRequestExpiredError
 from .errors import BatchResultError as BatchResultError
 from .errors import BatchResultMissingError as BatchResultMissingError
 from .errors import BatchSubmitError as BatchSubmitError
+from .errors import DeadlineExceededError as DeadlineExceededError
 from .errors import FleetClosedError as FleetClosedError
 from .errors import FleetError as FleetError
 from .errors import PolicyError as PolicyError
@@ -34,6 +35,7 @@ __all__ = [
     "BatchResultError",
     "BatchResultMissingError",
     "BatchSubmitError",
+    "DeadlineExceededError",
     "FleetClosedError",
     "FleetDispatcher",
     "FleetError",

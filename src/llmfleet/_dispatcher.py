@@ -19,9 +19,11 @@ import anyio
 
 from ._board import StatusBoard, Watch
 from ._budget import Priority, RequestBudget
+from ._estimate import Estimator
 from ._flush import FlushQueue, FlushReason
 from ._policy import RoutingPolicy
 from ._stats import FleetStats, OnResult, Outcome, ResultEvent, Route
+from ._timers import Timers
 from .errors import (
     BatchRequestCanceledError,
     BatchRequestError,
@@ -29,13 +31,14 @@ from .errors import (
     BatchResultError,
     BatchResultMissingError,
     BatchSubmitError,
+    DeadlineExceededError,
     FleetClosedError,
 )
 from .pricing import Cost, PriceTable, TokenUsage
 from .providers import ErrorInfo, ErrorKind, ItemResult, Provider, adapter_for
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup, TaskStatus
@@ -47,7 +50,8 @@ logger = logging.getLogger("llmfleet")
 
 # A call's life. NEW: sent to the flusher, not yet in its queue. QUEUED: in the queue.
 # SENT: in a batch. DONE: its caller has an outcome. GONE: its caller left (cancelled).
-_NEW, _QUEUED, _SENT, _DONE, _GONE = range(5)
+# ESCALATED: near its deadline it left the queue or its batch for the direct route (§8).
+_NEW, _QUEUED, _SENT, _DONE, _GONE, _ESCALATED = range(6)
 
 #: Seconds that awaited cleanup (a create in flight, cancels) may take once the fleet aborts.
 ABORT_GRACE_S: Final = 5.0
@@ -68,8 +72,12 @@ class _Call:
         "arrival",
         "batch",
         "custom_id",
+        "deadline",
         "done",
         "error",
+        "escalation",
+        "flush_by",
+        "key",
         "model",
         "params",
         "size",
@@ -88,6 +96,12 @@ class _Call:
         self.done = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
+        # DESIGN §8: the caller's deadline, the latest flush that can still meet it, and
+        # the scope of its escalated direct call.
+        self.deadline = math.inf
+        self.flush_by = math.inf
+        self.escalation: anyio.CancelScope | None = None
+        self.key: Hashable = None
 
 
 @final
@@ -155,11 +169,12 @@ class FleetDispatcher:
         self._stats = FleetStats(self._budget)
         self._c = self._stats._c
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
-        self._queue: FlushQueue[_Call] = FlushQueue(
-            min_size=min(policy.batch_min_size, self._max_size),
-            max_size=self._max_size,
-            window=policy.batch_window_ms / 1000,
-            max_bytes=self.provider.max_batch_bytes,
+        # One queue per batch key: a provider whose batches must not mix some requests (an
+        # OpenAI batch file holds one endpoint and model) gives each kind its own queue, each
+        # under the §4 rule. Most providers have one key.
+        self._queues: dict[Hashable, FlushQueue[_Call]] = {}
+        self._batch_key: Callable[[Mapping[str, Any]], Hashable] | None = getattr(
+            self.provider, "batch_key", None
         )
         self._send: MemoryObjectSendStream[_Call] | None = None
         self._receive: MemoryObjectReceiveStream[_Call] | None = None
@@ -177,6 +192,11 @@ class FleetDispatcher:
         self._stack: AsyncExitStack | None = None
         self._board: StatusBoard | None = None  # made in _run(): it needs a running loop
         self._results_requests = max(1, getattr(self.provider, "results_requests", 1))
+        # DESIGN §8: what batches and direct calls take, per model, as the fleet sees them.
+        prior = policy.expected_turnaround_ms
+        self._turnaround = Estimator(0.9, prior=None if prior is None else prior / 1000)
+        self._direct_latency = Estimator(0.95)
+        self._timers: Timers[_Call] = Timers(self._deadline_reached)
         # Ambiguous-create reconciliation (see _reconcile); the lock is made in _run().
         self._creating = 0
         self._creates_done: anyio.Event | None = None
@@ -225,7 +245,17 @@ class FleetDispatcher:
             )
         if latency_budget_ms <= self.policy.sync_max_latency_ms:
             return await self.submit_sync(**params)
-        return await self.submit_batch(**params)
+        budget = latency_budget_ms / 1000
+        if self.policy.deadline_action == "wait":
+            # The seed's behaviour: the budget only chooses the route (and is kept for the
+            # hit-rate figures).
+            return await self._submit_batch(params, budget, None)
+        turnaround = self._turnaround.estimate(self.provider.model_of(params))
+        if turnaround is not None and budget < turnaround:
+            # Even a batch flushed now would likely end after the deadline (DESIGN §8).
+            self._c.routed_by_deadline += 1
+            return await self.submit_sync(**params)
+        return await self._submit_batch(params, budget, turnaround)
 
     async def submit_sync(self, **params: Any) -> Any:
         """Make the call on the direct route, now. Same arguments and result as the SDK's."""
@@ -245,18 +275,26 @@ class FleetDispatcher:
             errored = info is not None and info.kind is not ErrorKind.CONNECTION
             self._record(Route.DIRECT, "errored" if errored else "failed", model, start, None)
             raise
+        self._direct_latency.observe(model, anyio.current_time() - start)
         self._record(Route.DIRECT, "succeeded", model, start, value)
         return value
 
     async def submit_batch(self, **params: Any) -> Any:
-        """Put the call in the next batch and wait for its result. Same arguments and result as
-        the SDK's create call."""
+        """Put the call in the next batch and wait for its result, however long it takes.
+        Same arguments and result as the SDK's create call."""
+        return await self._submit_batch(params, None, None)
+
+    async def _submit_batch(
+        self, params: dict[str, Any], budget: float | None, turnaround: float | None
+    ) -> Any:
         self._check_open()
         provider = self.provider
         provider.check(params)
         custom_id = f"lf_{self._tag}_{next(self._ids)}"
         size, request = provider.prepare(custom_id, params)
         call = _Call(custom_id, request, size, provider.model_of(params))
+        if self._batch_key is not None:
+            call.key = self._batch_key(params)
         c = self._c
         while c.queued >= self.policy.max_queued:
             if self._room is None:
@@ -264,7 +302,9 @@ class FleetDispatcher:
             await self._room.wait()
             self._check_open()
         assert self._send is not None
-        call.arrival = anyio.current_time()
+        call.arrival = now = anyio.current_time()
+        if budget is not None:
+            self._promise(call, now + budget, turnaround)
         self._send.send_nowait(call)
         c.queued += 1
         c.batched_calls += 1
@@ -309,12 +349,15 @@ class FleetDispatcher:
     async def _flusher(
         self, receive: MemoryObjectReceiveStream[_Call], *, task_status: TaskStatus[None]
     ) -> None:
-        queue = self._queue
+        queues = self._queues
         task_status.started()
         async with receive:
             while True:
-                # Wake on an arrival or on the oldest call's deadline, never on a timer.
-                deadline = queue.deadline()
+                # Wake on an arrival or on the earliest deadline, never on a timer.
+                deadline = min(
+                    (d for q in queues.values() if (d := q.deadline()) is not None),
+                    default=None,
+                )
                 try:
                     with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
                         self._accept(await receive.receive())
@@ -338,11 +381,21 @@ class FleetDispatcher:
     def _accept(self, call: _Call) -> None:
         if call.state == _NEW:
             call.state = _QUEUED
-            self._queue.push(call)
+            queue = self._queues.get(call.key)
+            if queue is None:
+                policy = self.policy
+                queue = self._queues[call.key] = FlushQueue(
+                    min_size=min(policy.batch_min_size, self._max_size),
+                    max_size=self._max_size,
+                    window=policy.batch_window_ms / 1000,
+                    max_bytes=self.provider.max_batch_bytes,
+                )
+            queue.push(call)
 
     def _flush(self, now: float, *, drain: bool = False) -> None:
-        for calls, reason in self._queue.take(now, drain=drain):
-            self._start_batch(calls, reason)
+        for queue in self._queues.values():
+            for calls, reason in queue.take(now, drain=drain):
+                self._start_batch(calls, reason)
 
     def _start_batch(self, calls: list[_Call], reason: FlushReason) -> None:
         batch = _Batch(calls, reason)
@@ -369,17 +422,26 @@ class FleetDispatcher:
 
     def _abandon(self, call: _Call) -> None:
         """The caller of ``call`` was cancelled: withdraw it, or drop its coming result."""
-        state = call.state
-        if state in (_NEW, _QUEUED):
-            if state == _QUEUED:
-                self._queue.withdraw(call)
+        if call.state == _ESCALATED:
             call.state = _GONE
+            if call.escalation is not None:
+                call.escalation.cancel()
+            self._record(Route.DIRECT, "withdrawn", call.model, call.arrival, None, call=call)
+        elif self._detach(call, _GONE):
+            self._record(Route.BATCH, "withdrawn", call.model, call.arrival, None, call=call)
+
+    def _detach(self, call: _Call, state: int) -> bool:
+        """Take a pending call out of the queue or its batch (whose result it will then
+        drop); a batch left with no live caller is cancelled. False if it was not pending."""
+        if call.state in (_NEW, _QUEUED):
+            if call.state == _QUEUED:
+                self._queues[call.key].withdraw(call)
+            call.state = state
             self._c.queued -= 1
             self._make_room()
-            self._record(Route.BATCH, "withdrawn", call.model, call.arrival, None)
-        elif state == _SENT:
-            call.state = _GONE
-            self._record(Route.BATCH, "withdrawn", call.model, call.arrival, None, call=call)
+            return True
+        if call.state == _SENT:
+            call.state = state
             batch = call.batch
             assert batch is not None
             batch.live -= 1
@@ -387,6 +449,72 @@ class FleetDispatcher:
                 batch.abandoned.set()
                 if batch.watch is not None:
                     batch.watch.event.set()
+            return True
+        return False
+
+    # -- deadlines (DESIGN §8) ------------------------------------------------------------
+
+    def _promise(self, call: _Call, deadline: float, turnaround: float | None) -> None:
+        """Make the call's budget a promise: flush it in time, and act at its deadline."""
+        call.deadline = deadline
+        if turnaround is not None:
+            # Flushed no later than this, the batch should end by the deadline (p90).
+            call.flush_by = deadline - turnaround
+        action = self.policy.deadline_action
+        if action == "escalate":
+            direct = self._direct_latency.estimate(call.model) or 0.0
+            margin = self.policy.escalation_margin_ms / 1000
+            self._timers.schedule(max(call.arrival, deadline - direct - margin), call)
+        elif action == "fail":
+            self._timers.schedule(deadline, call)
+
+    def _deadline_reached(self, call: _Call) -> None:
+        if call.state not in (_NEW, _QUEUED, _SENT):
+            return  # resolved, withdrawn or escalated already
+        if self.policy.deadline_action == "fail":
+            self._detach(call, _DONE)
+            call.error = DeadlineExceededError(
+                f"no result within the latency budget ({(call.deadline - call.arrival) * 1000:.0f}"
+                " ms); use a longer budget, deadline_action='escalate', or submit_sync()"
+            )
+            self._record(Route.BATCH, "failed", call.model, call.arrival, None, call=call)
+            call.done.set()
+            return
+        if self._tg is None or self._state == "aborted":
+            return
+        self._detach(call, _ESCALATED)
+        self._c.escalations += 1
+        logger.debug("escalating %s to the direct route", call.custom_id)
+        self._tg.start_soon(self._escalate, call, name=f"llmfleet escalation {call.custom_id}")
+
+    async def _escalate(self, call: _Call) -> None:
+        """Send a call down the direct route for its caller; its batch result is dropped."""
+        start = anyio.current_time()
+        with anyio.CancelScope() as scope:
+            call.escalation = scope
+            try:
+                value = await self.provider.call(call.params)
+            except Exception as exc:
+                if call.state == _ESCALATED:
+                    info = self.provider.classify(exc)
+                    errored = info is not None and info.kind is not ErrorKind.CONNECTION
+                    call.state = _DONE
+                    call.error = exc
+                    outcome: Outcome = "errored" if errored else "failed"
+                    self._record(Route.DIRECT, outcome, call.model, call.arrival, None, call=call)
+                    call.done.set()
+                return
+            finally:
+                call.escalation = None
+        if scope.cancelled_caught or call.state != _ESCALATED:
+            return
+        self._direct_latency.observe(call.model, anyio.current_time() - start)
+        call.state = _DONE
+        call.value = value
+        cost = self._record(Route.DIRECT, "succeeded", call.model, call.arrival, value, call=call)
+        if cost is not None:
+            self._c.escalation_cost = self._c.escalation_cost + cost
+        call.done.set()
 
     # -- one batch, from create to its last result ----------------------------------------
 
@@ -394,8 +522,12 @@ class FleetDispatcher:
         try:
             await self._create(batch)
             if batch.id is not None:
+                models = {call.model for call in batch.calls.values()}
                 if batch.live and await self._wait_until_ended(batch):
                     batch.ended = True
+                    took = anyio.current_time() - batch.created_at
+                    for model in models:
+                        self._turnaround.observe(model, took)
                     await self._fetch_results(batch)
                     if batch.ended_at is not None:
                         # Wall time: the provider's end stamp is wall time too.
@@ -566,10 +698,11 @@ class FleetDispatcher:
                 async with aclosing(
                     cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(batch.id))
                 ) as lines:
+                    # Read to the end even once every call is resolved: a stream left half-read
+                    # leaves the SDK's decoder generators for the garbage collector, which
+                    # trio reports (and it would be one more unexplained open response).
                     async for custom_id, result in lines:
                         self._deliver(batch, custom_id, result)
-                        if not batch.calls:
-                            break
                 return
             except Exception as exc:
                 info = provider.classify(exc)
@@ -593,8 +726,15 @@ class FleetDispatcher:
             logger.debug("ignoring a result for unknown or resolved custom_id %s", custom_id)
             return
         assert batch.id is not None
-        if call.state == _GONE:
+        if call.state != _SENT:
+            # Its caller left, or it was escalated and answered by the direct route.
             self._c.results_dropped += 1
+            if call.state != _GONE and result.kind == "succeeded":
+                # Escalated after the batch had processed it: paid at batch price too.
+                usage = self.provider.usage_of(result.value)
+                cost = None if usage is None else self._prices.cost(call.model, usage, batch=True)
+                if cost is not None:
+                    self._c.escalation_cost = self._c.escalation_cost + cost
             return
         if result.kind == "succeeded":
             self._resolve(call, "succeeded", value=result.value)
@@ -671,7 +811,8 @@ class FleetDispatcher:
         value: Any,
         *,
         call: _Call | None = None,
-    ) -> None:
+    ) -> Cost | None:
+        """Count one call's outcome in the stats and tell the hook; return its cost."""
         usage: TokenUsage | None = None
         cost: Cost | None = None
         priced = True
@@ -680,8 +821,13 @@ class FleetDispatcher:
             if usage is not None:
                 cost = self._prices.cost(model, usage, batch=route is Route.BATCH)
                 priced = cost is not None
-        wait = anyio.current_time() - start
+        now = anyio.current_time()
+        wait = now - start
         self._stats._ended(route, outcome, wait, usage, cost, priced)
+        if call is not None and call.deadline != math.inf and outcome != "withdrawn":
+            # Budget hit rate per route (DESIGN §8): answered by the deadline or not.
+            hits = self._c.deadline_hits if now <= call.deadline else self._c.deadline_misses
+            hits[route] += 1
         if self._on_result is not None:
             batch = call.batch if call is not None else None
             event = ResultEvent(
@@ -699,6 +845,7 @@ class FleetDispatcher:
             except Exception:
                 # A metrics hook must not break the fleet; say so loudly, once per failure.
                 logger.exception("on_result hook raised")
+        return cost
 
     def _count(self, endpoint: str) -> None:
         requests = self._c.api_requests
@@ -737,9 +884,9 @@ class FleetDispatcher:
                     self._accept(self._receive.receive_nowait())
                 except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                     break
-        for call in list(self._queue):
+        for call in [call for queue in self._queues.values() for call in queue]:
             call.state = _SENT  # so _resolve() takes it
-            self._queue.withdraw(call)
+            self._queues[call.key].withdraw(call)
             self._c.queued -= 1
             self._resolve(call, "failed", error=_closed(why))
         with anyio.move_on_after(ABORT_GRACE_S, shield=True):
@@ -778,17 +925,22 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     board = fleet._board = StatusBoard(
         fleet.provider, fleet._budget, fleet.policy, fleet._count, fleet._provider_error
     )
-    board_scope = anyio.CancelScope()
+    background = anyio.CancelScope()
 
-    async def run_board(*, task_status: TaskStatus[None]) -> None:
-        with board_scope:
-            await board.run(task_status=task_status)
+    async def run_background(*, task_status: TaskStatus[None]) -> None:
+        # The status board and the deadline timers: they serve the batches and calls in
+        # flight, and stop once the last one is done.
+        with background:
+            async with anyio.create_task_group() as inner:
+                await inner.start(board.run)
+                await inner.start(fleet._timers.run)
+                task_status.started()
 
     async with anyio.create_task_group() as tg:
         fleet._tg = tg
         fleet._send = send
         fleet._receive = receive
-        await tg.start(run_board)
+        await tg.start(run_background)
         await tg.start(fleet._flusher, receive)
         fleet._state = "open"
         try:
@@ -809,8 +961,8 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
                 logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
                 await fleet._abort("after drain_timeout_ms")
                 tg.cancel_scope.cancel()
-            # Every batch has ended: the board has nothing left to watch.
-            board_scope.cancel()
+            # Every batch has ended: the board and the timers have nothing left to serve.
+            background.cancel()
     if body_error is not None:
         try:
             raise body_error

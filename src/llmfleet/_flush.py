@@ -6,6 +6,8 @@ in plain code over generated schedules (G1–G6) and reused unchanged by the rea
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections import deque
 from typing import TYPE_CHECKING, Final, Generic, Literal, Protocol, TypeVar, final
 
@@ -27,6 +29,8 @@ class Queueable(Protocol):
     arrival: float
     #: Bytes the call adds to a batch body (its entry plus a separator).
     size: int
+    #: Latest instant it may be flushed to meet its deadline (``inf``: none), DESIGN §8.
+    flush_by: float
 
 
 T = TypeVar("T", bound=Queueable)
@@ -37,9 +41,11 @@ class FlushQueue(Generic[T]):
     """A FIFO of queued calls and the rule that flushes them.
 
     A flush is due at the earliest instant the queue is non-empty and either holds
-    ``min_size`` live calls (reason ``size``) or its oldest live call has waited ``window``
-    seconds (reason ``window``). A flush takes the first ``max_size`` live calls, fewer if the
-    next one would push the body past ``max_bytes``, and repeats while a flush is still due.
+    ``min_size`` live calls (reason ``size``), or its oldest live call has waited ``window``
+    seconds (reason ``window``), or some live call's ``flush_by`` has come (reason
+    ``deadline``: waiting longer would miss its deadline). A flush takes the first
+    ``max_size`` live calls, fewer if the next one would push the body past ``max_bytes``,
+    and repeats while a flush is still due.
 
     Calls withdrawn by their callers are dropped lazily, so withdrawing is O(1).
 
@@ -49,7 +55,17 @@ class FlushQueue(Generic[T]):
     :param max_bytes: most bytes in one batch body; every call's ``size`` must fit alone.
     """
 
-    __slots__ = ("_items", "_live", "_withdrawn", "max_bytes", "max_size", "min_size", "window")
+    __slots__ = (
+        "_items",
+        "_live",
+        "_urgent",
+        "_urgent_ids",
+        "_withdrawn",
+        "max_bytes",
+        "max_size",
+        "min_size",
+        "window",
+    )
 
     def __init__(self, *, min_size: int, max_size: int, window: float, max_bytes: int) -> None:
         if not 1 <= min_size <= max_size:
@@ -62,6 +78,10 @@ class FlushQueue(Generic[T]):
         # Ids of withdrawn calls still in the deque; they are skipped when reached.
         self._withdrawn: set[int] = set()
         self._live = 0
+        # Calls with a finite flush_by, earliest first; entries of calls no longer queued are
+        # dropped lazily (their ids leave _urgent_ids).
+        self._urgent: list[tuple[float, int, T]] = []
+        self._urgent_ids: set[int] = set()
 
     def __len__(self) -> int:
         """Live (not withdrawn) calls in the queue."""
@@ -78,10 +98,14 @@ class FlushQueue(Generic[T]):
             raise ValueError(f"a call of {item.size} bytes can never fit a batch body")
         self._items.append(item)
         self._live += 1
+        if item.flush_by != math.inf:
+            heapq.heappush(self._urgent, (item.flush_by, id(item), item))
+            self._urgent_ids.add(id(item))
 
     def withdraw(self, item: T) -> None:
         """Forget a queued call (its caller left); it will never be flushed."""
         self._withdrawn.add(id(item))
+        self._urgent_ids.discard(id(item))
         self._live -= 1
         self._trim()
 
@@ -94,9 +118,18 @@ class FlushQueue(Generic[T]):
         """The oldest live call, or ``None``."""
         return self._items[0] if self._items else None
 
+    def _flush_by(self) -> float:
+        urgent, ids = self._urgent, self._urgent_ids
+        while urgent and urgent[0][1] not in ids:
+            heapq.heappop(urgent)
+        return urgent[0][0] if urgent else math.inf
+
     def deadline(self) -> float | None:
-        """When the window of the oldest live call runs out, or ``None`` if the queue is empty."""
-        return self._items[0].arrival + self.window if self._items else None
+        """The next instant a flush falls due with no new arrival (the oldest call's window
+        or the earliest ``flush_by``), or ``None`` if the queue is empty."""
+        if not self._items:
+            return None
+        return min(self._items[0].arrival + self.window, self._flush_by())
 
     def due(self, now: float) -> FlushReason | None:
         """Why a flush is due at ``now``, or ``None``."""
@@ -104,6 +137,8 @@ class FlushQueue(Generic[T]):
             return "size"
         if self._items and now >= self._items[0].arrival + self.window:
             return "window"
+        if self._items and now >= self._flush_by():
+            return "deadline"
         return None
 
     def pop_batch(self) -> list[T]:
@@ -119,6 +154,7 @@ class FlushQueue(Generic[T]):
             if batch and total + item.size > self.max_bytes:
                 break
             items.popleft()
+            self._urgent_ids.discard(id(item))
             total += item.size
             batch.append(item)
         self._live -= len(batch)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Final, final
+from typing import Final, Literal, final
 
 from .errors import PolicyError
 
@@ -31,6 +31,14 @@ class RoutingPolicy:
     :param batch_api_rpm: most requests a minute to the provider's batch endpoints (create,
         status, results, cancel), shared by the whole fleet; ``None`` for no limit. The
         direct route is not counted.
+    :param deadline_action: what a batched call's budget promises (DESIGN §8):
+        ``"escalate"`` (default) sends a call still unresolved near its deadline down the
+        direct route; ``"fail"`` raises :class:`~llmfleet.DeadlineExceededError` at the
+        deadline; ``"wait"`` only routes by the budget and then waits as long as it takes.
+    :param expected_turnaround_ms: a batch's turnaround to assume before the fleet has seen
+        one for a model (``None``: assume nothing; batch as usual and rely on escalation).
+    :param escalation_margin_ms: how long before a deadline, beyond the direct route's p95
+        latency, a call is escalated.
     """
 
     sync_max_latency_ms: int = 5_000
@@ -41,6 +49,9 @@ class RoutingPolicy:
     poll_max_interval_ms: int = 60_000
     max_queued: int = 100_000
     batch_api_rpm: int | None = 50
+    deadline_action: Literal["escalate", "wait", "fail"] = "escalate"
+    expected_turnaround_ms: int | None = None
+    escalation_margin_ms: int = 2_000
 
     def __post_init__(self) -> None:
         if self.batch_api_rpm is not None and (
@@ -52,9 +63,23 @@ class RoutingPolicy:
                 "batch_api_rpm",
                 f"must be an int >= 1, or None for no limit, got {self.batch_api_rpm!r}",
             )
+        if self.deadline_action not in ("escalate", "wait", "fail"):
+            raise PolicyError(
+                "deadline_action",
+                f'must be "escalate", "wait" or "fail", got {self.deadline_action!r}',
+            )
+        if self.expected_turnaround_ms is not None and (
+            isinstance(self.expected_turnaround_ms, bool)
+            or not isinstance(self.expected_turnaround_ms, int)
+            or self.expected_turnaround_ms < 0
+        ):
+            raise PolicyError(
+                "expected_turnaround_ms",
+                f"must be an int >= 0, or None, got {self.expected_turnaround_ms!r}",
+            )
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "batch_api_rpm":
+            if f.name in ("batch_api_rpm", "deadline_action", "expected_turnaround_ms"):
                 continue
             # bool is an int subclass; RoutingPolicy(batch_min_size=True) is a mistake.
             if isinstance(value, bool) or not isinstance(value, int):

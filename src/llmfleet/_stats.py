@@ -138,6 +138,11 @@ class StatsSnapshot:
     rate_limited: int
     budget_wait_s: float
     end_lag_ms: Percentiles
+    escalations: int
+    escalation_cost: Cost
+    routed_by_deadline: int
+    deadline_hits: Mapping[Route, int]
+    deadline_misses: Mapping[Route, int]
 
     @property
     def saving(self) -> Decimal:
@@ -185,6 +190,11 @@ class _Counters:
     rate_limited: int = 0
     api_requests: dict[str, int] = field(default_factory=dict)
     end_lag: _Histogram = field(default_factory=lambda: _Histogram())
+    escalations: int = 0
+    escalation_cost: Cost = field(default_factory=Cost)
+    routed_by_deadline: int = 0
+    deadline_hits: dict[Route, int] = field(default_factory=lambda: dict.fromkeys(Route, 0))
+    deadline_misses: dict[Route, int] = field(default_factory=lambda: dict.fromkeys(Route, 0))
     batch_items: int = 0
     batch_size_min: int | None = None
     batch_size_max: int | None = None
@@ -230,6 +240,24 @@ class FleetStats:
 
     #: 429 answers the fleet got from the batch endpoints.
     rate_limited = _View[int]()
+    #: Batched calls sent down the direct route near their deadline (DESIGN §8).
+    escalations = _View[int]()
+    #: What escalations cost: their direct calls, plus the batch price of results that
+    #: came anyway (and were dropped).
+    escalation_cost = _View[Cost]()
+    #: Calls over ``sync_max_latency_ms`` routed direct because no batch could meet their
+    #: budget (the turnaround estimate exceeds it).
+    routed_by_deadline = _View[int]()
+
+    @property
+    def deadline_hits(self) -> Mapping[Route, int]:
+        """Calls with a budget answered by their deadline, per route that answered."""
+        return MappingProxyType(self._c.deadline_hits)
+
+    @property
+    def deadline_misses(self) -> Mapping[Route, int]:
+        """Calls with a budget answered after their deadline, per route that answered."""
+        return MappingProxyType(self._c.deadline_misses)
 
     def __init__(self, budget: RequestBudget | None = None) -> None:
         self._c = _Counters()
@@ -314,6 +342,11 @@ class FleetStats:
             rate_limited=c.rate_limited,
             budget_wait_s=self.budget_wait_s,
             end_lag_ms=self.end_lag_ms,
+            escalations=c.escalations,
+            escalation_cost=c.escalation_cost,
+            routed_by_deadline=c.routed_by_deadline,
+            deadline_hits=MappingProxyType(dict(c.deadline_hits)),
+            deadline_misses=MappingProxyType(dict(c.deadline_misses)),
         )
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@
     ├── UnbatchableRequestError (also ValueError)
     ├── FleetClosedError
     ├── BatchSubmitError
+    ├── DeadlineExceededError            (deadline_action="fail": the budget ran out)
     └── BatchResultError                 (carries batch_id, custom_id)
         ├── BatchRequestError            (errored: error_type, message)
         ├── BatchRequestExpiredError
@@ -28,6 +29,7 @@ __all__ = [
     "BatchResultError",
     "BatchResultMissingError",
     "BatchSubmitError",
+    "DeadlineExceededError",
     "FleetClosedError",
     "FleetError",
     "PolicyError",
@@ -70,6 +72,13 @@ class BatchSubmitError(FleetError):
     def __init__(self, message: str, *, batch_size: int) -> None:
         self.batch_size = batch_size
         super().__init__(message)
+
+
+class DeadlineExceededError(FleetError):
+    """The call's latency budget ran out before its result came (``deadline_action="fail"``).
+
+    Retry with a longer budget, use ``deadline_action="escalate"``, or call ``submit_sync``.
+    """
 
 
 class BatchResultError(FleetError):

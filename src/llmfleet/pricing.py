@@ -1,7 +1,9 @@
 """List prices, and what a call costs at them.
 
-Prices are USD per million tokens (MTok), from Anthropic's public pricing page. The batch
-route is billed at half of every rate (:data:`BATCH_DISCOUNT`). Costs are :class:`~decimal.Decimal`
+Prices are USD per million tokens (MTok), from Anthropic's and OpenAI's public pricing pages.
+The batch route is billed at half of every rate (:data:`BATCH_DISCOUNT`), on both. OpenAI has
+no cache-write premium: its ``cache_write`` is its input rate, its ``cache_read`` the cached
+input rate. Costs are :class:`~decimal.Decimal`
 so that sums are exact and a fleet's figure can be compared to the provider's to the cent.
 
 An unknown model has no price: :meth:`PriceTable.cost` returns ``None`` and callers report tokens
@@ -103,6 +105,17 @@ DEFAULT_PRICES: Final[Mapping[str, ModelPrice]] = {
     "claude-haiku-4-5": ModelPrice.of("1", "5", "1.25", "0.10"),
     "claude-3-5-haiku": ModelPrice.of("0.80", "4", "1", "0.08"),
     "claude-3-haiku": ModelPrice.of("0.25", "1.25", "0.30", "0.03"),
+    # OpenAI: input, output, cache write (= input), cached input. Keys are prefixes too, so a
+    # key is added only where every longer id sharing it has the same price (no "gpt-5" or
+    # "o3": "gpt-5.2-pro" and "o3-pro" cost far more); the exceptions get their own keys.
+    "gpt-4.1": ModelPrice.of("2", "8", "2", "0.50"),
+    "gpt-4.1-mini": ModelPrice.of("0.40", "1.60", "0.40", "0.10"),
+    "gpt-4.1-nano": ModelPrice.of("0.10", "0.40", "0.10", "0.025"),
+    "gpt-4o": ModelPrice.of("2.50", "10", "2.50", "1.25"),
+    "gpt-4o-2024-05-13": ModelPrice.of("5", "15", "5", "5"),
+    "gpt-4o-mini": ModelPrice.of("0.15", "0.60", "0.15", "0.075"),
+    "o4-mini": ModelPrice.of("1.10", "4.40", "1.10", "0.275"),
+    "o4-mini-deep-research": ModelPrice.of("2", "8", "2", "0.50"),
 }
 
 

@@ -20,6 +20,7 @@ From a shell: ``python -m llmfleet.emulator --port 8787``.
 
 from __future__ import annotations
 
+from ._config import EXTRA_LINE_CUSTOM_ID as EXTRA_LINE_CUSTOM_ID
 from ._config import Duration as Duration
 from ._config import EmulatorConfig as EmulatorConfig
 from ._config import Endpoint as Endpoint
@@ -36,6 +37,7 @@ from ._state import BatchInfo as BatchInfo
 from ._state import RecordedRequest as RecordedRequest
 
 __all__ = [
+    "EXTRA_LINE_CUSTOM_ID",
     "BatchInfo",
     "Duration",
     "Emulator",

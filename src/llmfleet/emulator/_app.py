@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ._config import EXTRA_LINE_CUSTOM_ID
 from ._state import ApiError, State, validate_params
 
 if TYPE_CHECKING:
@@ -241,7 +242,13 @@ def build_app(state: State) -> Starlette:
         if fault is not None and fault.kind == "transient_404":
             state.check_exists(batch_id)
             raise _not_found(batch_id)
-        lines = state.results(batch_id)
+        lines = state.results(
+            batch_id,
+            drop_first=fault is not None and fault.kind == "drop_line",
+            extra_id=EXTRA_LINE_CUSTOM_ID
+            if fault is not None and fault.kind == "extra_line"
+            else None,
+        )
         cut = None
         if fault is not None and fault.kind == "cut_stream":
             cut = sum(len(line) for line in lines[: len(lines) // 2])
@@ -277,4 +284,8 @@ def build_app(state: State) -> Starlette:
         Route(f"{batch}/cancel", endpoint("batch_cancel", batch_cancel), methods=["POST"]),
         Route(f"{batch}/results", endpoint("batch_results", batch_results), methods=["GET"]),
     ]
+    # The OpenAI routes (imported here: _openai imports this module's helpers).
+    from ._openai import openai_routes
+
+    routes.extend(openai_routes(state))
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

@@ -10,7 +10,7 @@ from typing import Any, Final, Literal, TypeAlias, final, get_args
 
 from llmfleet.pricing import PriceTable
 
-__all__ = ["Duration", "EmulatorConfig", "Endpoint", "Fault", "FaultKind"]
+__all__ = ["EXTRA_LINE_CUSTOM_ID", "Duration", "EmulatorConfig", "Endpoint", "Fault", "FaultKind"]
 
 #: A duration in seconds, or a function that draws one from the emulator's seeded generator.
 Duration: TypeAlias = float | Callable[[random.Random], float]
@@ -23,9 +23,26 @@ Endpoint: TypeAlias = Literal[
     "batch_cancel",
     "batch_results",
     "batch_delete",
+    # The OpenAI routes (_openai.py).
+    "openai_chat",
+    "openai_responses",
+    "openai_file_upload",
+    "openai_file_content",
+    "openai_file_delete",
+    "openai_batch_create",
+    "openai_batch_retrieve",
+    "openai_batch_list",
+    "openai_batch_cancel",
 ]
 FaultKind: TypeAlias = Literal[
-    "status", "slow", "drop", "accept_then_drop", "cut_stream", "transient_404"
+    "status",
+    "slow",
+    "drop",
+    "accept_then_drop",
+    "cut_stream",
+    "transient_404",
+    "extra_line",
+    "drop_line",
 ]
 
 ENDPOINTS: Final[tuple[str, ...]] = get_args(Endpoint)
@@ -36,10 +53,21 @@ _KIND_ENDPOINTS: Final[dict[str, tuple[str, ...]]] = {
     "status": ENDPOINTS,
     "slow": ENDPOINTS,
     "drop": ENDPOINTS,
-    "accept_then_drop": ("batch_create",),
-    "cut_stream": ("batch_results",),
-    "transient_404": ("batch_retrieve", "batch_results"),
+    "accept_then_drop": ("batch_create", "openai_batch_create"),
+    "cut_stream": ("batch_results", "openai_file_content"),
+    "transient_404": (
+        "batch_retrieve",
+        "batch_results",
+        "openai_batch_retrieve",
+        "openai_file_content",
+    ),
+    "extra_line": ("batch_results",),
+    "drop_line": ("batch_results",),
 }
+
+#: The ``custom_id`` of the line an ``"extra_line"`` fault adds: no batch holds it (the
+#: emulator's own ids never have this prefix, and a client's are its own business).
+EXTRA_LINE_CUSTOM_ID: Final = "llmfleet-emulator-extra-line"
 
 # The error type the real API pairs with each status code (others: api_error).
 STATUS_ERROR_TYPES: Final[dict[int, str]] = {
@@ -81,6 +109,11 @@ class Fault:
       connection in the middle of the chunked body.
     - ``"transient_404"`` (``batch_retrieve``, ``batch_results``): answer 404 ``not_found_error``
       although the batch exists.
+    - ``"extra_line"`` (``batch_results``): add, in the middle of the results, a line for a
+      ``custom_id`` the batch does not hold (:data:`EXTRA_LINE_CUSTOM_ID`), carrying a copy of
+      another line's result.
+    - ``"drop_line"`` (``batch_results``): leave out the line of the batch's first request (in
+      the order of the create body), as if the provider had lost it.
 
     :raises ValueError: for an unknown endpoint or kind, a kind that does not apply to the
         endpoint, or a non-positive ``nth``/``times``.

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._ledger import Ledger
+    from ._openai import OpenAIState
 
 __all__ = ["Emulator", "run_emulator", "start_emulator"]
 
@@ -227,6 +228,12 @@ class Emulator:
     def faults(self) -> tuple[Fault, ...]:
         """The faults armed and not yet consumed."""
         return self._state.faults
+
+    @property
+    def openai(self) -> OpenAIState:
+        """The OpenAI files and batches, and their controls (``end_batch``, ``expire_batch``,
+        ``batches``, ``files``)."""
+        return self._state.openai
 
     def add_fault(self, fault: Fault) -> None:
         """Arm ``fault``; its ``nth`` counts calls to its endpoint from now."""

@@ -330,6 +330,10 @@ class State:
         self._direct_calls = 0
         self._request_ids = 0
         self.ledger = Ledger(refresh=self.refresh_all)
+        # The OpenAI routes' files and batches (imported here: _openai imports this module).
+        from ._openai import OpenAIState
+
+        self.openai = OpenAIState(self)
         for fault in config.faults:
             self.add_fault(fault)
 
@@ -590,9 +594,14 @@ class State:
             batch.deleted = True
             return {"id": batch_id, "type": "message_batch_deleted"}
 
-    def results(self, batch_id: str) -> list[bytes]:
+    def results(
+        self, batch_id: str, *, drop_first: bool = False, extra_id: str | None = None
+    ) -> list[bytes]:
         """The JSONL lines of an ended batch, in a shuffled but seed-determined order.
 
+        :param drop_first: leave out the line of the batch's first request (a lost line).
+        :param extra_id: add, in the middle, a line for this ``custom_id`` (which the batch
+            does not hold) with a copy of the first request's result (a stray line).
         :raises ApiError: 404 for an unknown batch, 400 while it is still processing.
         """
         with self._lock:
@@ -605,13 +614,16 @@ class State:
                 )
             order = list(range(len(batch.items)))
             random.Random(f"{self.config.seed}/{batch_id}/order").shuffle(order)
+            entries = [(batch.items[i].custom_id, batch.items[i].result) for i in order]
+            if drop_first:
+                first = batch.items[0].custom_id
+                entries = [entry for entry in entries if entry[0] != first]
+            if extra_id is not None:
+                entries.insert(len(entries) // 2, (extra_id, batch.items[0].result))
             return [
-                json.dumps(
-                    {"custom_id": batch.items[i].custom_id, "result": batch.items[i].result},
-                    separators=(",", ":"),
-                ).encode()
+                json.dumps({"custom_id": cid, "result": result}, separators=(",", ":")).encode()
                 + b"\n"
-                for i in order
+                for cid, result in entries
             ]
 
     # -- control (from the test's thread) ---------------------------------------------------
@@ -659,6 +671,7 @@ class State:
             now = time.time()
             for batch in self._batches.values():
                 self._refresh(batch, now)
+            self.openai.refresh_all()
 
     def _refresh(self, batch: _Batch, now: float) -> None:
         if batch.status == "ended":

@@ -6,6 +6,7 @@ implements :class:`Provider` is used as it is (a fake in tests, a vendor we don'
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ._base import BatchStatus as BatchStatus
@@ -20,23 +21,36 @@ __all__ = ["BatchStatus", "ErrorInfo", "ErrorKind", "ItemResult", "Provider", "a
 def adapter_for(client: Any) -> Provider:
     """The adapter for ``client``.
 
-    :param client: an ``anthropic.AsyncAnthropic``, or any :class:`Provider`.
+    :param client: an ``anthropic.AsyncAnthropic``, an ``openai.AsyncOpenAI``, or any
+        :class:`Provider`.
     :raises TypeError: no adapter knows this client (the message lists what is accepted).
     """
     if isinstance(client, Provider):
         return client
-    # Imported here so that a fleet over one vendor never imports another's SDK.
-    import anthropic
+    # A client's SDK is imported already, since the client exists: look it up rather than
+    # import it, so a fleet over one vendor never imports another's SDK (and works when the
+    # other is not installed).
+    anthropic = sys.modules.get("anthropic")
+    if anthropic is not None:
+        if isinstance(client, anthropic.AsyncAnthropic):
+            from .anthropic import AnthropicProvider
 
-    if isinstance(client, anthropic.AsyncAnthropic):
-        from .anthropic import AnthropicProvider
+            return AnthropicProvider(client)
+        if isinstance(client, anthropic.Anthropic):
+            raise TypeError(
+                "open_fleet needs an async client: pass anthropic.AsyncAnthropic(), not Anthropic()"
+            )
+    openai = sys.modules.get("openai")
+    if openai is not None:
+        if isinstance(client, openai.AsyncOpenAI):
+            from .openai import OpenAIProvider
 
-        return AnthropicProvider(client)
-    if isinstance(client, anthropic.Anthropic):
-        raise TypeError(
-            "open_fleet needs an async client: pass anthropic.AsyncAnthropic(), not Anthropic()"
-        )
+            return OpenAIProvider(client)
+        if isinstance(client, openai.OpenAI):
+            raise TypeError(
+                "open_fleet needs an async client: pass openai.AsyncOpenAI(), not OpenAI()"
+            )
     raise TypeError(
-        f"open_fleet cannot drive a {type(client).__name__}: pass anthropic.AsyncAnthropic() "
-        "or an object implementing llmfleet.providers.Provider"
+        f"open_fleet cannot drive a {type(client).__name__}: pass anthropic.AsyncAnthropic(), "
+        "openai.AsyncOpenAI() or an object implementing llmfleet.providers.Provider"
     )

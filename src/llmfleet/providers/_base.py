@@ -100,6 +100,9 @@ class Provider(Protocol):
         :raises UnbatchableRequestError: the batch route cannot carry it.
         """
 
+    # Optional: ``batch_key(params) -> Hashable``. Requests with different keys never share
+    # a batch (the fleet keeps a queue per key); a provider without it has one queue.
+
     def model_of(self, params: Mapping[str, Any]) -> str:
         """The model a request names (for prices and per-model stats)."""
 

@@ -1,0 +1,58 @@
+"""A heap of timers served by one task: wake at the earliest, never on a polling interval."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from typing import TYPE_CHECKING, Generic, TypeVar, final
+
+import anyio
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from anyio.abc import TaskStatus
+
+__all__ = ["Timers"]
+
+T = TypeVar("T")
+
+
+@final
+class Timers(Generic[T]):
+    """Calls ``fire(item)`` at each scheduled instant (the fleet's clock), in order.
+
+    ``fire`` decides for itself whether the item still matters: cancelling a timer is
+    just never acting on it, so scheduling and forgetting are O(log n) and O(1).
+    """
+
+    __slots__ = ("_changed", "_fire", "_heap", "_seq")
+
+    def __init__(self, fire: Callable[[T], None]) -> None:
+        self._fire = fire
+        self._heap: list[tuple[float, int, T]] = []
+        self._seq = itertools.count()
+        self._changed: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def schedule(self, at: float, item: T) -> None:
+        """Fire for ``item`` at ``at``."""
+        heapq.heappush(self._heap, (at, next(self._seq), item))
+        if self._heap[0][2] is item and self._changed is not None:
+            self._changed.set()
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        """The timers' task: runs until cancelled."""
+        task_status.started()
+        heap = self._heap
+        while True:
+            now = anyio.current_time()
+            while heap and heap[0][0] <= now:
+                _, _, item = heapq.heappop(heap)
+                self._fire(item)
+            self._changed = anyio.Event()
+            with anyio.CancelScope(deadline=heap[0][0] if heap else math.inf):
+                await self._changed.wait()

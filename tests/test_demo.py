@@ -1,0 +1,193 @@
+"""``llmfleet demo`` end to end, the ``llmfleet`` command line, and the README's example.
+
+The demo talks HTTP to the emulator on its own thread, so these tests run on real clocks (an
+autojumping virtual clock would fire the SDK's timeouts while it waits on the socket).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from llmfleet._cli import main
+from llmfleet._demo import DemoConfig, print_report, report_json, run_demo
+from llmfleet.emulator import EmulatorConfig, start_emulator
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+# Small and fast: two size flushes at most, a window flush for the tail, ~1–2 s per run.
+SMALL = DemoConfig(
+    agents=2,
+    turns=3,
+    calls=30,
+    turnaround_s=0.3,
+    window_s=0.5,
+    batch_min_size=10,
+    batch_max_size=20,
+    think_s=(0.01, 0.05),
+    direct_latency_s=(0.01, 0.05),
+    seed=7,
+)
+SMALL_ARGS = ["--agents", "2", "--turns", "2", "--calls", "30", "--turnaround", "0.3"]
+SMALL_ARGS += ["--window", "0.5", "--json"]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    # Real clocks on purpose: see the module docstring.
+    return str(request.param)
+
+
+def check_figures(data: dict[str, Any], *, agents: int, turns: int, calls: int) -> None:
+    """What every demo run must show, read from its JSON report."""
+    planned = {"direct": agents * turns, "batch": calls}
+    assert data["calls"]["planned"] == planned
+    assert data["calls"]["routed"] == planned
+    assert data["calls"]["ended"] == planned  # nothing hangs: every caller got an outcome
+    outcomes = data["outcomes"]["total"]
+    assert sum(outcomes.values()) == agents * turns + calls
+    assert data["batches"]["submitted"] >= 1
+    assert sum(data["batches"]["flushes"].values()) == data["batches"]["submitted"]
+    assert data["ok"] is True
+    cost = data["cost"]["total"]
+    assert Decimal(cost["paid"]) < Decimal(cost["list_price"])
+    assert Decimal(data["cost"]["batch"]["paid"]) * 2 == Decimal(
+        data["cost"]["batch"]["list_price"]
+    )
+
+
+def check_ledger(data: dict[str, Any]) -> None:
+    ledger = data["ledger"]
+    assert ledger is not None
+    assert ledger["matches"] is True
+    assert data["saving"] == ledger["saving"]  # exact decimal strings, not rounded floats
+    assert data["cost"] == ledger["cost"]
+    assert ledger["batches_created"] == data["batches"]["submitted"]
+
+
+async def test_demo_runs_to_the_end() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    report = await run_demo(SMALL, console=console, live=True)
+    data = report_json(report)
+    json.dumps(data)  # JSON-ready as it is
+    check_figures(data, agents=2, turns=3, calls=30)
+    check_ledger(data)
+    # The emulator answered the two marked prompts with errors; only their callers saw them.
+    assert data["outcomes"]["batch"]["errored"] == 2
+    assert data["outcomes"]["total"]["errored"] == 2
+    assert len(data["handled_errors"]) == 2
+    assert data["outcomes"]["direct"] == {"succeeded": 6}
+    assert data["tokens"]["batch"]["cache_read_tokens"] > 0
+    assert "grading (batch)" in out.getvalue()  # the live display ran
+
+    printed = io.StringIO()
+    print_report(report, Console(file=printed, width=120))
+    text = printed.getvalue()
+    assert "match the emulator's ledger exactly" in text
+    assert f"${report.cost.saving.normalize():f}" in text
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_cli_json(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", *SMALL_ARGS, "--backend", backend]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["backend"] == backend
+    assert data["target"] == "emulator"
+    check_figures(data, agents=2, turns=2, calls=30)
+    check_ledger(data)
+    assert "api_key" not in data["config"]
+
+
+def test_cli_human_report(capsys: pytest.CaptureFixture[str]) -> None:
+    # stdout is captured, not a terminal: no live display, just the report.
+    assert main(["demo", *SMALL_ARGS[:-1]]) == 0
+    out = capsys.readouterr().out
+    assert "Calls per route" in out
+    assert "✓ The fleet's figures match the emulator's ledger exactly" in out
+    assert "\x1b[" not in out  # no terminal control codes in a pipe
+
+
+def test_base_url_needs_api_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    code = main(["demo", "--base-url", "http://127.0.0.1:9", "--json"])
+    captured = capsys.readouterr()
+    assert code != 0
+    assert "ANTHROPIC_API_KEY" in captured.err
+    assert captured.out == ""
+
+
+def test_base_url_with_api_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An emulator started apart stands in for a real endpoint: the demo must use the key it is
+    # given, never print it, and have no ledger to compare with.
+    secret = "sk-ant-api03-do-not-print-me-0123456789"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
+    with start_emulator(EmulatorConfig(turnaround_s=0.3)) as emu:
+        code = main(["demo", *SMALL_ARGS, "--base-url", emu.url])
+        # The SDK sends the key as x-api-key or authorization; the emulator records it redacted.
+        sent = [r.headers.get("x-api-key") or r.headers.get("authorization") for r in emu.requests]
+    captured = capsys.readouterr()
+    assert code == 0
+    assert secret not in captured.out
+    assert secret not in captured.err
+    assert sent
+    assert all(key == "[redacted]" for key in sent)  # a key went with every request
+    data = json.loads(captured.out)
+    assert data["target"] == emu.url
+    assert data["ledger"] is None
+    check_figures(data, agents=2, turns=2, calls=30)
+    assert data["outcomes"]["batch"].get("errored", 0) == 0  # no markers to a real endpoint
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    assert "demo" in capsys.readouterr().out
+    assert main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--agents", "--calls", "--turnaround", "--json", "--base-url", "--seed"):
+        assert option in out
+    assert "ANTHROPIC_API_KEY" in out
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().err
+    assert main(["demo", "--calls", "-1"]) == 2
+    assert "must be >= 0" in capsys.readouterr().err
+
+
+def test_demo_config_is_checked() -> None:
+    with pytest.raises(ValueError, match="calls"):
+        DemoConfig(calls=-1)
+    with pytest.raises(ValueError, match="API key"):
+        DemoConfig(base_url="https://api.anthropic.com")
+    assert "secret" not in repr(DemoConfig(base_url="https://x", api_key="secret"))
+
+
+def test_readme_example_runs() -> None:
+    """The README's first example runs as written (so the page cannot rot)."""
+    match = re.search(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    assert match is not None, "README.md has no ```python block"
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", match.group(1)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "batches_submitted=1" in result.stdout, result.stdout
