@@ -7,7 +7,9 @@ its own virtualenv from the dependency groups in ``pyproject.toml``.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import nox
 
@@ -16,11 +18,24 @@ nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.error_on_missing_interpreters = False
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
-# Every supported Python that is on this machine; CI and a fresh machine may have only one.
+# The Python running nox always counts; other supported versions only where an interpreter
+# really runs (a pyenv shim for a version that is not selected exists but fails).
+CURRENT = f"{sys.version_info.major}.{sys.version_info.minor}"
 SUPPORTED = ["3.10", "3.11", "3.12", "3.13"]
-PYTHONS = [v for v in SUPPORTED if shutil.which(f"python{v}")] or [
-    f"{sys.version_info.major}.{sys.version_info.minor}"
-]
+
+
+def _runs(version: str) -> bool:
+    exe = shutil.which(f"python{version}")
+    if exe is None:
+        return False
+    try:
+        done = subprocess.run([exe, "-c", "pass"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+PYTHONS = [v for v in SUPPORTED if v == CURRENT or _runs(v)]
 
 
 def install_group(session: nox.Session, *groups: str) -> None:
@@ -38,7 +53,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-@nox.session(python=PYTHONS[-1])
+@nox.session(python=CURRENT)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
@@ -46,15 +61,45 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python=PYTHONS[-1])
+@nox.session(python=CURRENT)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over src, tests and this file."""
     install_group(session, "typecheck")
     session.run("mypy", *session.posargs)
 
 
-@nox.session(python=PYTHONS[-1], default=False)
+@nox.session(python=CURRENT, default=False)
 def demo(session: nox.Session) -> None:
     """The main job: a fleet of agents against the embedded emulator (no API key needed)."""
     session.install("-e", ".[emulator]")
     session.run("llmfleet", "demo", *session.posargs)
+
+
+@nox.session(python=CURRENT, default=False)
+def bench(session: nox.Session) -> None:
+    """The benchmarks, side by side with llmfleet 0.1.0 (``-- --quick``: about 2 minutes).
+
+    0.1.0 shares our import name, so it gets its own venv (``benchmarks/.venv-legacy``, kept
+    between runs, git-ignored) with the same ``anthropic`` as this session.
+    """
+    install_group(session, "bench")
+    anthropic_version = session.run(
+        "python", "-c", "import anthropic; print(anthropic.__version__)", silent=True
+    )
+    legacy = Path("benchmarks", ".venv-legacy")
+    legacy_python = legacy / "bin" / "python"
+    if not legacy_python.exists():
+        session.run(sys.executable, "-m", "venv", str(legacy), external=True)
+    session.run(
+        str(legacy_python),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "llmfleet==0.1.0",
+        f"anthropic=={str(anthropic_version).strip()}",
+        external=True,
+    )
+    session.run(
+        "python", "benchmarks/run.py", "--legacy-python", str(legacy_python), *session.posargs
+    )
