@@ -177,7 +177,13 @@ def _check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
 
 
+def _check_rpm(name: str, value: object) -> None:
+    if value is not None:
+        _check_positive_int(name, value)
+
+
 _CHECKS: Final[dict[str, Callable[[str, object], None]]] = {
+    "batch_rpm": _check_rpm,
     "turnaround_s": lambda n, v: _check_duration(n, v, optional=True),
     "direct_latency_s": lambda n, v: _check_duration(n, v, optional=False),
     "cancel_delay_s": lambda n, v: _check_duration(n, v, optional=False),
@@ -216,6 +222,9 @@ class EmulatorConfig:
     :param results_chunk_bytes: size of the chunks the results stream is sent in; chunks split
         lines wherever they fall, as a real server's do.
     :param faults: faults armed at start-up.
+    :param batch_rpm: like the real API's organisation limit, at most this many requests to
+        the batch endpoints (create, retrieve, list, cancel, delete, results) in any 60 s;
+        beyond it they answer 429 ``rate_limit_error`` with ``retry-after``. ``None``: no limit.
     """
 
     turnaround_s: Duration | None = 2.0
@@ -230,6 +239,7 @@ class EmulatorConfig:
     max_message_bytes: int = 32 * 1024 * 1024
     results_chunk_bytes: int = 64 * 1024
     faults: Sequence[Fault] = ()
+    batch_rpm: int | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = _CHECKS.get(name)

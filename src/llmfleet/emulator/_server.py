@@ -215,6 +215,16 @@ class Emulator:
         return self._state.counts
 
     @property
+    def per_minute(self) -> dict[tuple[str, int], int]:
+        """Requests per ``(endpoint, minute since start)`` (issue 7)."""
+        return self._state.per_minute()
+
+    @property
+    def rate_limited(self) -> int:
+        """429s answered because of ``config.batch_rpm``."""
+        return self._state.rate_limited
+
+    @property
     def ledger(self) -> Ledger:
         """The bill: an entry per answered direct call and per item of each ended batch."""
         return self._state.ledger

@@ -324,6 +324,11 @@ class State:
         self._batches: dict[str, _Batch] = {}
         self._seq_by_id: dict[str, int] = {}
         self._counts: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)
+        # Issue 7: requests per (endpoint, minute since start), and the batch-endpoint limit.
+        self._started = time.time()
+        self._per_minute: dict[tuple[str, int], int] = {}
+        self._batch_window: list[float] = []
+        self.rate_limited = 0
         self._requests: list[RecordedRequest] = []
         self._faults: list[_Armed] = []
         self._cache_seen: set[tuple[str, tuple[str, ...]]] = set()
@@ -358,6 +363,12 @@ class State:
                 return None
             self._counts[endpoint] += 1
             call = self._counts[endpoint]
+            now = time.time()
+            minute = (endpoint, int((now - self._started) // 60))
+            self._per_minute[minute] = self._per_minute.get(minute, 0) + 1
+            limited = self._over_batch_limit(endpoint, now)
+            if limited is not None:
+                return limited
             for armed in self._faults:
                 fault = armed.fault
                 if fault.endpoint != endpoint:
@@ -371,6 +382,32 @@ class State:
                     self._faults.remove(armed)
                 return fault
             return None
+
+    def _over_batch_limit(self, endpoint: str, now: float) -> Fault | None:
+        """A 429 for a batch-endpoint request beyond ``config.batch_rpm`` in 60 s, else None."""
+        limit = self.config.batch_rpm
+        if limit is None or not endpoint.startswith("batch_"):
+            return None
+        window = self._batch_window
+        while window and window[0] <= now - 60:
+            window.pop(0)
+        if len(window) < limit:
+            window.append(now)
+            return None
+        self.rate_limited += 1
+        wait = max(1, math.ceil(window[0] + 60 - now))
+        return Fault(
+            endpoint,  # type: ignore[arg-type]
+            "status",
+            status=429,
+            retry_after=wait,
+            message=f"Number of batch API requests exceeds the rate limit of {limit} per minute.",
+        )
+
+    def per_minute(self) -> dict[tuple[str, int], int]:
+        """Requests per ``(endpoint, minute since start)``."""
+        with self._lock:
+            return dict(self._per_minute)
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
