@@ -1,14 +1,20 @@
 """G1–G7 of DESIGN §4 on the real dispatcher, in virtual time, on asyncio and trio.
 
 Generated arrival schedules (with bursts and cancellations) are played against
-``open_fleet(FakeProvider(...))``; the batches the provider receives must be exactly the
-batches the pure model cuts, at exactly the same instants, and every caller must get the
-result of its own request and no other.
+``open_fleet(provider)``; the batches the provider receives must be exactly the batches the
+pure model cuts, at exactly the same instants, and every caller must get the result of its
+own request and no other.
+
+Each property runs against every provider of :mod:`adapters`: the in-memory ``FakeProvider``,
+and the real Anthropic and OpenAI adapters over their SDKs, talking to the emulator's ASGI app
+in process (so the virtual clock still drives the fleet). The bodies are written once; a
+property has two entry points only because the adapters, over HTTP, get fewer examples.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -20,16 +26,28 @@ from hypothesis import strategies as st
 
 from llmfleet import BatchRequestError, RoutingPolicy, open_fleet
 from llmfleet._flush import ENVELOPE_BYTES
-from llmfleet.providers import ItemResult
 
-from fakes import FakeMessage, FakeProvider, request, text_of
+from adapters import ADAPTERS, ERRORED, FAKE, Kind, Recorder, index_of
 from model import Item, simulate
 
 PROPERTY = settings(
-    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+Property = Callable[..., Any]
+
+
+def over(*kinds: Kind) -> Callable[[Property], Property]:
+    """Run a property against ``kinds`` (parametrized), with their number of examples."""
+    (examples,) = {kind.max_examples for kind in kinds}
+
+    def decorate(test: Property) -> Property:
+        test = settings(PROPERTY, max_examples=examples)(test)
+        marked: Property = pytest.mark.parametrize("kind", kinds, ids=str)(test)
+        return marked
+
+    return decorate
 
 
 @st.composite
@@ -67,66 +85,61 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@PROPERTY
-@given(scenarios())
-async def test_dispatcher_matches_the_model_and_keeps_g1_to_g7(scenario: dict[str, Any]) -> None:
+async def matches_the_model_and_keeps_g1_to_g7(kind: Kind, scenario: dict[str, Any]) -> None:
     policy: RoutingPolicy = scenario["policy"]
     arrivals: list[int] = scenario["arrivals"]
     cancels: list[int | None] = scenario["cancels"]
     errored: set[int] = scenario["errored"]
 
-    def outcome(custom_id: str, params: dict[str, Any]) -> ItemResult:
-        index = int(text_of(params).removeprefix("call-"))
-        if index in errored:
-            return ItemResult("errored", error_type="api_error", message=f"no {index}")
-        return ItemResult("succeeded", value=FakeMessage(custom_id, text_of(params), "batch"))
+    def text(index: int) -> str:
+        return f"call-{index} {ERRORED}" if index in errored else f"call-{index}"
 
-    fake = FakeProvider(turnaround=scenario["turnaround"], outcome=outcome)
     results: dict[int, Any] = {}
     cancelled: set[int] = set()
     order: list[int] = []
     # Milliseconds since the start; cancels land at .5 ms so they never tie with a flush.
     scale = 1000.0
 
-    async with open_fleet(fake, policy=policy) as fleet:
-        start = anyio.current_time()
+    async with kind.open(scenario["turnaround"]) as provider:
+        async with open_fleet(provider, policy=policy) as fleet:
+            start = anyio.current_time()
 
-        async def caller(index: int) -> None:
-            cancel = cancels[index]
-            with anyio.CancelScope() as scope:
-                if cancel is not None:
-                    scope.deadline = start + (arrivals[index] + cancel + 0.5) / scale
-                try:
-                    # submit_batch() does not yield before the call is queued, so this is the
-                    # order of arrival (trio runs the tasks of one tick in random order).
-                    order.append(index)
-                    results[index] = await fleet.submit_batch(**request(f"call-{index}"))
-                except BatchRequestError as exc:
-                    results[index] = exc
-            if scope.cancelled_caught:
-                cancelled.add(index)
+            async def caller(index: int) -> None:
+                cancel = cancels[index]
+                with anyio.CancelScope() as scope:
+                    if cancel is not None:
+                        scope.deadline = start + (arrivals[index] + cancel + 0.5) / scale
+                    try:
+                        # submit_batch() does not yield before the call is queued, so this is
+                        # the order of arrival (trio runs the tasks of one tick in random order).
+                        order.append(index)
+                        results[index] = await fleet.submit_batch(**kind.request(text(index)))
+                    except BatchRequestError as exc:
+                        results[index] = exc
+                if scope.cancelled_caught:
+                    cancelled.add(index)
 
-        async with anyio.create_task_group() as tg:
-            for index, at in enumerate(arrivals):
-                # Calls at the same instant are started in one tick (a burst): no checkpoint.
-                if index == 0 or at != arrivals[index - 1]:
-                    await anyio.sleep_until(start + at / scale)
-                tg.start_soon(caller, index)
-        # Leave the block only after every call ended: no drain flush in this property.
+            async with anyio.create_task_group() as tg:
+                for index, at in enumerate(arrivals):
+                    # Calls at the same instant are started in one tick (a burst): no checkpoint.
+                    if index == 0 or at != arrivals[index - 1]:
+                        await anyio.sleep_until(start + at / scale)
+                    tg.start_soon(caller, index)
+            # Leave the block only after every call ended: no drain flush in this property.
 
     # Rebuild what the fleet sent: (time since start, batch of call indexes).
     by_id = {
-        cid: int(text_of(p).removeprefix("call-"))
-        for b in fake.batches.values()
-        for cid, p in b.requests
+        cid: index_of(sent_text)
+        for create in provider.creates
+        for cid, sent_text in zip(create.ids, create.texts, strict=True)
     }
     # Batches cut at one instant are created concurrently (a slow create never delays the
     # next flush), so the provider may see them in any order: order them by their cut.
     rank = {index: n for n, index in enumerate(order)}
     sent = sorted(
         (
-            (round((at - start) * scale, 6), [by_id[cid] for cid in ids])
-            for at, _, ids in fake.creates
+            (round((create.at - start) * scale, 6), [by_id[cid] for cid in create.ids])
+            for create in provider.creates
         ),
         key=lambda cut: (cut[0], rank[cut[1][0]]),
     )
@@ -164,16 +177,18 @@ async def test_dispatcher_matches_the_model_and_keeps_g1_to_g7(scenario: dict[st
     for flushed_at, batch in sent:
         assert all(flushed_at <= arrivals[i] + policy.batch_window_ms + slack_ms for i in batch)
     # G7: each caller that stayed got its own result (or its own error), and no other.
+    batch_of = provider.batch_of
     for i, value in results.items():
         if i in errored:
             assert isinstance(value, BatchRequestError)
-            assert value.message == f"no {i}"
+            assert (value.error_type, value.message) == kind.error(i)
             assert by_id[value.custom_id] == i
+            assert value.batch_id == batch_of[value.custom_id]
         else:
-            assert isinstance(value, FakeMessage)
-            assert value.text == f"call-{i}"
-            assert value.custom_id is not None
-            assert by_id[value.custom_id] == i
+            reply_text, custom_id = kind.reply(value)
+            assert reply_text == f"call-{i}"
+            if custom_id is not None:
+                assert by_id[custom_id] == i
     assert set(results) | cancelled == set(range(len(arrivals)))
     stats = fleet.stats
     assert stats.queued == 0
@@ -181,33 +196,78 @@ async def test_dispatcher_matches_the_model_and_keeps_g1_to_g7(scenario: dict[st
     assert stats.batches_submitted == len(sent)
 
 
-@PROPERTY
-@given(n=st.integers(1, 300), max_size=st.integers(1, 50), data=st.data())
-async def test_burst_in_one_tick_coalesces_g6(n: int, max_size: int, data: st.DataObject) -> None:
+@over(FAKE)
+@given(scenarios())
+async def test_dispatcher_matches_the_model_and_keeps_g1_to_g7(
+    kind: Kind, scenario: dict[str, Any]
+) -> None:
+    await matches_the_model_and_keeps_g1_to_g7(kind, scenario)
+
+
+@over(*ADAPTERS)
+@given(scenarios())
+async def test_adapters_match_the_model_and_keep_g1_to_g7(
+    kind: Kind, scenario: dict[str, Any]
+) -> None:
+    await matches_the_model_and_keeps_g1_to_g7(kind, scenario)
+
+
+async def burst_in_one_tick_coalesces_g6(
+    kind: Kind, n: int, max_size: int, data: st.DataObject
+) -> None:
     min_size = data.draw(st.integers(1, max_size))
-    fake = FakeProvider(turnaround=0.01)
     policy = RoutingPolicy(batch_min_size=min_size, batch_max_size=max_size, batch_window_ms=1_000)
-    async with open_fleet(fake, policy=policy) as fleet, anyio.create_task_group() as tg:
-        for i in range(n):
-            tg.start_soon(partial(fleet.submit_batch, **request(f"b{i}")))
-    assert len(fake.creates) == math.ceil(n / max_size)
+    async with kind.open(0.01) as provider:
+        async with open_fleet(provider, policy=policy) as fleet, anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(partial(fleet.submit_batch, **kind.request(f"b{i}")))
+    assert len(provider.creates) == math.ceil(n / max_size)
 
 
-@PROPERTY
-@given(sizes=st.lists(st.integers(100, 900), min_size=1, max_size=40))
-async def test_batches_respect_the_byte_limit_g2(sizes: list[int]) -> None:
+@over(FAKE)
+@given(n=st.integers(1, 300), max_size=st.integers(1, 50), data=st.data())
+async def test_burst_in_one_tick_coalesces_g6(
+    kind: Kind, n: int, max_size: int, data: st.DataObject
+) -> None:
+    await burst_in_one_tick_coalesces_g6(kind, n, max_size, data)
+
+
+@over(*ADAPTERS)
+# Smaller bursts: a batch costs the OpenAI adapter eight requests over HTTP in process.
+@given(n=st.integers(1, 100), max_size=st.integers(1, 50), data=st.data())
+async def test_adapters_coalesce_a_burst_in_one_tick_g6(
+    kind: Kind, n: int, max_size: int, data: st.DataObject
+) -> None:
+    await burst_in_one_tick_coalesces_g6(kind, n, max_size, data)
+
+
+async def batches_respect_the_byte_limit_g2(kind: Kind, sizes: list[int]) -> None:
     limit = 2_000
-    fake = FakeProvider(turnaround=0.01, max_batch_bytes=limit)
     policy = RoutingPolicy(batch_min_size=5, batch_max_size=10, batch_window_ms=10)
-    async with open_fleet(fake, policy=policy) as fleet, anyio.create_task_group() as tg:
-        for i, size in enumerate(sizes):
-            tg.start_soon(partial(fleet.submit_batch, **request("x" * size + str(i))))
-    for _, _, ids in fake.creates:
-        batch = next(b for b in fake.batches.values() if [c for c, _ in b.requests] == ids)
-        body = ENVELOPE_BYTES + sum(fake.prepare(cid, p)[0] for cid, p in batch.requests)
-        assert 1 <= len(ids) <= 10
+    async with kind.open(0.01) as inner:
+        # The fleet cuts by the byte limit the provider declares, with the provider's own
+        # count of each request's bytes.
+        provider = Recorder(inner, max_batch_bytes=limit)
+        async with open_fleet(provider, policy=policy) as fleet, anyio.create_task_group() as tg:
+            for i, size in enumerate(sizes):
+                tg.start_soon(partial(fleet.submit_batch, **kind.request("x" * size + str(i))))
+    for create in provider.creates:
+        body = ENVELOPE_BYTES + sum(provider.prepare(cid, p)[0] for cid, p in create.requests)
+        assert 1 <= len(create.ids) <= 10
         assert body <= limit
-    assert len(fake.sent_ids) == len(sizes)
+    assert len(provider.sent_ids) == len(sizes)
+
+
+@over(FAKE)
+@given(sizes=st.lists(st.integers(100, 900), min_size=1, max_size=40))
+async def test_batches_respect_the_byte_limit_g2(kind: Kind, sizes: list[int]) -> None:
+    await batches_respect_the_byte_limit_g2(kind, sizes)
+
+
+@over(*ADAPTERS)
+@given(sizes=st.lists(st.integers(100, 900), min_size=1, max_size=40))
+async def test_adapters_respect_the_byte_limit_g2(kind: Kind, sizes: list[int]) -> None:
+    await batches_respect_the_byte_limit_g2(kind, sizes)
 
 
 pytestmark = pytest.mark.filterwarnings("error")

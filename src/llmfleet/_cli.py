@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
@@ -31,6 +31,21 @@ def _seconds(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
     return value
+
+
+def _range(parse: Callable[[str], float]) -> Callable[[str], float | tuple[float, float]]:
+    """An argument type for ``X`` or a range ``LOW-HIGH``, each checked by ``parse``."""
+
+    def convert(text: str) -> float | tuple[float, float]:
+        low, sep, high = text.partition("-")
+        if not sep:
+            return parse(text)
+        a, b = parse(low), parse(high)
+        if a > b:
+            raise argparse.ArgumentTypeError(f"a range LOW-HIGH needs LOW <= HIGH, got {text}")
+        return (a, b)
+
+    return convert
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,11 +65,31 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run a fleet of agents against the embedded emulator and report what it cost",
         description=(
-            "Start the embedded emulator of Anthropic's API, run chat agents with tight "
-            "latency budgets (direct route) beside a grading burst with loose ones (batch "
+            "Start the embedded emulator of Anthropic's (or OpenAI's) API, run chat agents with "
+            "tight latency budgets (direct route) beside a grading burst with loose ones (batch "
             "route), show live progress, and end with a report: routes, batches and flush "
             "reasons, waits, tokens, cost at list price vs paid, and the emulator's own bill "
-            "for comparison. No API key needed."
+            "for comparison. No API key needed. Scenario 'deadlines' gives the grading calls "
+            "budgets of seconds against batches that sometimes take longer, and reports how "
+            "the fleet kept them (escalations) and what that cost."
+        ),
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=("pooling", "deadlines"),
+        default="pooling",
+        help=(
+            "pooling: grading budgets of minutes, every grading call batched; deadlines: "
+            "budgets of 4-10 s against batch turnarounds of 1-8 s (default: %(default)s)"
+        ),
+    )
+    demo.add_argument(
+        "--provider",
+        choices=("anthropic", "openai"),
+        default="anthropic",
+        help=(
+            "the API the fleet talks to: anthropic (AsyncAnthropic) or openai (AsyncOpenAI, "
+            "chat completions; needs the openai package) (default: %(default)s)"
         ),
     )
     demo.add_argument(
@@ -79,17 +114,61 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--turnaround",
-        type=_seconds,
-        default=3.0,
-        metavar="SECONDS",
-        help="how long the emulator takes to end a batch (default: %(default)s)",
+        type=_range(_seconds),
+        metavar="SECONDS|LOW-HIGH",
+        help=(
+            "how long the emulator takes to end a batch, or a range each batch's turnaround is "
+            "drawn from (default: 3 for pooling, 1-8 for deadlines)"
+        ),
     )
     demo.add_argument(
         "--window",
         type=_seconds,
-        default=2.0,
         metavar="SECONDS",
-        help="the policy's batch window: longest a call waits in the queue (default: %(default)s)",
+        help=(
+            "the policy's batch window: longest a call waits in the queue (default: 2 for "
+            "pooling, 1 for deadlines)"
+        ),
+    )
+    demo.add_argument(
+        "--budget",
+        type=_range(_count),
+        metavar="MS|LOW-HIGH",
+        help=(
+            "the grading calls' latency budget in ms, or a range each call's is drawn from "
+            "(default: 600000 for pooling, 4000-10000 for deadlines)"
+        ),
+    )
+    demo.add_argument(
+        "--chat-budget",
+        type=_count,
+        metavar="MS",
+        help="the chat calls' latency budget in ms, at most --sync-max (default: 2000)",
+    )
+    demo.add_argument(
+        "--sync-max",
+        type=_count,
+        metavar="MS",
+        help=(
+            "the policy's sync_max_latency_ms: budgets up to this go direct (default: 5000 for "
+            "pooling, 2000 for deadlines)"
+        ),
+    )
+    demo.add_argument(
+        "--deadline-action",
+        choices=("escalate", "wait", "fail"),
+        default="escalate",
+        help=(
+            "what a batched call's budget promises: escalate (sent down the direct route near "
+            "its deadline), wait (the budget only picks the route), fail (DeadlineExceededError "
+            "at the deadline) (default: %(default)s)"
+        ),
+    )
+    demo.add_argument(
+        "--margin",
+        type=_count,
+        metavar="MS",
+        help=("the policy's escalation_margin_ms (default: 2000 for pooling, 500 for deadlines)"),
     )
     demo.add_argument(
         "--seed", type=int, default=0, metavar="N", help="seed for the run (default: 0)"
@@ -109,8 +188,9 @@ def _parser() -> argparse.ArgumentParser:
         "--base-url",
         metavar="URL",
         help=(
-            "a real Anthropic-compatible endpoint instead of the emulator; the API key is read "
-            "from ANTHROPIC_API_KEY (required). Real batches, real (small) charges"
+            "a real endpoint instead of the emulator; the API key is read from "
+            "ANTHROPIC_API_KEY (or OPENAI_API_KEY with --provider openai), required. Real "
+            "batches, real (small) charges"
         ),
     )
     demo.set_defaults(handler=_demo)
@@ -128,12 +208,15 @@ def _demo(args: argparse.Namespace) -> int:
         return _error(f"the demo needs {', '.join(missing)}: pip install 'llmfleet[emulator]'")
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         return _error("--backend trio needs trio: pip install trio")
+    if args.provider == "openai" and importlib.util.find_spec("openai") is None:
+        return _error("--provider openai needs the openai package: pip install 'llmfleet[openai]'")
+    key_var = "OPENAI_API_KEY" if args.provider == "openai" else "ANTHROPIC_API_KEY"
     api_key: str | None = None
     if args.base_url is not None:
-        api_key = os.environ.get("ANTHROPIC_API_KEY")
+        api_key = os.environ.get(key_var)
         if not api_key:
             return _error(
-                "--base-url needs an API key in the ANTHROPIC_API_KEY environment variable "
+                f"--base-url needs an API key in the {key_var} environment variable "
                 "(without --base-url the demo runs against the embedded emulator, no key needed)"
             )
 
@@ -142,16 +225,27 @@ def _demo(args: argparse.Namespace) -> int:
 
     from ._demo import DemoConfig, DemoReport, print_report, report_json, run_demo
 
+    # Options left out take the scenario's values (_demo.SCENARIOS).
+    chosen = {
+        "turnaround_s": args.turnaround,
+        "window_s": args.window,
+        "grading_budget_ms": args.budget,
+        "sync_max_latency_ms": args.sync_max,
+        "chat_budget_ms": args.chat_budget,
+        "escalation_margin_ms": args.margin,
+    }
     try:
-        config = DemoConfig(
+        config = DemoConfig.preset(
+            args.scenario,
+            provider=args.provider,
             agents=args.agents,
             turns=args.turns,
             calls=args.calls,
-            turnaround_s=args.turnaround,
-            window_s=args.window,
+            deadline_action=args.deadline_action,
             seed=args.seed,
             base_url=args.base_url,
             api_key=api_key,
+            **{name: value for name, value in chosen.items() if value is not None},
         )
         config.policy()  # a window that makes an invalid policy fails here, not mid-run
     except ValueError as exc:

@@ -1,11 +1,23 @@
 """``llmfleet demo``: a fleet of agents with mixed budgets, and what it cost (DESIGN §10).
 
 Chat agents make one call at a time with a tight budget (the direct route); a grader submits a
-burst of calls that can wait minutes (the batch route), in irregular waves so that both flush
-reasons show. Against the embedded emulator, the fleet's own cost figures are then set beside
-the emulator's ledger, which must agree to the last digit.
+burst of calls that can wait (the batch route), in irregular waves so that both flush reasons
+show. Against the embedded emulator, the fleet's own cost figures are then set beside the
+emulator's ledger, which must agree to the last digit.
 
-Needs the ``emulator`` extra (``starlette``, ``uvicorn``, ``rich``).
+Two scenarios:
+
+- ``pooling`` (the default): grading budgets of minutes, so every grading call is batched.
+- ``deadlines`` (issue 8, DESIGN §8): grading budgets of seconds, and a batch turnaround drawn
+  per batch that sometimes exceeds them, so the fleet must keep its promise by flushing early,
+  routing direct and escalating; the report adds each caller's own measure of its budget, the
+  escalations and what they cost against what batching saved.
+
+Either runs against the emulator's Anthropic routes or, with ``provider="openai"`` (issue 6),
+its OpenAI ones through ``openai.AsyncOpenAI``.
+
+Needs the ``emulator`` extra (``starlette``, ``uvicorn``, ``rich``), and ``openai`` for
+``provider="openai"``.
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
 
 import anthropic
 import anyio
@@ -27,21 +39,44 @@ from ._dispatcher import FleetDispatcher
 from ._policy import RoutingPolicy
 from ._stats import ResultEvent, Route
 from .emulator import EmulatorConfig, run_emulator
-from .errors import BatchRequestError, FleetError
+from .errors import BatchRequestError, DeadlineExceededError, FleetError
 from .pricing import Cost
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from rich.console import Console
 
     from ._stats import FleetStats, Percentiles, StatsSnapshot
-    from .emulator import Emulator
+    from .emulator import Duration, Emulator
 
-__all__ = ["DemoConfig", "DemoReport", "print_report", "report_json", "run_demo"]
+__all__ = [
+    "SCENARIOS",
+    "BudgetFigures",
+    "DemoConfig",
+    "DemoReport",
+    "EscalationFigures",
+    "LedgerFigures",
+    "print_report",
+    "report_json",
+    "run_demo",
+]
+
+Scenario: TypeAlias = Literal["pooling", "deadlines"]
+ProviderName: TypeAlias = Literal["anthropic", "openai"]
+DeadlineAction: TypeAlias = Literal["escalate", "wait", "fail"]
 
 CHAT_MODEL: Final = "claude-haiku-4-5"
 GRADING_MODEL: Final = "claude-sonnet-4-6"
+#: The model of both paths with ``provider="openai"``.
+OPENAI_MODEL: Final = "gpt-4.1-mini"
 #: The key the SDK sends to the emulator, which accepts any.
 EMULATOR_KEY: Final = "llmfleet-demo-not-a-real-key"
+#: The environment variable a real endpoint's key is read from, per provider.
+API_KEY_VARS: Final[Mapping[ProviderName, str]] = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+}
 
 _QUESTIONS: Final = (
     "Which of our plans includes priority support?",
@@ -71,34 +106,77 @@ _RUBRIC: Final = (
 # type), so the report shows per-caller error handling. Never sent to a real endpoint.
 _ERRORED_MARKERS: Final = ("[[errored:overloaded_error]]", "[[errored]]")
 
+#: What each scenario changes from :class:`DemoConfig`'s defaults (see :meth:`DemoConfig.preset`).
+#: ``deadlines`` (issue 8): budgets of 4–10 s against batches that take 1–8 s, so some batches
+#: end too late and the fleet has to escalate their calls to the direct route.
+SCENARIOS: Final[Mapping[Scenario, Mapping[str, Any]]] = {
+    "pooling": {},
+    "deadlines": {
+        "turnaround_s": (1.0, 8.0),
+        "grading_budget_ms": (4_000, 10_000),
+        "sync_max_latency_ms": 2_000,
+        "escalation_margin_ms": 500,
+        "window_s": 1.0,
+        # Arrivals spread over longer than a turnaround, so later calls meet a fleet that has
+        # learnt how long batches take (flush reason "deadline", routing direct at submit).
+        "wave_gap_s": (0.5, 1.5),
+        "batch_api_rpm": 600,
+    },
+}
+
+
+def _check_range(name: str, value: float | tuple[float, float]) -> None:
+    low, high = value if isinstance(value, tuple) else (value, value)
+    if not 0 <= low <= high or high == float("inf"):
+        raise ValueError(f"{name} must be a finite value or (low, high) range >= 0, got {value}")
+
 
 @final
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DemoConfig:
-    """What the demo runs. Times are seconds unless named ``_ms``.
+    """What the demo runs. Times are seconds unless named ``_ms``; a ``(low, high)`` pair is a
+    range drawn from uniformly (per batch for ``turnaround_s``, per call for
+    ``grading_budget_ms``). :meth:`preset` gives a scenario's values.
 
+    :param scenario: ``"pooling"`` or ``"deadlines"``: what the report dwells on.
+    :param provider: ``"anthropic"`` (``AsyncAnthropic``) or ``"openai"`` (``AsyncOpenAI``,
+        chat completions with :data:`OPENAI_MODEL`).
     :param agents: chat agents; each makes ``turns`` calls one after another (direct route).
     :param turns: calls per chat agent.
     :param calls: calls in the grading burst (batch route).
     :param turnaround_s: how long the emulator takes to end a batch.
     :param window_s: the policy's ``batch_window_ms``, in seconds.
+    :param grading_budget_ms: the grading calls' latency budget.
+    :param deadline_action: the policy's ``deadline_action`` (DESIGN §8).
     :param base_url: a real endpoint instead of the emulator (then ``api_key`` is required).
     :param api_key: the key for ``base_url``; never printed.
     """
 
+    scenario: Scenario = "pooling"
+    provider: ProviderName = "anthropic"
     agents: int = 3
     turns: int = 5
     calls: int = 200
-    turnaround_s: float = 3.0
+    turnaround_s: float | tuple[float, float] = 3.0
     window_s: float = 2.0
     batch_min_size: int = 50
     batch_max_size: int = 100
     chat_budget_ms: int = 2_000
-    grading_budget_ms: int = 600_000
+    grading_budget_ms: int | tuple[int, int] = 600_000
+    sync_max_latency_ms: int = 5_000
+    deadline_action: DeadlineAction = "escalate"
+    escalation_margin_ms: int = 2_000
     #: Pause between a chat agent's turns (drawn uniformly from this range).
     think_s: tuple[float, float] = (0.2, 0.6)
     #: How long the emulator takes to answer a direct call (drawn uniformly).
     direct_latency_s: tuple[float, float] = (0.1, 0.4)
+    #: The policy's ``batch_api_rpm``: requests a minute to the batch endpoints (``None``: no
+    #: limit). Budgets of seconds need status checks every second or so, more than a real
+    #: provider's 50 a minute allows for many batches in flight.
+    batch_api_rpm: int | None = 50
+    #: Pause between the grading burst's waves (drawn uniformly); ``None``: a twentieth to a
+    #: sixth of the window, so the burst fills batches.
+    wave_gap_s: tuple[float, float] | None = None
     #: Grading prompts that come back errored (emulator only).
     errored: int = 2
     seed: int = 0
@@ -106,14 +184,38 @@ class DemoConfig:
     api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {self.scenario!r}")
+        if self.provider not in API_KEY_VARS:
+            raise ValueError(
+                f"provider must be one of {tuple(API_KEY_VARS)}, got {self.provider!r}"
+            )
         for name in ("agents", "turns", "calls", "errored", "chat_budget_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("turnaround_s", "window_s"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0 seconds, got {getattr(self, name)}")
+        for name in ("turnaround_s", "window_s", "grading_budget_ms"):
+            _check_range(name, getattr(self, name))
+        if self.chat_budget_ms > self.sync_max_latency_ms:
+            # The chat agents stand for the direct route; a longer budget would batch them.
+            raise ValueError(
+                f"chat_budget_ms ({self.chat_budget_ms}) must be <= sync_max_latency_ms "
+                f"({self.sync_max_latency_ms}), so that chat calls go direct"
+            )
         if self.base_url is not None and not self.api_key:
-            raise ValueError("a real endpoint (base_url) needs an API key (ANTHROPIC_API_KEY)")
+            raise ValueError(
+                "a real endpoint (base_url) needs an API key "
+                f"({API_KEY_VARS.get(self.provider, 'ANTHROPIC_API_KEY')})"
+            )
+
+    @classmethod
+    def preset(cls, scenario: Scenario = "pooling", **overrides: Any) -> DemoConfig:
+        """The configuration of ``scenario`` (see :data:`SCENARIOS`), with ``overrides``.
+
+        :raises ValueError: an unknown scenario or an invalid value.
+        """
+        if scenario not in SCENARIOS:
+            raise ValueError(f"scenario must be one of {tuple(SCENARIOS)}, got {scenario!r}")
+        return cls(scenario=scenario, **{**SCENARIOS[scenario], **overrides})
 
     @property
     def emulated(self) -> bool:
@@ -123,26 +225,178 @@ class DemoConfig:
     def policy(self) -> RoutingPolicy:
         """The routing policy: small batches and short polls, so batching shows in seconds."""
         return RoutingPolicy(
-            sync_max_latency_ms=5_000,
+            sync_max_latency_ms=self.sync_max_latency_ms,
             batch_window_ms=round(self.window_s * 1000),
             batch_min_size=self.batch_min_size,
             batch_max_size=self.batch_max_size,
             poll_interval_ms=250,
             poll_max_interval_ms=1_000,
+            deadline_action=self.deadline_action,
+            escalation_margin_ms=self.escalation_margin_ms,
+            batch_api_rpm=self.batch_api_rpm,
         )
+
+    def turnaround(self) -> Duration:
+        """The emulator's ``turnaround_s``: fixed, or drawn per batch from the range."""
+        if isinstance(self.turnaround_s, tuple):
+            low, high = self.turnaround_s
+            return lambda rng: rng.uniform(low, high)
+        return self.turnaround_s
+
+
+# -- the providers --------------------------------------------------------------------------
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class _Vendor:
+    """What differs between providers: the client, the params, the text of a reply."""
+
+    client: Callable[[str, str], Any]
+    chat: Callable[[list[dict[str, str]]], dict[str, Any]]
+    grade: Callable[[str], dict[str, Any]]
+    text: Callable[[Any], str]
+    #: What the direct route raises (the SDK's own errors).
+    errors: tuple[type[Exception], ...]
+
+
+def _anthropic_text(message: Any) -> str:
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+def _vendor(config: DemoConfig) -> _Vendor:
+    """The provider's side of the demo.
+
+    :raises RuntimeError: ``provider="openai"`` without the ``openai`` package.
+    """
+    if config.provider == "anthropic":
+        return _Vendor(
+            client=lambda key, url: anthropic.AsyncAnthropic(api_key=key, base_url=url),
+            chat=lambda history: {"model": CHAT_MODEL, "max_tokens": 200, "messages": history},
+            grade=lambda content: {
+                "model": GRADING_MODEL,
+                "max_tokens": 100,
+                "system": [
+                    {"type": "text", "text": _RUBRIC, "cache_control": {"type": "ephemeral"}}
+                ],
+                "messages": [{"role": "user", "content": content}],
+            },
+            text=_anthropic_text,
+            errors=(anthropic.APIError,),
+        )
+    try:
+        import openai
+    except ImportError as exc:
+        raise RuntimeError(
+            "the demo with provider 'openai' needs the openai package: "
+            "pip install 'llmfleet[openai]'"
+        ) from exc
+    # The emulator serves OpenAI's routes under /v1, as api.openai.com does.
+    suffix = "/v1" if config.emulated else ""
+    return _Vendor(
+        client=lambda key, url: openai.AsyncOpenAI(api_key=key, base_url=url + suffix),
+        chat=lambda history: {
+            "model": OPENAI_MODEL,
+            "max_completion_tokens": 200,
+            "messages": history,
+        },
+        grade=lambda content: {
+            "model": OPENAI_MODEL,
+            "max_completion_tokens": 100,
+            "messages": [
+                {"role": "system", "content": _RUBRIC},
+                {"role": "user", "content": content},
+            ],
+        },
+        text=lambda completion: completion.choices[0].message.content or "",
+        errors=(openai.APIError,),
+    )
+
+
+# -- what the run observed ------------------------------------------------------------------
+
+
+def _minus(a: Cost, b: Cost) -> Cost:
+    return Cost(a.list_price - b.list_price, a.paid - b.paid)
 
 
 @final
 @dataclass(frozen=True, slots=True)
 class LedgerFigures:
-    """What the emulator billed: cost per route (``"direct"``, ``"batch"``) and batches made."""
+    """What the emulator billed: cost per route (``"direct"``, ``"batch"``) and batches made.
+
+    ``unused`` is the part of the batch route's bill for calls whose caller did not take the
+    batch's answer (escalated to the direct route, or failed at the deadline): the batch item
+    was processed and billed anyway.
+    """
 
     cost: dict[Route, Cost]
     batches_created: int
+    unused: Cost = field(default_factory=Cost)
+    unused_items: int = 0
 
     @property
     def total(self) -> Cost:
         return sum(self.cost.values(), Cost())
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BudgetFigures:
+    """Calls with a budget, measured by their callers: wait from submit to outcome vs budget.
+
+    ``kept``: an outcome (a result, or an error of its own) within the budget; ``late``: an
+    outcome after it; ``exceeded``: ``DeadlineExceededError`` (``deadline_action="fail"``).
+    """
+
+    calls: int = 0
+    kept: int = 0
+    late: int = 0
+    exceeded: int = 0
+    #: The longest wait as a share of its call's budget (1.0: right at the deadline).
+    worst_ratio: float | None = None
+
+    @property
+    def kept_percent(self) -> Decimal:
+        if not self.calls:
+            return Decimal(100)
+        return (Decimal(self.kept) / self.calls * 100).quantize(Decimal("0.1"))
+
+    def __add__(self, other: BudgetFigures) -> BudgetFigures:
+        ratios = [r for r in (self.worst_ratio, other.worst_ratio) if r is not None]
+        return BudgetFigures(
+            calls=self.calls + other.calls,
+            kept=self.kept + other.kept,
+            late=self.late + other.late,
+            exceeded=self.exceeded + other.exceeded,
+            worst_ratio=max(ratios) if ratios else None,
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class EscalationFigures:
+    """What keeping the budgets cost (DESIGN §8).
+
+    ``stats.escalation_cost`` is the escalated direct calls plus the batch price of results that
+    came anyway; the first part is also in the direct route's cost, the second in no route's.
+    ``direct`` is the first part, summed from the ``on_result`` events of escalated calls;
+    ``dropped`` the rest.
+    """
+
+    escalations: int
+    #: Escalated calls the direct route answered (with their cost in ``direct``).
+    answered: int
+    cost: Cost
+    direct: Cost
+    routed_by_deadline: int
+    results_dropped: int
+
+    @property
+    def dropped(self) -> Cost:
+        """The batch price of results that came after their caller had its answer (or its
+        ``DeadlineExceededError``): billed, unused, and in no route's cost."""
+        return _minus(self.cost, self.direct)
 
 
 @final
@@ -164,26 +418,69 @@ class DemoReport:
     #: One line per call whose caller handled an exception.
     handled: list[str]
     ledger: LedgerFigures | None
+    #: Per planned route (chat: direct, grading: batch), as each caller measured it.
+    budgets: dict[Route, BudgetFigures]
+    escalation: EscalationFigures
 
     @property
     def cost(self) -> Cost:
-        """The fleet's cost over both routes."""
+        """The fleet's cost of the answers its callers got, over both routes."""
         return sum(self.stats.cost.values(), Cost())
+
+    @property
+    def spent(self) -> Cost:
+        """Everything paid for: the answers, plus the batch results dropped (see
+        :attr:`EscalationFigures.dropped`)."""
+        return self.cost + self.escalation.dropped
 
     @property
     def saving_percent(self) -> Decimal:
         """Saving as a percentage of the list price, to two places."""
-        cost = self.cost
-        if not cost.list_price:
-            return Decimal(0)
-        return (cost.saving / cost.list_price * 100).quantize(Decimal("0.01"))
+        return _percent(self.cost.saving, self.cost.list_price)
+
+    @property
+    def batching_saving(self) -> Decimal:
+        """What the batch route saved on the answers it gave (list price − paid)."""
+        return self.stats.cost[Route.BATCH].saving
+
+    @property
+    def net_saving(self) -> Decimal:
+        """The list price of every answer (as if all went direct) minus everything paid,
+        dropped batch results included: what batching saved, less what escalating wasted."""
+        return self.cost.list_price - self.spent.paid
+
+    @property
+    def budgets_total(self) -> BudgetFigures:
+        return sum(self.budgets.values(), BudgetFigures())
+
+    @property
+    def budgets_kept(self) -> bool | None:
+        """With ``deadline_action="escalate"`` against the emulator (whose direct latency the
+        demo sets), every call answered within its budget; ``None`` where nothing is
+        promised (``"wait"``, ``"fail"``, a real endpoint)."""
+        if self.config.deadline_action != "escalate" or not self.config.emulated:
+            return None
+        total = self.budgets_total
+        return total.kept == total.calls
 
     @property
     def ledger_matches(self) -> bool | None:
-        """The fleet's cost equals the ledger's on each route, exactly; ``None`` without one."""
+        """The ledger's bill equals the fleet's figures, exactly; ``None`` without one.
+
+        Direct route: the ledger equals the fleet's direct cost (escalated calls included).
+        Batch route: the ledger equals the fleet's batch cost plus the dropped results, the
+        part of ``escalation_cost`` no route holds; and that part equals what the ledger billed
+        for the calls that did not take their batch's answer.
+        """
         if self.ledger is None:
             return None
-        return all(self.stats.cost[route] == self.ledger.cost[route] for route in Route)
+        cost = self.stats.cost
+        dropped = self.escalation.dropped
+        return (
+            cost[Route.DIRECT] == self.ledger.cost[Route.DIRECT]
+            and cost[Route.BATCH] + dropped == self.ledger.cost[Route.BATCH]
+            and dropped == self.ledger.unused
+        )
 
     @property
     def all_ended(self) -> bool:
@@ -192,8 +489,17 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        """Every call ended and, against the emulator, the figures match the ledger."""
-        return self.all_ended and self.ledger_matches is not False
+        """Every call ended and, against the emulator, the figures match the ledger and, with
+        ``"escalate"``, every budget was kept."""
+        return (
+            self.all_ended and self.ledger_matches is not False and self.budgets_kept is not False
+        )
+
+
+def _percent(part: Decimal, whole: Decimal) -> Decimal:
+    if not whole:
+        return Decimal(0)
+    return (part / whole * 100).quantize(Decimal("0.01"))
 
 
 # -- the agents -----------------------------------------------------------------------------
@@ -201,69 +507,117 @@ class DemoReport:
 
 @final
 class _Tally:
-    """The callers' side of the run: what ended, and the errors callers handled."""
+    """The callers' side of the run: what ended, how long it took, the errors they handled."""
 
     def __init__(self) -> None:
         self.ended: Counter[Route] = Counter()
         self.handled: list[str] = []
         self.outcomes: dict[Route, Counter[str]] = {route: Counter() for route in Route}
+        self.budgets: dict[Route, BudgetFigures] = {route: BudgetFigures() for route in Route}
+        #: The escalated calls' direct cost, and the ids of calls that left their batch's
+        #: answer unused (escalated, or failed at their deadline).
+        self.escalated_cost = Cost()
+        self.escalated_answered = 0
+        self.unused_ids: set[str] = set()
 
     def on_result(self, event: ResultEvent) -> None:
         self.outcomes[event.route][event.outcome] += 1
+        if event.custom_id is None:
+            return
+        # Only batched calls carry a custom_id: on the direct route, they were escalated.
+        if event.route is Route.DIRECT:
+            self.unused_ids.add(event.custom_id)
+            if event.cost is not None:
+                self.escalated_cost += event.cost
+                self.escalated_answered += 1
+        elif event.outcome == "failed":
+            self.unused_ids.add(event.custom_id)
+
+    def timed(self, route: Route, budget_ms: float, start: float, exc: Exception | None) -> None:
+        """Count one call that ended, measured on its caller's own clock."""
+        wait = anyio.current_time() - start
+        budget = budget_ms / 1000
+        seen = self.budgets[route]
+        exceeded = isinstance(exc, DeadlineExceededError)
+        kept = not exceeded and wait <= budget
+        ratio = wait / budget if budget else None
+        ratios = [r for r in (seen.worst_ratio, ratio) if r is not None]
+        self.budgets[route] = BudgetFigures(
+            calls=seen.calls + 1,
+            kept=seen.kept + kept,
+            late=seen.late + (not exceeded and not kept),
+            exceeded=seen.exceeded + exceeded,
+            worst_ratio=max(ratios) if ratios else None,
+        )
+        self.ended[route] += 1
 
 
-def _text(message: Any) -> str:
-    return "".join(block.text for block in message.content if block.type == "text")
-
-
-async def _chat_agent(fleet: FleetDispatcher, n: int, config: DemoConfig, tally: _Tally) -> None:
+async def _chat_agent(
+    fleet: FleetDispatcher, n: int, config: DemoConfig, vendor: _Vendor, tally: _Tally
+) -> None:
     """A user is waiting: one call at a time, each with a tight budget, keeping the history."""
     rng = random.Random(f"{config.seed}/chat/{n}")
+    errors: tuple[type[Exception], ...] = (*vendor.errors, FleetError)
     history: list[dict[str, str]] = []
     for turn in range(config.turns):
         if turn:
             await anyio.sleep(rng.uniform(*config.think_s))
         history.append({"role": "user", "content": rng.choice(_QUESTIONS)})
+        start = anyio.current_time()
+        error: Exception | None = None
         try:
             reply = await fleet.submit(
-                latency_budget_ms=config.chat_budget_ms,
-                model=CHAT_MODEL,
-                max_tokens=200,
-                messages=list(history),
+                latency_budget_ms=config.chat_budget_ms, **vendor.chat(list(history))
             )
-        except (anthropic.APIError, FleetError) as exc:
-            # The direct route raises the SDK's own errors, as messages.create would.
+        except errors as exc:
+            # The direct route raises the SDK's own errors, as the SDK's create would.
+            error = exc
             tally.handled.append(f"chat agent {n}, turn {turn}: {type(exc).__name__}: {exc}")
             history.pop()
         else:
-            history.append({"role": "assistant", "content": _text(reply)})
+            history.append({"role": "assistant", "content": vendor.text(reply)})
         finally:
-            tally.ended[Route.DIRECT] += 1
+            tally.timed(Route.DIRECT, config.chat_budget_ms, start, error)
 
 
 async def _grade(
-    fleet: FleetDispatcher, n: int, answer: str, config: DemoConfig, tally: _Tally
+    fleet: FleetDispatcher,
+    n: int,
+    answer: str,
+    budget_ms: int,
+    vendor: _Vendor,
+    tally: _Tally,
 ) -> None:
+    errors: tuple[type[Exception], ...] = (FleetError, *vendor.errors)
+    start = anyio.current_time()
+    error: Exception | None = None
     try:
-        await fleet.submit(
-            latency_budget_ms=config.grading_budget_ms,
-            model=GRADING_MODEL,
-            max_tokens=100,
-            system=[{"type": "text", "text": _RUBRIC, "cache_control": {"type": "ephemeral"}}],
-            messages=[{"role": "user", "content": f"Answer #{n}: {answer}"}],
-        )
+        await fleet.submit(latency_budget_ms=budget_ms, **vendor.grade(f"Answer #{n}: {answer}"))
     except BatchRequestError as exc:
         # One errored item fails its own caller only; the rest of its batch is unaffected.
+        error = exc
         tally.handled.append(f"grade #{n}: {exc.error_type} (batch {exc.batch_id})")
-    except (FleetError, anthropic.APIError) as exc:
+    except DeadlineExceededError as exc:
+        # deadline_action="fail": the budget ran out; counted, not listed one by one.
+        error = exc
+    except errors as exc:
         # Any other outcome (a refused batch, an expired item, an escalated call's SDK error)
         # is likewise this caller's own business.
+        error = exc
         tally.handled.append(f"grade #{n}: {type(exc).__name__}: {exc}")
     finally:
-        tally.ended[Route.BATCH] += 1
+        tally.timed(Route.BATCH, budget_ms, start, error)
 
 
-async def _grader(fleet: FleetDispatcher, config: DemoConfig, tally: _Tally) -> None:
+def _grading_budget(config: DemoConfig, rng: random.Random) -> int:
+    if isinstance(config.grading_budget_ms, tuple):
+        return rng.randint(*config.grading_budget_ms)
+    return config.grading_budget_ms
+
+
+async def _grader(
+    fleet: FleetDispatcher, config: DemoConfig, vendor: _Vendor, tally: _Tally
+) -> None:
     """Work that can wait: the burst arrives in irregular waves, as graded answers come in."""
     rng = random.Random(f"{config.seed}/grader")
     errored: dict[int, str] = {}
@@ -282,10 +636,12 @@ async def _grader(fleet: FleetDispatcher, config: DemoConfig, tally: _Tally) -> 
                 answer = rng.choice(_ANSWERS)
                 if k in errored:
                     answer = f"{answer} {errored[k]}"
-                tg.start_soon(_grade, fleet, k, answer, config, tally)
+                budget = _grading_budget(config, rng)
+                tg.start_soon(_grade, fleet, k, answer, budget, vendor, tally)
             n += wave
             if n < config.calls:
-                await anyio.sleep(rng.uniform(config.window_s / 20, config.window_s / 6))
+                gap = config.wave_gap_s or (config.window_s / 20, config.window_s / 6)
+                await anyio.sleep(rng.uniform(*gap))
 
 
 # -- the live display -----------------------------------------------------------------------
@@ -353,7 +709,9 @@ async def run_demo(
         ``None`` prints nothing.
     :param live: show a live progress display on ``console``.
     :raises ValueError: an invalid configuration.
+    :raises RuntimeError: ``provider="openai"`` without the ``openai`` package.
     """
+    vendor = _vendor(config)
     planned = {Route.DIRECT: config.agents * config.turns, Route.BATCH: config.calls}
     tally = _Tally()
     async with AsyncExitStack() as stack:
@@ -363,7 +721,7 @@ async def run_demo(
             emulator = await stack.enter_async_context(
                 run_emulator(
                     EmulatorConfig(
-                        turnaround_s=config.turnaround_s,
+                        turnaround_s=config.turnaround(),
                         direct_latency_s=lambda rng: rng.uniform(low, high),
                         seed=config.seed,
                     )
@@ -373,9 +731,7 @@ async def run_demo(
         else:
             assert config.api_key is not None  # DemoConfig checked it
             url, key, target = config.base_url, config.api_key, config.base_url
-        client = await stack.enter_async_context(
-            anthropic.AsyncAnthropic(api_key=key, base_url=url)
-        )
+        client = await stack.enter_async_context(vendor.client(key, url))
         fleet = FleetDispatcher(client, policy=config.policy(), on_result=tally.on_result)
         if console is not None:
             _print_intro(console, config, url)
@@ -390,8 +746,8 @@ async def run_demo(
                 ui.start_soon(view.run)
             async with fleet, anyio.create_task_group() as agents:
                 for n in range(config.agents):
-                    agents.start_soon(_chat_agent, fleet, n, config, tally)
-                agents.start_soon(_grader, fleet, config, tally)
+                    agents.start_soon(_chat_agent, fleet, n, config, vendor, tally)
+                agents.start_soon(_grader, fleet, config, vendor, tally)
             ui.cancel_scope.cancel()
         elapsed = anyio.current_time() - start
         if view is not None:
@@ -399,22 +755,50 @@ async def run_demo(
             view.progress.stop()
         ledger: LedgerFigures | None = None
         if emulator is not None:
-            bill = emulator.ledger
-            ledger = LedgerFigures(
-                cost={route: bill.total(route=route.value) for route in Route},
-                batches_created=bill.batches_created,
-            )
+            ledger = _ledger_figures(emulator, tally.unused_ids)
+    stats = fleet.stats.snapshot()
     return DemoReport(
         config=config,
         backend=_backend_name(),
         target=target,
         elapsed_s=elapsed,
-        stats=fleet.stats.snapshot(),
+        stats=stats,
         planned=planned,
         ended={route: tally.ended[route] for route in Route},
         outcomes={route: dict(tally.outcomes[route]) for route in Route},
         handled=tally.handled,
         ledger=ledger,
+        budgets=dict(tally.budgets),
+        escalation=EscalationFigures(
+            escalations=stats.escalations,
+            answered=tally.escalated_answered,
+            cost=stats.escalation_cost,
+            direct=tally.escalated_cost,
+            routed_by_deadline=stats.routed_by_deadline,
+            results_dropped=stats.results_dropped,
+        ),
+    )
+
+
+def _ledger_figures(emulator: Emulator, unused_ids: set[str]) -> LedgerFigures:
+    bill = emulator.ledger
+    # One read of the entries: the bill of batches that ended by now, all of it.
+    entries = bill.entries
+    cost = dict.fromkeys(Route, Cost())
+    unused = Cost()
+    unused_items = 0
+    for entry in entries:
+        if entry.cost is None:
+            continue
+        cost[Route(entry.route)] += entry.cost
+        if entry.route == "batch" and entry.custom_id in unused_ids and entry.cost.paid:
+            unused += entry.cost
+            unused_items += 1
+    return LedgerFigures(
+        cost=cost,
+        batches_created=bill.batches_created,
+        unused=unused,
+        unused_items=unused_items,
     )
 
 
@@ -431,17 +815,30 @@ def _backend_name() -> str:
     return "asyncio"
 
 
+def _range(value: float | tuple[float, float], scale: float = 1.0) -> str:
+    if isinstance(value, tuple):
+        return f"{value[0] / scale:g}–{value[1] / scale:g}"
+    return f"{value / scale:g}"
+
+
 def _print_intro(console: Console, config: DemoConfig, url: str) -> None:
     where = (
-        f"the emulator at {url} (batches end after {config.turnaround_s:g} s)"
+        f"the emulator at {url} (batches end after {_range(config.turnaround_s)} s)"
         if config.emulated
         else f"{url} (a real endpoint: real batches, real money)"
     )
+    budget = config.grading_budget_ms
+    low = budget[0] if isinstance(budget, tuple) else budget
+    grading = (
+        f"budget {_range(budget, 60_000)} min"
+        if low >= 60_000
+        else f"budgets {_range(budget, 1000)} s, deadline action {config.deadline_action!r}"
+    )
     console.print(
-        f"[bold]llmfleet demo[/bold]: {config.agents} chat agents × {config.turns} turns "
-        f"(budget {config.chat_budget_ms / 1000:g} s → direct) and a grading burst of "
-        f"{config.calls} calls (budget {config.grading_budget_ms / 60_000:g} min → batch), "
-        f"against {where}.",
+        f"[bold]llmfleet demo[/bold] ({config.scenario}, {config.provider}): {config.agents} "
+        f"chat agents × {config.turns} turns (budget {config.chat_budget_ms / 1000:g} s → "
+        f"direct) and a grading burst of {config.calls} calls ({grading} → batch), against "
+        f"{where}.",
         highlight=False,
     )
 
@@ -469,9 +866,21 @@ def _wait_json(p: Percentiles) -> dict[str, Any]:
     return {"count": p.count, "p50": ms(p.p50), "p95": ms(p.p95), "max": ms(p.max)}
 
 
+def _budget_json(b: BudgetFigures) -> dict[str, Any]:
+    return {
+        "calls": b.calls,
+        "kept": b.kept,
+        "late": b.late,
+        "deadline_exceeded": b.exceeded,
+        "kept_percent": str(b.kept_percent),
+        "worst_wait_over_budget": None if b.worst_ratio is None else round(b.worst_ratio, 3),
+    }
+
+
 def report_json(report: DemoReport) -> dict[str, Any]:
     """The report as JSON-ready data: money as exact decimal strings, waits in ms."""
     s = report.stats
+    e = report.escalation
     config = asdict(report.config)
     config.pop("api_key")  # never printed
     ledger: dict[str, Any] | None = None
@@ -483,11 +892,19 @@ def report_json(report: DemoReport) -> dict[str, Any]:
                 **{route.value: _cost_json(report.ledger.cost[route]) for route in Route},
                 "total": _cost_json(total),
             },
+            # The part of the batch route's bill for calls that did not take their batch's
+            # answer: the fleet has it in escalation_cost, not in the batch route's cost.
+            "unused_batch_results": {
+                "items": report.ledger.unused_items,
+                **_cost_json(report.ledger.unused),
+            },
             "saving": str(total.saving),
             "matches": report.ledger_matches,
         }
     return {
         "ok": report.ok,
+        "scenario": report.config.scenario,
+        "provider": report.config.provider,
         "backend": report.backend,
         "target": report.target,
         "elapsed_s": round(report.elapsed_s, 3),
@@ -516,25 +933,136 @@ def report_json(report: DemoReport) -> dict[str, Any]:
             **{route.value: report.outcomes[route] for route in Route},
         },
         "handled_errors": report.handled,
+        "budgets": {
+            **{route.value: _budget_json(report.budgets[route]) for route in Route},
+            "total": _budget_json(report.budgets_total),
+            "all_kept": report.budgets_kept,
+            "fleet_hits": {route.value: s.deadline_hits[route] for route in Route},
+            "fleet_misses": {route.value: s.deadline_misses[route] for route in Route},
+        },
+        "escalations": {
+            "count": e.escalations,
+            "answered": e.answered,
+            "routed_direct_by_deadline": e.routed_by_deadline,
+            "results_dropped": e.results_dropped,
+            "escalation_cost": _cost_json(e.cost),
+            "direct_calls": _cost_json(e.direct),
+            "dropped_results": _cost_json(e.dropped),
+        },
         "tokens": {route.value: asdict(s.tokens[route]) for route in Route},
         "cost": {
             **{route.value: _cost_json(s.cost[route]) for route in Route},
             "total": _cost_json(report.cost),
         },
+        "spent": _cost_json(report.spent),
         "saving": str(report.cost.saving),
         "saving_percent": str(report.saving_percent),
+        "batching_saving": str(report.batching_saving),
+        "net_saving": str(report.net_saving),
         "unpriced_calls": s.unpriced_calls,
         "ledger": ledger,
     }
 
 
 def _policy_line(policy: RoutingPolicy) -> str:
+    deadline = f"deadline action {policy.deadline_action!r}"
+    if policy.deadline_action == "escalate":
+        deadline += f" with a {policy.escalation_margin_ms / 1000:g} s margin"
     return (
         f"direct up to {policy.sync_max_latency_ms / 1000:g} s budgets; batches of "
         f"{policy.batch_min_size}–{policy.batch_max_size} calls or after a "
         f"{policy.batch_window_ms / 1000:g} s window; polls every "
-        f"{policy.poll_interval_ms / 1000:g} s, slowing to {policy.poll_max_interval_ms / 1000:g} s"
+        f"{policy.poll_interval_ms / 1000:g} s, slowing to "
+        f"{policy.poll_max_interval_ms / 1000:g} s"
+        + ("" if policy.batch_api_rpm is None else f" (at most {policy.batch_api_rpm}/min)")
+        + f"; {deadline}"
     )
+
+
+def _print_budgets(report: DemoReport, console: Console) -> None:
+    s = report.stats
+    config = report.config
+    table = Table(
+        title="Budgets, as each caller measured them (wait from submit to outcome)",
+        title_justify="left",
+    )
+    table.add_column("planned route")
+    for name in ("budget", "calls", "kept", "late", "deadline exceeded", "worst wait"):
+        table.add_column(name, justify="right")
+    budget_text = {
+        Route.DIRECT: f"{config.chat_budget_ms / 1000:g} s",
+        Route.BATCH: f"{_range(config.grading_budget_ms, 1000)} s",
+    }
+    names = {Route.DIRECT: "chat (direct)", Route.BATCH: "grading (batched)"}
+    rows = [(names[route], budget_text[route], report.budgets[route]) for route in Route]
+    rows.append(("total", "", report.budgets_total))
+    for name, budget, b in rows:
+        table.add_row(
+            name,
+            budget,
+            str(b.calls),
+            f"{b.kept} ({b.kept_percent}%)",
+            str(b.late),
+            str(b.exceeded),
+            "–" if b.worst_ratio is None else f"{b.worst_ratio:.0%} of budget",
+            style="bold" if name == "total" else None,
+        )
+    console.print(table)
+    hits = " · ".join(
+        f"{route.value} {s.deadline_hits[route]} hit / {s.deadline_misses[route]} missed"
+        for route in Route
+    )
+    console.print(
+        f"The fleet's own count, per route that answered a batched call: {hits}.",
+        highlight=False,
+    )
+
+
+def _print_escalations(report: DemoReport, console: Console) -> None:
+    e = report.escalation
+    table = Table(
+        title="Batching vs keeping the budgets (USD, exact)",
+        title_justify="left",
+        show_header=False,
+    )
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_column()
+    table.add_row(
+        "saving from batching",
+        _usd(report.batching_saving),
+        f"{report.stats.batched_calls - e.escalations} batched calls not escalated; list price "
+        "− paid on the batch route",
+    )
+    table.add_row(
+        "escalations",
+        str(e.escalations),
+        f"{e.answered} answered by the direct route; {e.routed_by_deadline} more calls routed "
+        "direct at submit (no batch could meet their budget)",
+    )
+    table.add_row(
+        "escalation_cost (paid)",
+        _usd(e.cost.paid),
+        f"list {_usd(e.cost.list_price)}: the two lines below",
+    )
+    table.add_row(
+        "  escalated direct calls",
+        _usd(e.direct.paid),
+        "at list price; counted in the direct route's cost",
+    )
+    table.add_row(
+        "  dropped batch results",
+        _usd(e.dropped.paid),
+        f"{e.results_dropped} results that came after their caller had its answer: billed at "
+        "batch price, unused, in no route's cost",
+    )
+    table.add_row(
+        "net saving",
+        _usd(report.net_saving),
+        f"{_percent(report.net_saving, report.cost.list_price)}% of the list price of every "
+        f"answer ({_usd(report.cost.list_price)}): batching's saving − dropped results",
+    )
+    console.print(table)
 
 
 def print_report(report: DemoReport, console: Console) -> None:
@@ -593,6 +1121,10 @@ def print_report(report: DemoReport, console: Console) -> None:
     )
     console.print(batches)
 
+    deadlines = report.config.scenario == "deadlines" or s.escalations or s.routed_by_deadline
+    if deadlines:
+        _print_budgets(report, console)
+
     tokens = Table(title="Tokens per route", title_justify="left")
     for name in ("route", "input", "output", "cache write", "cache read"):
         tokens.add_column(name, justify="left" if name == "route" else "right")
@@ -607,27 +1139,9 @@ def print_report(report: DemoReport, console: Console) -> None:
         )
     console.print(tokens)
 
-    money = Table(title="Cost (USD, exact)", title_justify="left")
-    for name in ("route", "list price", "paid", "saving"):
-        money.add_column(name, justify="left" if name == "route" else "right")
-    if report.ledger is not None:
-        money.add_column("ledger list", justify="right")
-        money.add_column("ledger charged", justify="right")
-    rows: list[tuple[str, Cost, Cost | None]] = [
-        (
-            route.value,
-            s.cost[route],
-            report.ledger.cost[route] if report.ledger is not None else None,
-        )
-        for route in Route
-    ]
-    rows.append(("total", report.cost, report.ledger.total if report.ledger else None))
-    for name, cost, billed in rows:
-        cells = [name, _usd(cost.list_price), _usd(cost.paid), _usd(cost.saving)]
-        if billed is not None:
-            cells += [_usd(billed.list_price), _usd(billed.paid)]
-        money.add_row(*cells, style="bold" if name == "total" else None)
-    console.print(money)
+    _print_money(report, console)
+    if deadlines:
+        _print_escalations(report, console)
 
     console.print(
         f"Saving: [bold]{_usd(report.cost.saving)}[/bold] "
@@ -636,6 +1150,12 @@ def print_report(report: DemoReport, console: Console) -> None:
     )
     if s.unpriced_calls:
         console.print(f"{s.unpriced_calls} calls had no known price: their tokens are counted.")
+    exceeded = report.budgets_total.exceeded
+    if exceeded:
+        console.print(
+            f"{exceeded} callers got DeadlineExceededError (deadline action 'fail').",
+            highlight=False,
+        )
     if report.handled:
         console.print(f"Errors handled by their callers ({len(report.handled)}):")
         for line in report.handled:
@@ -646,17 +1166,87 @@ def print_report(report: DemoReport, console: Console) -> None:
             f"ended {report.ended}",
             highlight=False,
         )
-    if report.ledger_matches is None:
+    total = report.budgets_total
+    if report.budgets_kept is False:
+        console.print(
+            f"[bold red]✗ the budget is a promise, and {total.calls - total.kept} of "
+            f"{total.calls} calls did not get their answer within it[/bold red] "
+            "(deadline action 'escalate').",
+            highlight=False,
+        )
+    elif report.budgets_kept:
+        console.print(
+            f"[bold green]✓ Every call got its answer within its budget[/bold green] "
+            f"({total.calls} calls, by their callers' own clocks).",
+            highlight=False,
+        )
+    _print_ledger_verdict(report, console)
+
+
+def _print_money(report: DemoReport, console: Console) -> None:
+    s = report.stats
+    ledger = report.ledger
+    dropped = report.escalation.dropped
+    money = Table(title="Cost (USD, exact)", title_justify="left")
+    for name in ("route", "list price", "paid", "saving"):
+        money.add_column(name, justify="left" if name == "route" else "right")
+    if ledger is not None:
+        money.add_column("ledger list", justify="right")
+        money.add_column("ledger charged", justify="right")
+    rows: list[tuple[str, Cost, Cost | None]] = [
+        (route.value, s.cost[route], ledger.cost[route] if ledger is not None else None)
+        for route in Route
+    ]
+    show_dropped = dropped != Cost() or (ledger is not None and ledger.unused != Cost())
+    if show_dropped:
+        # Billed on the batch route but not in its cost (the fleet has it in escalation_cost):
+        # the ledger's figure is already in its batch row, so it is shown here only to compare.
+        rows.append(("  of which dropped", dropped, ledger.unused if ledger is not None else None))
+    rows.append(("total", report.spent, ledger.total if ledger is not None else None))
+    for name, cost, billed in rows:
+        cells = [name, _usd(cost.list_price), _usd(cost.paid), _usd(cost.saving)]
+        if billed is not None:
+            cells += [_usd(billed.list_price), _usd(billed.paid)]
+        money.add_row(*cells, style="bold" if name == "total" else None)
+    if show_dropped:
+        money.caption = (
+            "The fleet's batch row holds the answers its callers took; 'of which dropped' is "
+            "the batch price of results that came after their caller had its answer (in "
+            "escalation_cost), which the ledger bills on its batch row: batch + dropped = "
+            "ledger batch."
+        )
+        money.caption_justify = "left"
+    console.print(money)
+
+
+def _print_ledger_verdict(report: DemoReport, console: Console) -> None:
+    ledger = report.ledger
+    if ledger is None or report.ledger_matches is None:
         console.print("No ledger to compare with: the demo ran against a real endpoint.")
-    elif report.ledger_matches:
+        return
+    dropped = report.escalation.dropped
+    if report.ledger_matches:
+        if dropped == Cost() and ledger.unused == Cost():
+            how = "list price and charged, per route, compared as Decimals"
+        else:
+            how = (
+                "list price and charged, compared as Decimals: direct route = fleet's direct "
+                "cost, escalated calls included; batch route = fleet's batch cost + the "
+                f"{ledger.unused_items} dropped batch results in escalation_cost"
+            )
         console.print(
-            "[bold green]✓ The fleet's figures match the emulator's ledger exactly[/bold green] "
-            "(list price and charged, per route, compared as Decimals).",
+            f"[bold green]✓ The fleet's figures match the emulator's ledger exactly[/bold green] "
+            f"({how}).",
             highlight=False,
         )
-    else:
-        console.print(
-            "[bold red]✗ The fleet's figures do NOT match the emulator's ledger[/bold red] "
-            "(see the last two columns above).",
-            highlight=False,
-        )
+        return
+    s = report.stats
+    unseen = _minus(ledger.cost[Route.BATCH], s.cost[Route.BATCH] + dropped)
+    console.print(
+        "[bold red]✗ The fleet's figures do NOT match the emulator's ledger[/bold red] "
+        f"(see the last two columns above): the ledger billed {_usd(unseen.paid)} on the "
+        "batch route that the fleet counted nowhere, and "
+        f"{_usd(_minus(ledger.cost[Route.DIRECT], s.cost[Route.DIRECT]).paid)} more on the "
+        "direct route.",
+        highlight=False,
+    )

@@ -13,6 +13,7 @@ import math
 import secrets
 import time
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
@@ -33,6 +34,7 @@ from .errors import (
     BatchSubmitError,
     DeadlineExceededError,
     FleetClosedError,
+    excerpt,
 )
 from .pricing import Cost, PriceTable, TokenUsage
 from .providers import ErrorInfo, ErrorKind, ItemResult, Provider, adapter_for
@@ -57,6 +59,8 @@ _NEW, _QUEUED, _SENT, _DONE, _GONE, _ESCALATED = range(6)
 ABORT_GRACE_S: Final = 5.0
 #: Attempts at an ambiguous create (connection lost, no batch found) before giving up.
 CREATE_ATTEMPTS: Final = 3
+#: Attempts at a cancel that failed for a passing reason (5xx, 429, connection).
+CANCEL_ATTEMPTS: Final = 5
 #: Attempts at fetching one batch's results before its unresolved callers get an error.
 RESULT_ATTEMPTS: Final = 8
 #: A 404 this soon after create is the provider's lag, not a deleted batch (wire reference).
@@ -540,7 +544,7 @@ class FleetDispatcher:
             # timeout): this batch may be cancelled before _abort() runs, so cancel it with
             # the provider here too (shielded, bounded), and tell its callers why.
             if not batch.ended:
-                await self._cancel_remote(batch)
+                await self._cancel_remote(batch, aborting=True)
             self._fail_all(batch, lambda call: _closed("before this call's batch ended"))
             raise
         except Exception as exc:
@@ -651,9 +655,13 @@ class FleetDispatcher:
     def _refuse(self, batch: _Batch, exc: Exception, info: ErrorInfo) -> None:
         status = f"status {info.status}" if info.status else info.kind.value
         size = len(batch.calls)
+        # An excerpt: a provider's message may quote the request (DESIGN §5); the whole
+        # error stays available as __cause__.
+        said = getattr(exc, "api_message", None) or getattr(exc, "message", None) or str(exc)
         message = (
-            f"the provider refused the batch of {size} calls ({status}: {exc}); "
-            "nothing was billed for it. Submit again, or use submit_sync()"
+            f"the provider refused the batch of {size} calls ({status}: "
+            f"{excerpt(str(said), 60)}); nothing was billed for it. Submit again, or use "
+            "submit_sync()"
         )
 
         def error(call: _Call) -> BaseException:
@@ -676,8 +684,10 @@ class FleetDispatcher:
             batch.watch = None
         if watch.error is not None:
             raise watch.error
-        if batch.live == 0 or watch.status is None or not watch.status.ended:
-            return False
+        if watch.status is None or not watch.status.ended:
+            return False  # every caller left first
+        # Ended, even if its last caller just left: its results are billed, so they are
+        # fetched (and dropped, and counted) rather than ignored.
         batch.ended_at = watch.status.ended_at
         return True
 
@@ -784,21 +794,49 @@ class FleetDispatcher:
             if call.state == _SENT:
                 self._resolve(call, "failed", error=make_error(call))
 
-    async def _cancel_remote(self, batch: _Batch) -> None:
-        """Cancel the batch with the provider: nobody pays for work nobody waits for."""
+    async def _cancel_remote(self, batch: _Batch, *, aborting: bool = False) -> None:
+        """Cancel the batch with the provider: nobody pays for work nobody waits for.
+
+        While the fleet runs, a cancel waits its turn in the request budget however long that
+        takes (a cancel given up is a batch billed in full). When the fleet is aborting it is
+        shielded and bounded by ``ABORT_GRACE_S``.
+        """
         if batch.id is None or batch.cancel_sent:
             return
         batch.cancel_sent = True
-        with anyio.move_on_after(ABORT_GRACE_S, shield=True):
-            try:
-                await self._budget.acquire(Priority.CANCEL)
-                self._count("cancel")
-                await self.provider.cancel(batch.id)
-                logger.debug("batch %s cancelled at the provider", batch.id)
-            except Exception as exc:
-                if self.provider.classify(exc) is None:
+        aborting = aborting or self._state == "aborted"
+        with anyio.CancelScope(shield=aborting) as scope:
+            if aborting:
+                scope.deadline = anyio.current_time() + ABORT_GRACE_S
+            delay = self.policy.poll_interval_ms / 1000
+            for attempt in range(1, CANCEL_ATTEMPTS + 1):
+                try:
+                    await self._budget.acquire(Priority.CANCEL)
+                    self._count("cancel")
+                    await self.provider.cancel(batch.id)
+                except anyio.get_cancelled_exc_class():
+                    # Interrupted while the fleet still ran: the abort path sends it again.
+                    batch.cancel_sent = False
                     raise
-                logger.warning("could not cancel batch %s: %s", batch.id, exc)
+                except Exception as exc:
+                    info = self.provider.classify(exc)
+                    if info is None:
+                        raise
+                    self._provider_error(info)
+                    if info.kind is ErrorKind.FATAL or attempt == CANCEL_ATTEMPTS:
+                        logger.warning("could not cancel batch %s: %s", batch.id, exc)
+                        return
+                    await anyio.sleep(max(delay, info.retry_after or 0))
+                    delay *= _BACKOFF
+                else:
+                    logger.debug("batch %s cancelled at the provider", batch.id)
+                    return
+        if scope.cancelled_caught:
+            logger.warning(
+                "could not cancel batch %s within %.0f s of the fleet aborting: it may run on",
+                batch.id,
+                ABORT_GRACE_S,
+            )
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -896,7 +934,7 @@ class FleetDispatcher:
                     if batch.create_scope is not None:
                         batch.create_scope.deadline = anyio.current_time() + ABORT_GRACE_S
                     elif batch.id is not None:
-                        tg.start_soon(self._cancel_remote, batch)
+                        tg.start_soon(partial(self._cancel_remote, batch, aborting=True))
 
 
 def _closed(why: str) -> FleetClosedError:

@@ -123,22 +123,28 @@ class AnthropicProvider:
         self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]
     ) -> str | None:
         since = created_after - _CLOCK_SLACK_S
-        async for batch in self._once.messages.batches.list(limit=_LIST_PAGE):
-            created = batch.created_at.timestamp()
-            if created < since:
-                # Listed newest first: nothing further down can match.
+        batches = self._once.messages.batches
+        # Page by page rather than `async for` over the auto-paginator: leaving that loop
+        # early leaves the SDK's paging generators to the garbage collector (trio warns).
+        page = await batches.list(limit=_LIST_PAGE)
+        while True:
+            for batch in page.data:
+                if batch.created_at.timestamp() < since:
+                    # Listed newest first: nothing further down can match.
+                    return None
+                counts = batch.request_counts
+                total = (
+                    counts.processing
+                    + counts.succeeded
+                    + counts.errored
+                    + counts.canceled
+                    + counts.expired
+                )
+                if total == count and batch.id not in exclude:
+                    return batch.id
+            if not page.has_more or not page.last_id:
                 return None
-            counts = batch.request_counts
-            total = (
-                counts.processing
-                + counts.succeeded
-                + counts.errored
-                + counts.canceled
-                + counts.expired
-            )
-            if total == count and batch.id not in exclude:
-                return batch.id
-        return None
+            page = await batches.list(limit=_LIST_PAGE, after_id=page.last_id)
 
     async def poll(self, batch_id: str) -> BatchStatus:
         return _status(await self._once.messages.batches.retrieve(batch_id))

@@ -1,0 +1,180 @@
+"""Helpers shared by the benchmark scripts, the legacy runner included.
+
+No anyio and no current llmfleet here: ``legacy_runner.py`` imports this module from the
+legacy venv (llmfleet 0.1.0, asyncio only). Every script prints one JSON document on stdout
+(progress goes to stderr); ``run.py`` reads them and prints the tables.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import statistics
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = [
+    "MESSAGE_JSON",
+    "Stopwatch",
+    "compare_calls",
+    "emit",
+    "log",
+    "mock_sdk_client",
+    "no_gc",
+    "percentile",
+    "sdk_client",
+]
+
+#: What the in-process transport answers to ``POST /v1/messages``: a minimal real Message.
+MESSAGE_JSON = json.dumps(
+    {
+        "id": "msg_01bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-haiku-4-5",
+        "content": [{"type": "text", "text": "hi"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
+).encode()
+
+
+class Stopwatch:
+    """Wall time and this process's CPU time since it was made (or :meth:`restart`)."""
+
+    __slots__ = ("cpu0", "wall0")
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.wall0 = time.perf_counter()
+        self.cpu0 = time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        """``(wall, cpu)`` seconds elapsed."""
+        return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+
+
+class no_gc:
+    """Collect, then keep the cyclic GC off for the block.
+
+    Timed sections run without the cyclic GC: how often it runs, and what a run costs, depends
+    on everything else alive in the process (a 100k-task burst makes full collections that
+    dwarf the work measured), so with it on, repeats differ by 2× on this machine. Allocation
+    differences show in the memory benchmarks instead.
+    """
+
+    def __enter__(self) -> None:
+        gc.collect()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        gc.enable()
+
+
+def log(*parts: object) -> None:
+    """Progress, on stderr (stdout carries the JSON result)."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def emit(data: dict[str, Any]) -> None:
+    """Print the script's result: one JSON document on stdout."""
+    json.dump(data, sys.stdout)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(q * len(ordered)))
+    return ordered[rank - 1]
+
+
+def mock_sdk_client() -> Any:
+    """``AsyncAnthropic`` over httpx2's ``MockTransport``: the real SDK, no socket.
+
+    The handler answers every request with :data:`MESSAGE_JSON`; SDK retries are off.
+    """
+    import anthropic
+    import httpx2
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(
+            200, content=MESSAGE_JSON, headers={"content-type": "application/json"}
+        )
+
+    return anthropic.AsyncAnthropic(
+        api_key="bench",
+        base_url="http://in-process.invalid",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
+
+
+def sdk_client(url: str) -> Any:
+    """``AsyncAnthropic`` against the emulator at ``url`` (real HTTP on 127.0.0.1)."""
+    import anthropic
+
+    return anthropic.AsyncAnthropic(api_key="bench", base_url=url, max_retries=0)
+
+
+async def compare_calls(
+    variants: dict[str, Callable[[], Awaitable[Any]]],
+    *,
+    calls: int,
+    rounds: int,
+    baseline: str = "bare",
+) -> dict[str, dict[str, float]]:
+    """Time sequential calls of each variant, interleaved round by round.
+
+    Each round times ``calls`` back-to-back calls of every variant (the order rotates each
+    round; one warm-up round is discarded), without the cyclic GC, in wall time and in this
+    process's CPU time. Per variant, the fastest round's figure (the least disturbed by other
+    processes on the machine), and the overhead over ``baseline`` as the difference.
+
+    The overhead of a wrapper is CPU work in this process, so ``overhead_cpu_us`` measures it
+    even when the call waits on a server in another process (whose time and jitter only the
+    wall figures see); ``overhead_pct`` is that CPU overhead as a share of the bare call's wall
+    time per call.
+
+    :return: ``{name: {"wall_us", "cpu_us", "overhead_cpu_us", "overhead_wall_us",
+        "overhead_pct", "median_wall_us"}}``.
+    """
+    names = list(variants)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds + 1):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        for name in order:
+            fn = variants[name]
+            with no_gc():
+                watch = Stopwatch()
+                for _ in range(calls):
+                    await fn()
+                wall, cpu = watch.read()
+            if r:
+                walls[name].append(wall / calls)
+                cpus[name].append(cpu / calls)
+    base_wall, base_cpu = min(walls[baseline]), min(cpus[baseline])
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        wall, cpu = min(walls[name]), min(cpus[name])
+        out[name] = {
+            "wall_us": wall * 1e6,
+            "cpu_us": cpu * 1e6,
+            "overhead_cpu_us": (cpu - base_cpu) * 1e6,
+            "overhead_wall_us": (wall - base_wall) * 1e6,
+            "overhead_pct": 100 * (cpu - base_cpu) / base_wall,
+            "median_wall_us": statistics.median(walls[name]) * 1e6,
+        }
+    return out

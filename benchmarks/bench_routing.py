@@ -1,0 +1,127 @@
+"""Result routing at scale: one batch of N results, every caller waiting on its own.
+
+N callers submit at once into one batch (``batch_min_size = batch_max_size = N``); the fake
+batch ends at once and streams N result lines, yielding to the loop every 100 lines (as a
+socket read per 64 KB chunk would). Measured from the moment the results are requested:
+
+- time until the last caller holds its result;
+- the longest gap of a heartbeat task that sleeps 1 ms in a loop, over gaps overlapping the
+  routing (a gap of ~1 ms means no stall); also the gap around the batch's create (the
+  flusher taking N calls and the adapter building the body), for information;
+- in a second run under tracemalloc: peak traced memory above the level when results were
+  requested (the results path's own working memory).
+
+Timing runs: best of several, without the cyclic GC. ``python benchmarks/bench_routing.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import tracemalloc
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+
+from _common import emit, log, no_gc
+from _fake_client import REQUEST, FakeClient
+from _ours import LOOSE_MS, fleet_over, policy
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
+BACKENDS = ("asyncio", "trio")
+
+
+async def route(n: int, *, trace: bool) -> dict[str, float]:
+    marks: dict[str, float] = {}
+
+    def on_create(batch: object) -> None:
+        marks["create"] = time.perf_counter()
+
+    def on_results(batch: object) -> None:
+        if trace:
+            tracemalloc.reset_peak()
+            marks["base"] = tracemalloc.get_traced_memory()[0]
+        marks["t0"] = time.perf_counter()
+
+    fake = FakeClient(
+        checkpoint=anyio.lowlevel.checkpoint, on_create=on_create, on_results=on_results
+    )
+    routing = policy(
+        batch_max_size=n, batch_min_size=n, poll_interval_ms=1, max_queued=max(n + 1, 100_000)
+    )
+    last = 0.0
+    gaps: list[tuple[float, float]] = []
+
+    async def heartbeat(*, task_status: TaskStatus[None]) -> None:
+        task_status.started()
+        prev = time.perf_counter()
+        while True:
+            await anyio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append((prev, now))
+            prev = now
+
+    async with fleet_over(fake, routing) as fleet:
+
+        async def caller() -> None:
+            nonlocal last
+            await fleet.submit(latency_budget_ms=LOOSE_MS, **REQUEST)
+            last = max(last, time.perf_counter())
+
+        async with anyio.create_task_group() as outer:
+            await outer.start(heartbeat)
+            async with anyio.create_task_group() as tg:
+                for _ in range(n):
+                    tg.start_soon(caller)
+            outer.cancel_scope.cancel()
+    t0 = marks["t0"]
+    routing_gaps = [end - start for start, end in gaps if end > t0 and start < last] or [0.0]
+    create_gaps = [end - start for start, end in gaps if start <= marks["create"] <= end] or [0.0]
+    out = {
+        "resolve_s": last - t0,
+        "stall_s": max(routing_gaps),
+        "create_gap_s": max(create_gaps),
+    }
+    if trace:
+        out["peak_bytes"] = tracemalloc.get_traced_memory()[1] - marks["base"]
+    return out
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    sizes = [1_000, 10_000, 100_000]
+    repeats = 1 if quick else 3
+    out: dict[str, Any] = {"sizes": sizes, "repeats": repeats}
+    for backend in BACKENDS:
+
+        async def measure(backend: str = backend) -> dict[str, Any]:
+            res: dict[str, Any] = {}
+            for n in sizes:
+                log(f"routing: {backend} N={n}")
+                runs = []
+                for _ in range(repeats):
+                    with no_gc():
+                        runs.append(await route(n, trace=False))
+                with no_gc():
+                    tracemalloc.start()
+                    try:
+                        mem = await route(n, trace=True)
+                    finally:
+                        tracemalloc.stop()
+                res[str(n)] = {
+                    "resolve_s": min(r["resolve_s"] for r in runs),
+                    "stall_s": min(r["stall_s"] for r in runs),
+                    "create_gap_s": min(r["create_gap_s"] for r in runs),
+                    "peak_bytes": mem["peak_bytes"],
+                }
+            return res
+
+        out[backend] = anyio.run(measure, backend=backend)
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()

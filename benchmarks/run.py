@@ -1,0 +1,710 @@
+"""The benchmark driver: runs every benchmark, prints a table per benchmark and the targets.
+
+``nox -s bench`` (full) or ``nox -s bench -- --quick`` (about 2 minutes). Alone:
+``python benchmarks/run.py [--quick] [--legacy-python benchmarks/.venv-legacy/bin/python]``.
+
+Each benchmark runs in its own process (``bench_*.py``, JSON on stdout), so one's heap and
+peak RSS do not leak into the next; llmfleet 0.1.0 runs in its own venv (``legacy_runner.py``).
+The emulator serves from a separate process too (``_emu_server.py``). Figures compare only
+within one run: the machine, its load and the versions are printed with them.
+"""
+
+# ruff: noqa: E501 - the tables' method notes read best one sentence a line; wrapping them
+# would make the report code harder to check against what it prints.
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+LEGACY_PYTHON = HERE / ".venv-legacy" / "bin" / "python"
+
+Row = list[Any]
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+class Report:
+    """Markdown on stdout (and in a file, with ``--output``)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.lines: list[str] = []
+        self.path = path
+
+    def say(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def table(self, title: str, method: str, headers: list[str], rows: list[Row]) -> None:
+        self.say(f"### {title}")
+        self.say()
+        for line in method.strip().splitlines():
+            self.say(f"> {line.strip()}")
+        self.say()
+        cells = [[_fmt(c) for c in row] for row in rows]
+        widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+        self.say("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
+        self.say("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for row in cells:
+            self.say("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        self.say()
+
+    def save(self) -> None:
+        if self.path is not None:
+            self.path.write_text("\n".join(self.lines) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+def run_json(python: str | Path, script: str, *args: str, timeout: float = 3_600) -> Any:
+    """Run a benchmark script; its progress goes to our stderr, its JSON is returned."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the legacy venv must import its own llmfleet
+    cmd = [str(python), str(HERE / script), *args]
+    print(f"[run] {shlex.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(
+        cmd, cwd=HERE, env=env, stdout=subprocess.PIPE, text=True, timeout=timeout, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+class EmulatorProcess:
+    """``_emu_server.py`` in a subprocess: its URL and its request counts."""
+
+    def __init__(self, turnaround_s: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "_emu_server.py"), "--turnaround", str(turnaround_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            raise RuntimeError("the emulator did not start")
+
+    def counts(self) -> dict[str, int]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write("counts\n")
+        self.proc.stdin.flush()
+        return dict(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(20)
+
+
+# -- targets -----------------------------------------------------------------------------
+
+
+class Targets:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.misses: list[str] = []
+
+    def check(self, name: str, measured: str, limit: str, ratio: float, ok: bool) -> None:
+        self.rows.append([name, measured, limit, f"{ratio:.2f}", "PASS" if ok else "MISS"])
+        if not ok:
+            self.misses.append(name)
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+def machine() -> list[str]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    load = os.getloadavg()
+    return [
+        f"- machine: {platform.platform()}, {os.cpu_count()} cores ({cpu or 'unknown CPU'})",
+        f"- load average at start (1/5/15 min): {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}",
+        f"- Python {platform.python_version()}; llmfleet {version('llmfleet')} (this tree), "
+        f"anyio {version('anyio')}, trio {version('trio')}, anthropic {version('anthropic')}, "
+        f"httpx2 {version('httpx2')}",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the ~2-minute version")
+    parser.add_argument("--legacy-python", default=str(LEGACY_PYTHON))
+    parser.add_argument("--output", type=Path, help="also write the report (markdown) here")
+    parser.add_argument("--save-json", type=Path, help="write the raw results here")
+    args = parser.parse_args()
+    quick = ["--quick"] if args.quick else []
+    rep = Report(args.output)
+    started = time.time()
+    rep.say(f"## llmfleet benchmarks ({'quick' if args.quick else 'full'} run)")
+    rep.say()
+    rep.say(f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`")
+    rep.say(f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    for line in machine():
+        rep.say(line)
+    rep.say(
+        "- method: every benchmark in its own process; in-process costs are this process's "
+        "CPU time (best of repeats, cyclic GC off while timed) unless the table says wall; "
+        "figures compare only within this run."
+    )
+    rep.say()
+
+    # absolute(), not resolve(): a venv's python is a symlink to the base interpreter.
+    args.legacy_python = Path(args.legacy_python).absolute()
+    legacy_ok = args.legacy_python.exists()
+    emu = EmulatorProcess(turnaround_s=1.0)
+    raw: dict[str, Any] = {}
+    try:
+        raw["floor"] = run_json(sys.executable, "bench_floor.py", *quick)
+        raw["direct"] = run_json(sys.executable, "bench_direct.py", "--url", emu.url, *quick)
+        if legacy_ok:
+            raw["legacy"] = run_json(
+                args.legacy_python, "legacy_runner.py", "--url", emu.url, *quick
+            )
+        else:
+            print(f"no legacy venv at {args.legacy_python}: skipping 0.1.0", file=sys.stderr)
+            raw["legacy"] = None
+        raw["burst"] = run_json(sys.executable, "bench_burst.py", *quick)
+        raw["routing"] = run_json(sys.executable, "bench_routing.py", *quick)
+        raw["flush"] = run_json(sys.executable, "bench_flush.py", *quick)
+        raw["memory"] = run_json(sys.executable, "bench_memory.py")
+        raw["polls"] = run_json(sys.executable, "bench_polls.py")
+        agents = 1_000 if args.quick else 10_000
+        raw["e2e"] = {}
+        for backend in ("asyncio", "trio"):
+            before = emu.counts()
+            res = run_json(
+                sys.executable,
+                "bench_e2e.py",
+                "--url",
+                emu.url,
+                "--agents",
+                str(agents),
+                "--backend",
+                backend,
+            )
+            after = emu.counts()
+            res["requests"] = {k: after[k] - before.get(k, 0) for k in after}
+            raw["e2e"][backend] = res
+    finally:
+        emu.close()
+    if args.save_json:
+        args.save_json.write_text(json.dumps(raw, indent=1))
+
+    targets = Targets()
+    report_floor(rep, raw["floor"])
+    report_direct(rep, raw["direct"], raw["legacy"], targets)
+    report_burst(rep, raw["burst"], raw["legacy"], targets)
+    report_routing(rep, raw["routing"], targets)
+    report_flush(rep, raw["flush"], targets)
+    report_e2e(rep, raw["e2e"])
+    report_memory(rep, raw["memory"], raw["legacy"])
+    report_polls(rep, raw["polls"], targets)
+    rep.table(
+        "Targets",
+        "ratio = measured / limit for upper limits, limit / measured for lower ones: "
+        "≤ 1.00 passes either way… except for throughput rows, where ratio = ours / 0.1.0 "
+        "and ≥ the limit passes.",
+        ["target", "measured", "limit", "ratio", "verdict"],
+        targets.rows,
+    )
+    report_profiles(rep, raw)
+    load = os.getloadavg()
+    rep.say(
+        f"Finished in {time.time() - started:.0f} s; load average at the end: "
+        f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. "
+        f"Misses: {', '.join(targets.misses) if targets.misses else 'none'}."
+    )
+    rep.save()
+    return 0
+
+
+# -- sections ----------------------------------------------------------------------------
+
+
+def report_floor(rep: Report, floor: dict[str, Any]) -> None:
+    rows: list[Row] = []
+    for backend in ("asyncio", "trio"):
+        res = floor[backend]
+        rows.append([backend, "Event round trip (1 caller)", "-", res["round_trip_us"]])
+        for n, b in res["burst"].items():
+            rows.append(
+                [
+                    backend,
+                    "spawn baseline: task + wait on one Event",
+                    int(n),
+                    b["spawn_per_item_us"],
+                ]
+            )
+            rows.append([backend, "burst hand-off beyond spawn", int(n), b["handoff_per_item_us"]])
+    rep.table(
+        "1. The floor: bare anyio hand-offs",
+        """Round trip: a caller sends its own Event into a memory object stream, a server task sets it, the caller wakes.
+        Spawn baseline: N tasks waiting on one shared Event (the callers' own cost, subtracted elsewhere).
+        Burst hand-off: N callers each send_nowait their Event and wait; one task receives all (await + receive_nowait) and sets them; per item beyond the spawn baseline.
+        CPU time, best of repeats, GC off.""",
+        ["backend", "what", "N", "µs per item"],
+        rows,
+    )
+
+
+def report_direct(
+    rep: Report, direct: dict[str, Any], legacy: dict[str, Any] | None, t: Targets
+) -> None:
+    rows: list[Row] = []
+    labels = {
+        "fake": "fake client (in-process)",
+        "sdk": "SDK + MockTransport",
+        "http": "SDK over HTTP",
+    }
+    for kind in ("fake", "sdk", "http"):
+        for backend in ("asyncio", "trio"):
+            res = direct[backend][kind]
+            for name, label in (
+                ("bare", "bare create()"),
+                ("submit", "ours submit(1 s budget)"),
+                ("submit_sync", "ours submit_sync"),
+            ):
+                r = res[name]
+                rows.append(
+                    [
+                        labels[kind],
+                        backend,
+                        label,
+                        r["cpu_us"],
+                        r["wall_us"],
+                        r["overhead_cpu_us"],
+                        r["overhead_pct"],
+                    ]
+                )
+        if legacy is not None:
+            res = legacy["direct"][kind]
+            for name, label in (
+                ("bare", "bare create() (0.1.0's process)"),
+                ("submit", "0.1.0 submit(1 s budget)"),
+                ("submit_sync", "0.1.0 submit_sync"),
+            ):
+                r = res[name]
+                rows.append(
+                    [
+                        labels[kind],
+                        "asyncio",
+                        label,
+                        r["cpu_us"],
+                        r["wall_us"],
+                        r["overhead_cpu_us"],
+                        r["overhead_pct"],
+                    ]
+                )
+    plan = direct["plan"]
+    rep.table(
+        "2. Direct path: overhead per call over the bare SDK call",
+        f"""Sequential calls, variants interleaved in rounds (calls × rounds: fake {plan["fake"][0]}×{plan["fake"][1]}, SDK {plan["sdk"][0]}×{plan["sdk"][1]}, HTTP {plan["http"][0]}×{plan["http"][1]}); best round per variant, GC off.
+        overhead = extra CPU µs per call in the caller's process (the emulator is another process, so over HTTP this is the client side only); % = that overhead / the bare call's wall time.
+        0.1.0 runs in its own process (own venv): its rows compare with the bare call measured in that process.""",
+        [
+            "client",
+            "backend",
+            "variant",
+            "CPU µs/call",
+            "wall µs/call",
+            "overhead µs",
+            "overhead %",
+        ],
+        rows,
+    )
+    for backend in ("asyncio", "trio"):
+        for name in ("submit", "submit_sync"):
+            o = direct[backend]["fake"][name]["overhead_cpu_us"]
+            t.check(
+                f"direct in-process overhead ≤ 2 µs ({backend}, {name})",
+                f"{o:.2f} µs",
+                "2 µs",
+                o / 2,
+                o <= 2,
+            )
+            pct = direct[backend]["http"][name]["overhead_pct"]
+            t.check(
+                f"direct over HTTP ≤ 1% ({backend}, {name})", f"{pct:.2f}%", "1%", pct / 1, pct <= 1
+            )
+
+
+def report_burst(
+    rep: Report, burst: dict[str, Any], legacy: dict[str, Any] | None, t: Targets
+) -> None:
+    rows: list[Row] = []
+    for key in burst["asyncio"]["best"]:
+        n, m = (int(x) for x in key.split("/"))
+        for backend in ("asyncio", "trio"):
+            res = burst[backend]
+            r = res["best"][key]
+            spawn = res["floor"][str(n)]["spawn_cpu_s"]
+            per_item = (r["cpu_s"] - spawn) / n * 1e6
+            fake = res["fake"][key] / n * 1e6
+            rows.append(
+                [
+                    n,
+                    m,
+                    f"ours {backend}",
+                    r["wall_s"],
+                    n / r["wall_s"],
+                    r["cpu_s"],
+                    per_item,
+                    fake,
+                    r["batches"],
+                    r["requests"],
+                ]
+            )
+        if legacy is not None and key in legacy["burst"]["best"]:
+            r = legacy["burst"]["best"][key]
+            spawn = legacy["burst"]["spawn"][str(n)]["cpu_s"]
+            rows.append(
+                [
+                    n,
+                    m,
+                    "0.1.0 best (asyncio)",
+                    r["wall_s"],
+                    n / r["wall_s"],
+                    r["cpu_s"],
+                    (r["cpu_s"] - spawn) / n * 1e6,
+                    math.nan,
+                    r["batches"],
+                    math.nan,
+                ]
+            )
+    for backend in ("asyncio", "trio"):
+        for n_s, r in burst[backend]["defaults"].items():
+            n = int(n_s)
+            rows.append(
+                [
+                    n,
+                    100,
+                    f"ours {backend}, defaults",
+                    r["wall_s"],
+                    n / r["wall_s"],
+                    r["cpu_s"],
+                    math.nan,
+                    math.nan,
+                    r["batches"],
+                    r["requests"],
+                ]
+            )
+    if legacy is not None:
+        for n_s, r in legacy["burst"]["defaults"].items():
+            n = int(n_s)
+            rows.append(
+                [
+                    n,
+                    100,
+                    "0.1.0 defaults (asyncio)",
+                    r["wall_s"],
+                    n / r["wall_s"],
+                    r["cpu_s"],
+                    math.nan,
+                    math.nan,
+                    r["batches"],
+                    math.nan,
+                ]
+            )
+    rep.table(
+        "3. Burst throughput: N concurrent submits, fake batches that end at once",
+        """Wall/CPU from the first spawn to the last caller holding its result. per-item = (CPU − the callers' spawn baseline CPU) / N; "fake" = the fake client's own share of that, measured alone (not subtracted).
+        ours best: poll_interval_ms=1 (the policy's least), default window, batch_min_size=10, batch_api_rpm=None (no request budget); best of repeats, GC off.
+        0.1.0 best: poll_interval_s=0, batch_window_ms=600000 (never cuts a batch), batch_min_size=1; close() once all have enqueued so the tail leaves at once (its drain). Its callers are asyncio tasks: its spawn baseline is measured with asyncio.create_task.
+        defaults: RoutingPolicy() as shipped by each (ours: poll 1 s, 50 batch requests/min; 0.1.0: poll 2 s, one batch at a time). "requests" = batch-endpoint requests (create, status, results).""",
+        [
+            "N",
+            "max size",
+            "who",
+            "wall s",
+            "items/s",
+            "CPU s",
+            "per-item µs",
+            "fake µs",
+            "batches",
+            "requests",
+        ],
+        rows,
+    )
+    for backend in ("asyncio", "trio"):
+        res = burst[backend]
+        for key in res["best"]:
+            n, m = (int(x) for x in key.split("/"))
+            if n != 10_000:
+                continue
+            floor = max(res["floor"][str(n)]["handoff_per_item_us"], 0.1)
+            per_item = (res["best"][key]["cpu_s"] - res["floor"][str(n)]["spawn_cpu_s"]) / n * 1e6
+            t.check(
+                f"batch-path per-item ≤ 2× hand-off floor ({backend}, N={n}, max {m})",
+                f"{per_item:.1f} µs vs floor {floor:.1f} µs",
+                "2× floor",
+                per_item / floor / 2,
+                per_item <= 2 * floor,
+            )
+    if legacy is None:
+        return
+    for key, lr in legacy["burst"]["best"].items():
+        n, m = (int(x) for x in key.split("/"))
+        ours = burst["asyncio"]["best"].get(key)
+        if ours is None:
+            continue
+        wall_ratio = lr["wall_s"] / ours["wall_s"]
+        cpu_ratio = lr["cpu_s"] / ours["cpu_s"]
+        need = 1.0 if m == 100 else 100.0
+        if m == 100 or n >= m:
+            t.check(
+                f"burst throughput ≥ {need:g}× 0.1.0 best (N={n}, max {m}, asyncio)",
+                f"{wall_ratio:.2f}× by wall ({cpu_ratio:.2f}× by CPU)",
+                f"≥ {need:g}×",
+                wall_ratio,
+                wall_ratio >= need,
+            )
+
+
+def report_routing(rep: Report, routing: dict[str, Any], t: Targets) -> None:
+    rows: list[Row] = []
+    for backend in ("asyncio", "trio"):
+        for n, r in routing[backend].items():
+            rows.append(
+                [
+                    backend,
+                    int(n),
+                    r["resolve_s"] * 1e3,
+                    r["stall_s"] * 1e3,
+                    r["create_gap_s"] * 1e3,
+                    r["peak_bytes"] / 1024,
+                    r["peak_bytes"] / int(n),
+                ]
+            )
+    rep.table(
+        "4. Result routing: one batch of N results",
+        """From the results request to the last caller holding its result (fake stream yields every 100 lines, like a 64 KB socket read).
+        stall = longest gap of a 1 ms heartbeat overlapping the routing (≈1 ms means none); create gap = the heartbeat gap around the batch create (flusher taking N calls + adapter building the body), for information.
+        peak = tracemalloc peak above the level at the results request (a separate run), i.e. the results path's working memory. Timing: best of repeats, GC off.""",
+        [
+            "backend",
+            "N",
+            "resolve ms",
+            "stall ms",
+            "create gap ms",
+            "results peak KiB",
+            "peak B/result",
+        ],
+        rows,
+    )
+    for backend in ("asyncio", "trio"):
+        r = routing[backend]["100000"]
+        t.check(
+            f"100k results routed < 1 s ({backend})",
+            f"{r['resolve_s'] * 1e3:.0f} ms",
+            "1000 ms",
+            r["resolve_s"],
+            r["resolve_s"] < 1,
+        )
+        t.check(
+            f"longest loop stall < 50 ms ({backend})",
+            f"{r['stall_s'] * 1e3:.1f} ms",
+            "50 ms",
+            r["stall_s"] / 0.05,
+            r["stall_s"] < 0.05,
+        )
+        small, big = routing[backend]["10000"]["peak_bytes"], r["peak_bytes"]
+        growth = big / max(small, 1)
+        t.check(
+            f"results memory flat in batch size ({backend}, 100k vs 10k)",
+            f"{growth:.2f}× ({big / 1024:.0f} KiB)",
+            "≤ 1.5×",
+            growth / 1.5,
+            growth <= 1.5,
+        )
+
+
+def report_flush(rep: Report, flush: dict[str, Any], t: Targets) -> None:
+    rows = [
+        [b, flush[b]["min_ms"], flush[b]["p50_ms"], flush[b]["p99_ms"], flush[b]["max_ms"]]
+        for b in ("asyncio", "trio")
+    ]
+    rep.table(
+        f"5. Window flush precision: {flush['flushes']} flushes at a {flush['window_ms']} ms window (real time)",
+        "lateness = the batch's create call − (submit + window), on anyio.current_time(); one call per window, next submitted 0–2 ms (random) after the create. GC on.",
+        ["backend", "min ms", "p50 ms", "p99 ms", "max ms"],
+        rows,
+    )
+    for b in ("asyncio", "trio"):
+        p99 = flush[b]["p99_ms"]
+        t.check(
+            f"window flush p99 lateness < 5 ms ({b})", f"{p99:.2f} ms", "5 ms", p99 / 5, p99 < 5
+        )
+
+
+def report_e2e(rep: Report, e2e: dict[str, Any]) -> None:
+    rows: list[Row] = []
+    for backend, r in e2e.items():
+        n = r["agents"]
+        req = r["requests"]
+        per_k = {k: v * 1000 / n for k, v in req.items()}
+        rows.append(
+            [
+                backend,
+                n,
+                r["wall_s"],
+                r["cpu_s"],
+                r["peak_rss_mb"],
+                r["rss_start_mb"],
+                r["sync_calls"],
+                r["batched_calls"],
+                r["batches"],
+                r["errors"],
+                per_k.get("messages", 0),
+                per_k.get("batch_create", 0),
+                per_k.get("batch_retrieve", 0) + per_k.get("batch_list", 0),
+                per_k.get("batch_results", 0),
+            ]
+        )
+    rep.table(
+        "6. End to end over HTTP: agents with mixed budgets against the emulator (batches end 1 s after create)",
+        """Real SDK, emulator in another process. Agents start over 2 s; budgets by index: 1 in 5 direct (none or 1 s), the rest 60 s or 1 h (batch).
+        Policy: defaults except batch_window_ms=1000, batch_min_size=100, batch_max_size=1000. CPU and peak RSS of the client process only (RSS at start shown: imports).
+        HTTP requests per 1,000 calls from the emulator's counts: direct messages, batch creates, status (retrieve + list), results.""",
+        [
+            "backend",
+            "agents",
+            "wall s",
+            "CPU s",
+            "peak RSS MB",
+            "RSS at start MB",
+            "direct",
+            "batched",
+            "batches",
+            "errors",
+            "messages/1k",
+            "create/1k",
+            "status/1k",
+            "results/1k",
+        ],
+        rows,
+    )
+
+
+def report_memory(rep: Report, memory: dict[str, Any], legacy: dict[str, Any] | None) -> None:
+    rows: list[Row] = []
+    for backend in ("asyncio", "trio"):
+        r = memory[backend]
+        rows.append(
+            [
+                f"ours {backend}",
+                r["per_item_bytes"],
+                r["params_copy_bytes"],
+                r["per_item_bytes"] - r["params_copy_bytes"],
+                r["idle_task_bytes"],
+            ]
+        )
+    if legacy is not None:
+        r = legacy["memory"]
+        rows.append(
+            [
+                "0.1.0 (asyncio)",
+                r["per_item_bytes"],
+                r["params_copy_bytes"],
+                r["per_item_bytes"],
+                r["idle_task_bytes"],
+            ]
+        )
+    rep.table(
+        f"7. Memory per queued item (N = {memory['n']:,}, tracemalloc)",
+        """(traced growth with N callers queued − growth with N bare tasks parked on one shared Event) / N; the callers' request dicts exist beforehand and are not counted.
+        Ours keeps a deep copy of each request (params copy: grows with the request); "fixed" excludes it. 0.1.0 keeps the caller's dict (no copy). The bare task's own size is shown for scale.""",
+        ["who", "per item B", "params copy B", "fixed B", "bare task B"],
+        rows,
+    )
+    top = memory["asyncio"].get("top", [])
+    if top:
+        rep.table(
+            "7b. Where ours' queued-item memory goes (asyncio, tracemalloc by line)",
+            "Traced growth per queued caller, by allocating line (the callers' tasks included).",
+            ["allocated at", "B per item"],
+            [[x["where"], x["bytes_per_item"]] for x in top],
+        )
+
+
+def report_polls(rep: Report, polls: dict[str, Any], t: Targets) -> None:
+    rows: list[Row] = []
+    for label, res in polls["caps"].items():
+        for turnaround, r in res.items():
+            rows.append([label, int(turnaround), r["polls"], r["polls_per_ln_t"], r["delay_s"]])
+    rep.table(
+        "8. Polls per batch vs turnaround (virtual time: trio MockClock, autojump)",
+        """One batch; status requests (retrieve + list) counted until it is seen ended; delay = results fetched − batch end.
+        Proportional to log(T) means polls/ln(T) stays flat. Backoff ×1.5 from 1 s grows as log(T) only until the interval reaches the cap; past it, T / cap.""",
+        ["poll cap", "turnaround s", "polls", "polls / ln T", "detection delay s"],
+        rows,
+    )
+    res = polls["caps"]["default (60 s cap)"]
+    # Between 10 min and 1 h (×6), pure ×1.5 backoff adds log(6)/log(1.5) ≈ 4.4 polls.
+    allowed = math.ceil(math.log(6) / math.log(1.5)) + 1
+    grew = res["3600"]["polls"] - res["600"]["polls"]
+    t.check(
+        "polls per batch ∝ log(turnaround) (defaults; 10 min → 1 h)",
+        f"+{grew} polls",
+        f"≤ +{allowed}",
+        grew / allowed,
+        grew <= allowed,
+    )
+
+
+def report_profiles(rep: Report, raw: dict[str, Any]) -> None:
+    for title, prof in (
+        ("direct path", raw["direct"].get("profile")),
+        ("burst", raw["burst"].get("profile")),
+    ):
+        if not prof:
+            continue
+        rep.table(
+            f"Profile: {title} ({prof['case']})",
+            "cProfile, top functions by own time (% of the profiled total; cProfile inflates small functions).",
+            ["function", "calls", "own %", "cumulative %"],
+            [[r["function"], r["calls"], r["tottime_pct"], r["cumtime_pct"]] for r in prof["top"]],
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
