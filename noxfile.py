@@ -86,7 +86,7 @@ def bench(session: nox.Session) -> None:
     anthropic_version = session.run(
         "python", "-c", "import anthropic; print(anthropic.__version__)", silent=True
     )
-    legacy = Path("benchmarks", ".venv-legacy")
+    legacy = Path("benchmarks", ".venv-legacy").absolute()
     legacy_python = legacy / "bin" / "python"
     if not legacy_python.exists():
         session.run(sys.executable, "-m", "venv", str(legacy), external=True)
@@ -102,4 +102,21 @@ def bench(session: nox.Session) -> None:
     )
     session.run(
         "python", "benchmarks/run.py", "--legacy-python", str(legacy_python), *session.posargs
+    )
+
+
+@nox.session(python=CURRENT, default=False)
+def soak(session: nox.Session) -> None:
+    """The soak (issue 5): 100,000 calls from 1,000 agents against the emulator with random
+    faults, on asyncio and trio (``-- -k asyncio`` for one); prints what it measured.
+
+    The suite runs the same test at 10,000 calls; ``LLMFLEET_SOAK_SIZE`` sets the size there.
+    """
+    install_group(session, "test", "bench")  # bench: psutil, to sample memory
+    session.run(
+        "pytest",
+        "tests/test_soak.py",
+        "-s",
+        *session.posargs,
+        env={"LLMFLEET_SOAK_SIZE": "100000"},
     )

@@ -59,6 +59,8 @@ _NEW, _QUEUED, _SENT, _DONE, _GONE, _ESCALATED = range(6)
 ABORT_GRACE_S: Final = 5.0
 #: Attempts at an ambiguous create (connection lost, no batch found) before giving up.
 CREATE_ATTEMPTS: Final = 3
+# What a finished call's params are replaced with, so that nothing keeps them alive.
+_RELEASED: Final[dict[str, Any]] = {}
 #: Attempts at a cancel that failed for a passing reason (5xx, 429, connection).
 CANCEL_ATTEMPTS: Final = 5
 #: Attempts at fetching one batch's results before its unresolved callers get an error.
@@ -123,11 +125,15 @@ class _Batch:
         "id",
         "live",
         "reason",
+        "requests",
         "watch",
     )
 
     def __init__(self, calls: list[_Call], reason: FlushReason) -> None:
         self.calls = {call.custom_id: call for call in calls}
+        # Taken at the flush: what is sent cannot change after it, even if a caller leaves
+        # (and its call lets go of its params) before the create goes out.
+        self.requests = [(call.custom_id, call.params) for call in calls]
         self.reason = reason
         self.id: str | None = None
         # Callers still waiting; when it drops to 0 the batch is cancelled at the provider.
@@ -200,7 +206,9 @@ class FleetDispatcher:
         prior = policy.expected_turnaround_ms
         self._turnaround = Estimator(0.9, prior=None if prior is None else prior / 1000)
         self._direct_latency = Estimator(0.95)
-        self._timers: Timers[_Call] = Timers(self._deadline_reached)
+        self._timers: Timers[_Call] = Timers(
+            self._deadline_reached, alive=lambda call: call.state in (_NEW, _QUEUED, _SENT)
+        )
         # Ambiguous-create reconciliation (see _reconcile); the lock is made in _run().
         self._creating = 0
         self._creates_done: anyio.Event | None = None
@@ -271,13 +279,15 @@ class FleetDispatcher:
         model = provider.model_of(params)
         try:
             value = await provider.call(params)
-        except anyio.get_cancelled_exc_class():
-            self._record(Route.DIRECT, "withdrawn", model, start, None)
-            raise
         except Exception as exc:
             info = provider.classify(exc)
             errored = info is not None and info.kind is not ErrorKind.CONNECTION
             self._record(Route.DIRECT, "errored" if errored else "failed", model, start, None)
+            raise
+        except BaseException:
+            # Cancelled, possibly wrapped: trio's connect raises a group of Cancelled when
+            # cancelled mid-connect, and the HTTP stack passes it on as it is.
+            self._record(Route.DIRECT, "withdrawn", model, start, None)
             raise
         self._direct_latency.observe(model, anyio.current_time() - start)
         self._record(Route.DIRECT, "succeeded", model, start, value)
@@ -317,10 +327,14 @@ class FleetDispatcher:
         except BaseException:
             self._abandon(call)
             raise
-        if call.error is not None:
-            error, call.error = call.error, None
+        # The call may outlive its caller in a batch or the deadline timers: keep no result
+        # or request alive through it.
+        value, error = call.value, call.error
+        call.value = call.error = None
+        call.params = _RELEASED
+        if error is not None:
             raise error
-        return call.value
+        return value
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -433,6 +447,7 @@ class FleetDispatcher:
             self._record(Route.DIRECT, "withdrawn", call.model, call.arrival, None, call=call)
         elif self._detach(call, _GONE):
             self._record(Route.BATCH, "withdrawn", call.model, call.arrival, None, call=call)
+        call.params = _RELEASED  # nothing will send it now
 
     def _detach(self, call: _Call, state: int) -> bool:
         """Take a pending call out of the queue or its batch (whose result it will then
@@ -498,7 +513,9 @@ class FleetDispatcher:
             call.escalation = scope
             try:
                 value = await self.provider.call(call.params)
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    raise  # cancelled (maybe in a group): the scope or the fleet handles it
                 if call.state == _ESCALATED:
                     info = self.provider.classify(exc)
                     errored = info is not None and info.kind is not ErrorKind.CONNECTION
@@ -567,7 +584,7 @@ class FleetDispatcher:
 
     async def _create(self, batch: _Batch) -> None:
         provider = self.provider
-        requests = [(cid, call.params) for cid, call in batch.calls.items()]
+        requests, batch.requests = batch.requests, []
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             # While an ambiguous create is being reconciled, no other create may start: its
             # batch could be mistaken for the one being looked for.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from typing import TYPE_CHECKING, Generic, TypeVar, final
+from typing import TYPE_CHECKING, Final, Generic, TypeVar, final
 
 import anyio
 
@@ -23,25 +23,39 @@ T = TypeVar("T")
 class Timers(Generic[T]):
     """Calls ``fire(item)`` at each scheduled instant (the fleet's clock), in order.
 
-    ``fire`` decides for itself whether the item still matters: cancelling a timer is
-    just never acting on it, so scheduling and forgetting are O(log n) and O(1).
+    ``fire`` decides for itself whether the item still matters: cancelling a timer is just
+    never acting on it, so scheduling and forgetting are O(log n) and O(1). So that entries
+    for items that no longer matter (``alive(item)`` is false) do not pile up until their
+    instant (an hour away, say), the heap is compacted whenever it has doubled: amortised O(1)
+    per timer, and at most twice the live timers held.
     """
 
-    __slots__ = ("_changed", "_fire", "_heap", "_seq")
+    __slots__ = ("_alive", "_changed", "_compact_at", "_fire", "_heap", "_seq")
+    _MIN_COMPACT: Final = 1024
 
-    def __init__(self, fire: Callable[[T], None]) -> None:
+    def __init__(
+        self, fire: Callable[[T], None], *, alive: Callable[[T], bool] = lambda _: True
+    ) -> None:
         self._fire = fire
+        self._alive = alive
         self._heap: list[tuple[float, int, T]] = []
         self._seq = itertools.count()
         self._changed: anyio.Event | None = None
+        self._compact_at = self._MIN_COMPACT
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def schedule(self, at: float, item: T) -> None:
         """Fire for ``item`` at ``at``."""
-        heapq.heappush(self._heap, (at, next(self._seq), item))
-        if self._heap[0][2] is item and self._changed is not None:
+        heap = self._heap
+        if len(heap) >= self._compact_at:
+            alive = self._alive
+            heap[:] = [entry for entry in heap if alive(entry[2])]
+            heapq.heapify(heap)
+            self._compact_at = max(self._MIN_COMPACT, 2 * len(heap))
+        heapq.heappush(heap, (at, next(self._seq), item))
+        if heap[0][2] is item and self._changed is not None:
             self._changed.set()
 
     async def run(self, *, task_status: TaskStatus[None]) -> None:

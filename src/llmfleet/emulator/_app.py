@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -150,7 +151,12 @@ def build_app(state: State) -> Starlette:
                 if name == "batch_create"
                 else state.config.max_message_bytes
             )
-            raw, too_large = await _read_body(request, limit)
+            try:
+                raw, too_large = await _read_body(request, limit)
+            except ClientDisconnect:
+                # The client gave up mid-upload (a timeout, a cancelled caller): nobody is
+                # left to answer, and it is no server error worth a traceback.
+                return Response(status_code=499)
             body = _decode(raw)
             fault = state.arrive(
                 name,

@@ -156,6 +156,17 @@ class Fault:
         return STATUS_ERROR_TYPES.get(self.status, "api_error")
 
 
+#: What ``fault_ratio`` draws from: (kind, status, retry-after), kept where the kind applies.
+_RANDOM_FAULTS: Final[tuple[tuple[FaultKind, int, float | None], ...]] = (
+    ("status", 500, None),
+    ("status", 529, 0.1),
+    ("status", 429, 0.1),
+    ("drop", 429, None),
+    ("accept_then_drop", 429, None),
+    ("cut_stream", 429, None),
+)
+
+
 def _check_duration(name: str, value: object, *, optional: bool) -> None:
     if value is None and optional:
         return
@@ -189,6 +200,7 @@ _CHECKS: Final[dict[str, Callable[[str, object], None]]] = {
     "cancel_delay_s": lambda n, v: _check_duration(n, v, optional=False),
     "errored_ratio": _check_ratio,
     "expired_ratio": _check_ratio,
+    "fault_ratio": _check_ratio,
     "max_batch_requests": _check_positive_int,
     "max_batch_bytes": _check_positive_int,
     "max_message_bytes": _check_positive_int,
@@ -225,6 +237,12 @@ class EmulatorConfig:
     :param batch_rpm: like the real API's organisation limit, at most this many requests to
         the batch endpoints (create, retrieve, list, cancel, delete, results) in any 60 s;
         beyond it they answer 429 ``rate_limit_error`` with ``retry-after``. ``None``: no limit.
+    :param fault_ratio: share of requests, on every endpoint, that fail at random (a soak's
+        background noise, issue 5): ``500``, ``529`` or ``429`` (those two with
+        ``retry-after: 0.1``), a dropped connection, and where they apply a create that is
+        accepted then dropped or a results stream cut in half. Which calls fail is drawn from
+        ``seed``, the endpoint and the call's number on it (:meth:`random_fault`). Faults
+        armed with :attr:`faults` or ``add_fault`` come first.
     """
 
     turnaround_s: Duration | None = 2.0
@@ -240,12 +258,25 @@ class EmulatorConfig:
     results_chunk_bytes: int = 64 * 1024
     faults: Sequence[Fault] = ()
     batch_rpm: int | None = None
+    fault_ratio: float = 0.0
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = _CHECKS.get(name)
         if check is not None:
             check(name, value)
         object.__setattr__(self, name, value)
+
+    def random_fault(self, endpoint: Endpoint, n: int) -> Fault | None:
+        """The fault :attr:`fault_ratio` injects on the ``n``-th call (1-based) to ``endpoint``,
+        or ``None``: a pure function of the config, so a test can count what was injected."""
+        if not self.fault_ratio:
+            return None
+        rng = random.Random(f"{self.seed}/{endpoint}/{n}/fault")
+        if rng.random() >= self.fault_ratio:
+            return None
+        choices = [f for f in _RANDOM_FAULTS if endpoint in _KIND_ENDPOINTS[f[0]]]
+        kind, status, retry_after = rng.choice(choices)
+        return Fault(endpoint, kind, status=status, retry_after=retry_after)
 
 
 def draw(duration: Duration | None, rng: random.Random) -> float | None:

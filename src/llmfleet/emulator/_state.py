@@ -381,7 +381,7 @@ class State:
                 if armed.fired >= fault.times:
                     self._faults.remove(armed)
                 return fault
-            return None
+            return self.config.random_fault(endpoint, call)  # type: ignore[arg-type]
 
     def _over_batch_limit(self, endpoint: str, now: float) -> Fault | None:
         """A 429 for a batch-endpoint request beyond ``config.batch_rpm`` in 60 s, else None."""
