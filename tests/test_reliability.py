@@ -324,11 +324,6 @@ async def test_create_dropped_unanswered_is_sent_again_once() -> None:
     gc.collect()  # the listing was closed, not left to the collector: nothing may warn here
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a create that times out but is carried out by the provider after the fleet's "
-    "list() looked for it is sent again; both batches run and are billed",
-)
 async def test_create_timing_out_then_carried_out_late_is_billed_once() -> None:
     """Fault: slow create (0.6 s) past the client's timeout (0.3 s), phase *create*. The
     provider carries the create out after the client gave up, as a real server may. DESIGN §5:

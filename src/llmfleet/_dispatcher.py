@@ -61,6 +61,10 @@ ABORT_GRACE_S: Final = 5.0
 CREATE_ATTEMPTS: Final = 3
 # What a finished call's params are replaced with, so that nothing keeps them alive.
 _RELEASED: Final[dict[str, Any]] = {}
+#: After an unanswered create, how long the fleet keeps looking for the batch it may have
+#: made before it sends the create again, and its first pause between looks.
+RECONCILE_WINDOW_S: Final = 5.0
+RECONCILE_FIRST_S: Final = 0.25
 #: Attempts at a cancel that failed for a passing reason (5xx, 429, connection).
 CANCEL_ATTEMPTS: Final = 5
 #: Attempts at fetching one batch's results before its unresolved callers get an error.
@@ -651,11 +655,16 @@ class FleetDispatcher:
                     self._creates_done = anyio.Event()
                     await self._creates_done.wait()
                 self._creates_done = None
-                for _ in range(3):
+                # A create the provider carries out after the client gave up on it shows up
+                # late: keep looking for a while before concluding it made nothing (a second
+                # create sent too early would be a second batch billed).
+                give_up = anyio.current_time() + RECONCILE_WINDOW_S
+                delay = RECONCILE_FIRST_S
+                while True:
                     await self._budget.acquire(Priority.CREATE)
                     self._count("list")
                     try:
-                        return await self.provider.find_batch(
+                        found = await self.provider.find_batch(
                             count=count, created_after=since, exclude=self._owned_ids
                         )
                     except Exception as exc:
@@ -663,8 +672,11 @@ class FleetDispatcher:
                         if info is None:
                             raise
                         self._provider_error(info)
-                        await anyio.sleep(self.policy.poll_interval_ms / 1000)
-                return None
+                        found = None
+                    if found is not None or anyio.current_time() >= give_up:
+                        return found
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, RECONCILE_WINDOW_S / 4)
             finally:
                 self._reconciling = None
                 gate.set()
