@@ -29,7 +29,17 @@ def schedules(draw: st.DrawFn) -> tuple[list[Item], dict[str, int]]:
         t += gap if draw(st.booleans()) else 0
         size = draw(st.integers(50, min(250, max_bytes - ENVELOPE_BYTES)))
         cancel = draw(st.one_of(st.none(), st.integers(0, 60)))
-        items.append(Item(index, float(t), size, None if cancel is None else t + cancel + 0.5))
+        # DESIGN §8: some calls must leave by their deadline minus the expected turnaround.
+        urgent = draw(st.one_of(st.none(), st.integers(0, 60)))
+        items.append(
+            Item(
+                index,
+                float(t),
+                size,
+                None if cancel is None else t + cancel + 0.5,
+                flush_by=math.inf if urgent is None else t + urgent + 0.25,
+            )
+        )
     policy = {"min_size": min_size, "max_size": max_size, "window": window, "max_bytes": max_bytes}
     return items, policy
 
@@ -53,6 +63,8 @@ def check_guarantees(items: list[Item], run: Run, policy: dict[str, int]) -> Non
             # G3 window: never later than arrival + window, exactly.
             assert flush.at <= item.arrival + window
             assert flush.at >= item.arrival
+            # §8 (issue 8): never later than deadline - estimate, when there is one.
+            assert flush.at <= item.flush_by
     # G4 eager: after each instant, fewer than min_size calls remain queued.
     for at, length in run.queue_lengths:
         assert length < min_size, (at, length)
