@@ -5,21 +5,20 @@ Wire facts it relies on are in ``shared/reference/anthropic-batches.md``.
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anthropic
-import httpx2
 
 from ..errors import UnbatchableRequestError, excerpt
 from ..pricing import TokenUsage
-from ._base import BatchStatus, ErrorInfo, ErrorKind, ItemResult
+from ._base import BatchStatus, ErrorInfo, ItemResult
+from ._http import classify_http
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
+    import httpx2
     from anthropic.types import Message
     from anthropic.types.messages import MessageBatch
 
@@ -183,23 +182,13 @@ class AnthropicProvider:
         await self._once.messages.batches.cancel(batch_id)
 
     def classify(self, exc: BaseException) -> ErrorInfo | None:
-        if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
-            return ErrorInfo(ErrorKind.CONNECTION)
-        if isinstance(exc, json.JSONDecodeError):
-            # A results stream cut in the middle of a line.
-            return ErrorInfo(ErrorKind.CONNECTION)
-        if isinstance(exc, anthropic.APIStatusError):
-            status = exc.status_code
-            if status == 429:
-                return ErrorInfo(ErrorKind.RATE_LIMITED, _retry_after(exc.response), status)
-            if status == 404:
-                return ErrorInfo(ErrorKind.NOT_FOUND, status=status)
-            if status >= 500 or status in (408, 409):
-                return ErrorInfo(ErrorKind.SERVER, _retry_after(exc.response), status)
-            return ErrorInfo(ErrorKind.FATAL, status=status)
-        if isinstance(exc, anthropic.AnthropicError):
-            return ErrorInfo(ErrorKind.FATAL)
-        return None
+        return classify_http(
+            exc,
+            connection=anthropic.APIConnectionError,
+            status=anthropic.APIStatusError,
+            base=anthropic.AnthropicError,
+            status_of=_status_of,
+        )
 
 
 def _status(batch: MessageBatch) -> BatchStatus:
@@ -211,20 +200,6 @@ def _status(batch: MessageBatch) -> BatchStatus:
     )
 
 
-def _retry_after(response: httpx2.Response) -> float | None:
-    headers = response.headers
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    if (value := headers.get("retry-after")) is not None:
-        try:
-            return float(value)
-        except ValueError:
-            try:
-                parsed = email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError):
-                return None
-            return max(0.0, parsed.timestamp() - time.time())
-    return None
+def _status_of(exc: BaseException) -> tuple[int, httpx2.Response]:
+    assert isinstance(exc, anthropic.APIStatusError)
+    return exc.status_code, exc.response

@@ -19,28 +19,27 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import email.utils
 import json
 import logging
 import secrets
-import time
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
 
 import anyio
-import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from ..errors import UnbatchableRequestError, excerpt
 from ..pricing import TokenUsage
-from ._base import BatchStatus, ErrorInfo, ErrorKind, ItemResult
+from ._base import BatchStatus, ErrorInfo, ItemResult
+from ._http import classify_http
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Mapping, Sequence
 
+    import httpx2
     from openai.types import Batch
 
 __all__ = ["CHAT_COMPLETIONS", "RESPONSES", "OpenAIEndpoint", "OpenAIProvider"]
@@ -362,23 +361,13 @@ class OpenAIProvider:
         await self._once.batches.cancel(batch_id)
 
     def classify(self, exc: BaseException) -> ErrorInfo | None:
-        if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
-            return ErrorInfo(ErrorKind.CONNECTION)
-        if isinstance(exc, json.JSONDecodeError):
-            # A file download cut in the middle of a line.
-            return ErrorInfo(ErrorKind.CONNECTION)
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            if status == 429:
-                return ErrorInfo(ErrorKind.RATE_LIMITED, _retry_after(exc.response), status)
-            if status == 404:
-                return ErrorInfo(ErrorKind.NOT_FOUND, status=status)
-            if status >= 500 or status in (408, 409):
-                return ErrorInfo(ErrorKind.SERVER, _retry_after(exc.response), status)
-            return ErrorInfo(ErrorKind.FATAL, status=status)
-        if isinstance(exc, openai.OpenAIError):
-            return ErrorInfo(ErrorKind.FATAL)
-        return None
+        return classify_http(
+            exc,
+            connection=openai.APIConnectionError,
+            status=openai.APIStatusError,
+            base=openai.OpenAIError,
+            status_of=_status_of,
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -521,19 +510,6 @@ def _describe(code: str | None, message: str | None) -> str:
     return f"{message or 'invalid'}" + (f" ({code})" if code else "")
 
 
-def _retry_after(response: httpx2.Response) -> float | None:
-    headers = response.headers
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    if (value := headers.get("retry-after")) is not None:
-        try:
-            return float(value)
-        except ValueError:
-            parsed = email.utils.parsedate_tz(value)
-            if parsed is None:
-                return None
-            return max(0.0, email.utils.mktime_tz(parsed) - time.time())
-    return None
+def _status_of(exc: BaseException) -> tuple[int, httpx2.Response]:
+    assert isinstance(exc, openai.APIStatusError)
+    return exc.status_code, exc.response
