@@ -897,6 +897,11 @@ async def test_cancellation_storm(monkeypatch: pytest.MonkeyPatch) -> None:
         if all(left_at.get(cid, math.inf) < natural_end - 0.3 for cid in batch.custom_ids):
             cancelled += 1
             assert cancel_requests(emu, batch_id) == 1, batch_id
-            assert set(batch.results.values()) == {"canceled"}
+            # Its unprocessed requests are not billed: every one, when the cancel reached the
+            # emulator before the batch's end (a starved machine can deliver it late).
+            path = f"/v1/messages/batches/{batch_id}/cancel"
+            [sent_at] = [r.time for r in emu.requests if r.path == path]
+            if sent_at < natural_end:
+                assert set(batch.results.values()) == {"canceled"}
     assert cancelled > 0
     assert elapsed < 20
