@@ -71,19 +71,28 @@ def _authenticate(request: Request) -> None:
     )
 
 
-async def _read_body(request: Request, limit: int) -> tuple[bytes, bool]:
-    """The body, and whether it exceeded ``limit`` (then it is not read, or not all of it)."""
+async def _read_body(request: Request, limit: int) -> tuple[bytes, bool] | None:
+    """The body, and whether it exceeded ``limit`` (then it is not read, or not all of it);
+    ``None`` when the client went away mid-upload (a timeout, a cancelled caller): nobody is
+    left to answer, and it is no server error worth a traceback."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return b"", True
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return b"", True
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return b"", True
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return None
     return b"".join(chunks), False
+
+
+#: What a request whose client went away is answered with (nobody reads it).
+CLIENT_GONE: Final = 499
 
 
 def _decode(body: bytes) -> Any:
@@ -151,12 +160,10 @@ def build_app(state: State) -> Starlette:
                 if name == "batch_create"
                 else state.config.max_message_bytes
             )
-            try:
-                raw, too_large = await _read_body(request, limit)
-            except ClientDisconnect:
-                # The client gave up mid-upload (a timeout, a cancelled caller): nobody is
-                # left to answer, and it is no server error worth a traceback.
-                return Response(status_code=499)
+            read = await _read_body(request, limit)
+            if read is None:
+                return Response(status_code=CLIENT_GONE)
+            raw, too_large = read
             body = _decode(raw)
             fault = state.arrive(
                 name,

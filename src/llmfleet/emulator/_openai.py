@@ -33,10 +33,18 @@ from starlette.routing import Route
 
 from llmfleet.pricing import TokenUsage
 
-from ._app import _authenticate, _decode, _drop, _fault_error, _JSONLResponse, _read_body
+from ._app import (
+    CLIENT_GONE,
+    _authenticate,
+    _decode,
+    _drop,
+    _fault_error,
+    _JSONLResponse,
+    _read_body,
+)
 from ._config import draw
 from ._ledger import LedgerEntry, ResultType
-from ._state import ApiError, make_id
+from ._state import ApiError, first_end, make_id
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -686,14 +694,7 @@ class OpenAIState:
     def _refresh(self, batch: _Batch, now: float) -> None:
         if batch.status not in ("in_progress", "cancelling"):
             return
-        deadlines: list[tuple[float, Literal["process", "cancel", "expire"]]] = [
-            (batch.expires_at, "expire")
-        ]
-        if batch.ends_at is not None:
-            deadlines.append((batch.ends_at, "process"))
-        if batch.cancel_ends_at is not None:
-            deadlines.append((batch.cancel_ends_at, "cancel"))
-        at, how = min(deadlines, key=lambda d: d[0])
+        at, how = first_end(batch.expires_at, batch.ends_at, batch.cancel_ends_at)
         if now >= at:
             self._finish(batch, at, how)
 
@@ -982,7 +983,10 @@ def openai_routes(state: State) -> list[Route]:
         name: str, handler: _Handler, *, limit: int = MAX_BODY_BYTES
     ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
-            raw, too_large = await _read_body(request, limit)
+            read = await _read_body(request, limit)
+            if read is None:
+                return Response(status_code=CLIENT_GONE)
+            raw, too_large = read
             recorded: Any
             if name == "openai_file_upload":
                 recorded = {"bytes": len(raw)}

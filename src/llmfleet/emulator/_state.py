@@ -162,6 +162,22 @@ def make_id(prefix: str, key: str) -> str:
     return prefix + "01" + "".join(rng.choice(_BASE62) for _ in range(22))
 
 
+EndKind = Literal["process", "cancel", "expire"]
+
+
+def first_end(
+    expires_at: float, ends_at: float | None, cancel_ends_at: float | None
+) -> tuple[float, EndKind]:
+    """The earliest of a batch's coming ends, and how it would end then (shared by the
+    Anthropic and OpenAI batch states)."""
+    ends: list[tuple[float, EndKind]] = [(expires_at, "expire")]
+    if ends_at is not None:
+        ends.append((ends_at, "process"))
+    if cancel_ends_at is not None:
+        ends.append((cancel_ends_at, "cancel"))
+    return min(ends, key=lambda end: end[0])
+
+
 def redact(headers: Mapping[str, str]) -> dict[str, str]:
     """Lower-cased headers with the credentials replaced."""
     return {
@@ -714,14 +730,7 @@ class State:
         if batch.status == "ended":
             return
         # The earliest deadline that has passed decides how the batch ended.
-        deadlines: list[tuple[float, Literal["process", "cancel", "expire"]]] = [
-            (batch.expires_at, "expire")
-        ]
-        if batch.ends_at is not None:
-            deadlines.append((batch.ends_at, "process"))
-        if batch.cancel_ends_at is not None:
-            deadlines.append((batch.cancel_ends_at, "cancel"))
-        at, how = min(deadlines, key=lambda d: d[0])
+        at, how = first_end(batch.expires_at, batch.ends_at, batch.cancel_ends_at)
         if now >= at:
             self._finish(batch, at, how)
 
