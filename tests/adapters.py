@@ -35,7 +35,6 @@ from fakes import FakeMessage, FakeProvider, request, text_of
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
-    from llmfleet.pricing import TokenUsage
 
 __all__ = ["ADAPTERS", "ANTHROPIC", "ERRORED", "FAKE", "KINDS", "OPENAI", "Kind", "Recorder"]
 
@@ -117,8 +116,8 @@ class Recorder:
     def model_of(self, params: Mapping[str, Any]) -> str:
         return self._inner.model_of(params)
 
-    def usage_of(self, value: Any) -> TokenUsage | None:
-        return self._inner.usage_of(value)
+    def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
+        return self._inner.tokens_of(value)
 
     async def call(self, params: Mapping[str, Any]) -> Any:
         return await self._inner.call(params)

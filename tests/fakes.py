@@ -104,8 +104,11 @@ class FakeProvider:
     def model_of(self, params: Mapping[str, Any]) -> str:
         return str(params.get("model", ""))
 
-    def usage_of(self, value: Any) -> TokenUsage | None:
-        return value.usage if isinstance(value, FakeMessage) else None
+    def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
+        if not isinstance(value, FakeMessage):
+            return None
+        u = value.usage
+        return (u.input_tokens, u.output_tokens, u.cache_write_tokens, u.cache_read_tokens)
 
     async def call(self, params: Mapping[str, Any]) -> Any:
         self.direct_calls.append((anyio.current_time(), dict(params)))

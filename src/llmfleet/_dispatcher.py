@@ -7,10 +7,12 @@ travel to the flusher through a memory object stream; each caller waits on its o
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
 import secrets
+import sys
 import time
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing, asynccontextmanager
 from functools import partial
@@ -72,6 +74,7 @@ RESULT_ATTEMPTS: Final = 8
 #: A 404 this soon after create is the provider's lag, not a deleted batch (wire reference).
 NOT_FOUND_GRACE_S: Final = 60.0
 _BACKOFF: Final = 1.5
+_NUMBER: Final = (int, float)
 
 
 @final
@@ -180,7 +183,10 @@ class FleetDispatcher:
         self._prices = prices if prices is not None else PriceTable()
         self._on_result = on_result
         self._budget = RequestBudget(policy.batch_api_rpm)
-        self._stats = FleetStats(self._budget)
+        self._stats = FleetStats(self._budget, self._prices)
+        # The running backend's clock, looked up once in _run() (anyio.current_time() finds
+        # the backend on every read, which costs more than the rest of a direct call).
+        self._clock: Callable[[], float] = anyio.current_time
         self._c = self._stats._c
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
         # One queue per batch key: a provider whose batches must not mix some requests (an
@@ -252,15 +258,15 @@ class FleetDispatcher:
         :raises anthropic.APIError: on the direct route, what ``messages.create`` raises.
         """
         if latency_budget_ms is None:
-            return await self.submit_sync(**params)
-        if isinstance(latency_budget_ms, bool) or not isinstance(latency_budget_ms, int | float):
+            return await self._direct(params)
+        if isinstance(latency_budget_ms, bool) or not isinstance(latency_budget_ms, _NUMBER):
             raise TypeError(f"latency_budget_ms must be a number of ms, got {latency_budget_ms!r}")
         if not latency_budget_ms >= 0:  # also refuses NaN
             raise ValueError(
                 f"latency_budget_ms must be >= 0 (how long you can wait), got {latency_budget_ms}"
             )
         if latency_budget_ms <= self.policy.sync_max_latency_ms:
-            return await self.submit_sync(**params)
+            return await self._direct(params)
         budget = latency_budget_ms / 1000
         if self.policy.deadline_action == "wait":
             # The seed's behaviour: the budget only chooses the route (and is kept for the
@@ -270,17 +276,24 @@ class FleetDispatcher:
         if turnaround is not None and budget < turnaround:
             # Even a batch flushed now would likely end after the deadline (DESIGN §8).
             self._c.routed_by_deadline += 1
-            return await self.submit_sync(**params)
+            return await self._direct(params)
         return await self._submit_batch(params, budget, turnaround)
 
     async def submit_sync(self, **params: Any) -> Any:
         """Make the call on the direct route, now. Same arguments and result as the SDK's."""
-        self._check_open()
+        return await self._direct(params)
+
+    async def _direct(self, params: dict[str, Any]) -> Any:
+        # The hot path of the direct route: one clock read before and after, and the
+        # bookkeeping of _record without its generality. Keep it lean (issue 4: ≤ 2 µs).
+        if self._state != "open":
+            self._check_open()
         provider = self.provider
         provider.check(params)
         self._c.sync_calls += 1
-        start = anyio.current_time()
         model = provider.model_of(params)
+        clock = self._clock
+        start = clock()
         try:
             value = await provider.call(params)
         except Exception as exc:
@@ -293,8 +306,19 @@ class FleetDispatcher:
             # cancelled mid-connect, and the HTTP stack passes it on as it is.
             self._record(Route.DIRECT, "withdrawn", model, start, None)
             raise
-        self._direct_latency.observe(model, anyio.current_time() - start)
-        self._record(Route.DIRECT, "succeeded", model, start, value)
+        if self._on_result is not None:
+            self._direct_latency.observe(model, clock() - start)
+            self._record(Route.DIRECT, "succeeded", model, start, value)
+            return value
+        took = clock() - start
+        self._direct_latency.observe(model, took)
+        c = self._c
+        c.succeeded += 1
+        tally = c.direct
+        tally.waits.add(took * 1000)
+        tokens = provider.tokens_of(value)
+        if tokens is not None:
+            tally.add_tokens(model, tokens)
         return value
 
     async def submit_batch(self, **params: Any) -> Any:
@@ -320,7 +344,7 @@ class FleetDispatcher:
             await self._room.wait()
             self._check_open()
         assert self._send is not None
-        call.arrival = now = anyio.current_time()
+        call.arrival = now = self._clock()
         if budget is not None:
             self._promise(call, now + budget, turnaround)
         self._send.send_nowait(call)
@@ -394,9 +418,9 @@ class FleetDispatcher:
                         break
                     except anyio.EndOfStream:
                         break
-                self._flush(anyio.current_time())
+                self._flush(self._clock())
         # Every send clone is closed: the fleet is closing. Flush what is left (DESIGN §5).
-        self._flush(anyio.current_time(), drain=True)
+        self._flush(self._clock(), drain=True)
         self._flusher_done = True
         self._check_idle()
 
@@ -512,7 +536,7 @@ class FleetDispatcher:
 
     async def _escalate(self, call: _Call) -> None:
         """Send a call down the direct route for its caller; its batch result is dropped."""
-        start = anyio.current_time()
+        start = self._clock()
         with anyio.CancelScope() as scope:
             call.escalation = scope
             try:
@@ -533,10 +557,11 @@ class FleetDispatcher:
                 call.escalation = None
         if scope.cancelled_caught or call.state != _ESCALATED:
             return
-        self._direct_latency.observe(call.model, anyio.current_time() - start)
+        self._direct_latency.observe(call.model, self._clock() - start)
         call.state = _DONE
         call.value = value
-        cost = self._record(Route.DIRECT, "succeeded", call.model, call.arrival, value, call=call)
+        self._record(Route.DIRECT, "succeeded", call.model, call.arrival, value, call=call)
+        cost = self._cost_of(call.model, value, batch=False)
         if cost is not None:
             self._c.escalation_cost = self._c.escalation_cost + cost
         call.done.set()
@@ -550,7 +575,7 @@ class FleetDispatcher:
                 models = {call.model for call in batch.calls.values()}
                 if batch.live and await self._wait_until_ended(batch):
                     batch.ended = True
-                    took = anyio.current_time() - batch.created_at
+                    took = self._clock() - batch.created_at
                     for model in models:
                         self._turnaround.observe(model, took)
                     await self._fetch_results(batch)
@@ -635,7 +660,7 @@ class FleetDispatcher:
                 return
             assert batch_id is not None
             batch.id = batch_id
-            batch.created_at = anyio.current_time()
+            batch.created_at = self._clock()
             self._owned_ids.add(batch_id)
             self._c.batches_submitted += 1
             logger.debug("batch %s created with %d calls", batch_id, len(requests))
@@ -658,7 +683,7 @@ class FleetDispatcher:
                 # A create the provider carries out after the client gave up on it shows up
                 # late: keep looking for a while before concluding it made nothing (a second
                 # create sent too early would be a second batch billed).
-                give_up = anyio.current_time() + RECONCILE_WINDOW_S
+                give_up = self._clock() + RECONCILE_WINDOW_S
                 delay = RECONCILE_FIRST_S
                 while True:
                     await self._budget.acquire(Priority.CREATE)
@@ -673,7 +698,7 @@ class FleetDispatcher:
                             raise
                         self._provider_error(info)
                         found = None
-                    if found is not None or anyio.current_time() >= give_up:
+                    if found is not None or self._clock() >= give_up:
                         return found
                     await anyio.sleep(delay)
                     delay = min(delay * 2, RECONCILE_WINDOW_S / 4)
@@ -722,7 +747,7 @@ class FleetDispatcher:
 
     def _transient(self, info: ErrorInfo, batch: _Batch) -> bool:
         if info.kind is ErrorKind.NOT_FOUND:
-            return anyio.current_time() - batch.created_at < NOT_FOUND_GRACE_S
+            return self._clock() - batch.created_at < NOT_FOUND_GRACE_S
         return info.kind is not ErrorKind.FATAL
 
     async def _fetch_results(self, batch: _Batch) -> None:
@@ -770,8 +795,7 @@ class FleetDispatcher:
             self._c.results_dropped += 1
             if call.state != _GONE and result.kind == "succeeded":
                 # Escalated after the batch had processed it: paid at batch price too.
-                usage = self.provider.usage_of(result.value)
-                cost = None if usage is None else self._prices.cost(call.model, usage, batch=True)
+                cost = self._cost_of(call.model, result.value, batch=True)
                 if cost is not None:
                     self._c.escalation_cost = self._c.escalation_cost + cost
             return
@@ -836,7 +860,7 @@ class FleetDispatcher:
         aborting = aborting or self._state == "aborted"
         with anyio.CancelScope(shield=aborting) as scope:
             if aborting:
-                scope.deadline = anyio.current_time() + ABORT_GRACE_S
+                scope.deadline = self._clock() + ABORT_GRACE_S
             delay = self.policy.poll_interval_ms / 1000
             for attempt in range(1, CANCEL_ATTEMPTS + 1):
                 try:
@@ -878,25 +902,34 @@ class FleetDispatcher:
         value: Any,
         *,
         call: _Call | None = None,
-    ) -> Cost | None:
-        """Count one call's outcome in the stats and tell the hook; return its cost."""
-        usage: TokenUsage | None = None
-        cost: Cost | None = None
-        priced = True
-        if value is not None:
-            usage = self.provider.usage_of(value)
-            if usage is not None:
-                cost = self._prices.cost(model, usage, batch=route is Route.BATCH)
-                priced = cost is not None
-        now = anyio.current_time()
+    ) -> None:
+        """Count one call's outcome in the stats, and tell the hook if there is one.
+
+        O(1) and cheap: tokens are summed per model and priced only when the stats are read.
+        """
+        c = self._c
+        now = self._clock()
         wait = now - start
-        self._stats._ended(route, outcome, wait, usage, cost, priced)
+        tally = c.direct if route is Route.DIRECT else c.batch
+        if outcome == "succeeded":
+            c.succeeded += 1
+        else:
+            setattr(c, outcome, getattr(c, outcome) + 1)
+        tally.waits.add(wait * 1000)
+        tokens = None
+        if value is not None:
+            tokens = self.provider.tokens_of(value)
+            if tokens is not None:
+                tally.add_tokens(model, tokens)
         if call is not None and call.deadline != math.inf and outcome != "withdrawn":
             # Budget hit rate per route (DESIGN §8): answered by the deadline or not.
-            hits = self._c.deadline_hits if now <= call.deadline else self._c.deadline_misses
-            hits[route] += 1
+            if now <= call.deadline:
+                tally.hits += 1
+            else:
+                tally.misses += 1
         if self._on_result is not None:
             batch = call.batch if call is not None else None
+            usage = None if tokens is None else TokenUsage(*tokens)
             event = ResultEvent(
                 route=route,
                 outcome=outcome,
@@ -905,14 +938,22 @@ class FleetDispatcher:
                 batch_id=batch.id if batch is not None else None,
                 custom_id=call.custom_id if call is not None else None,
                 usage=usage,
-                cost=cost,
+                cost=None
+                if usage is None
+                else self._prices.cost(model, usage, batch=route is Route.BATCH),
             )
             try:
                 self._on_result(event)
             except Exception:
                 # A metrics hook must not break the fleet; say so loudly, once per failure.
                 logger.exception("on_result hook raised")
-        return cost
+
+    def _cost_of(self, model: str, value: Any, *, batch: bool) -> Cost | None:
+        """What one response cost (``None``: no usage, or no price for its model)."""
+        tokens = self.provider.tokens_of(value)
+        if tokens is None:
+            return None
+        return self._prices.cost(model, TokenUsage(*tokens), batch=batch)
 
     def _count(self, endpoint: str) -> None:
         requests = self._c.api_requests
@@ -961,7 +1002,7 @@ class FleetDispatcher:
                 for batch in list(self._batches):
                     self._fail_all(batch, lambda call: _closed(why))
                     if batch.create_scope is not None:
-                        batch.create_scope.deadline = anyio.current_time() + ABORT_GRACE_S
+                        batch.create_scope.deadline = self._clock() + ABORT_GRACE_S
                     elif batch.id is not None:
                         tg.start_soon(partial(self._cancel_remote, batch, aborting=True))
 
@@ -980,11 +1021,30 @@ def _result_error(batch: _Batch, call: _Call, exc: Exception) -> BaseException:
     return err
 
 
+def _backend_clock() -> Callable[[], float]:
+    """``anyio.current_time`` of the running backend, as one function found once.
+
+    anyio finds the backend on every read; the fleet reads the clock a few times per call,
+    so it asks anyio once which loop runs and keeps that loop's own clock.
+    """
+    token = anyio.lowlevel.current_token()
+    native = token.native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        return native.time  # what anyio's asyncio backend reads
+    trio = sys.modules.get("trio")
+    if trio is not None and isinstance(native, trio.lowlevel.TrioToken):
+        # What trio.current_time() reads, without its two lookups (a MockClock too).
+        clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        return clock
+    return token.backend_class.current_time
+
+
 @asynccontextmanager
 async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     if fleet._entered:
         raise RuntimeError("a FleetDispatcher can be entered once; make a new one")
     fleet._entered = True
+    fleet._clock = _backend_clock()
     fleet._idle = idle = anyio.Event()
     fleet._reconcile_lock = anyio.Lock()
     send, receive = anyio.create_memory_object_stream[_Call](math.inf)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import enum
 import math
+from array import array
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import repeat
+from operator import truediv
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final, overload
 
-from .pricing import Cost, TokenUsage
+from .pricing import Cost, PriceTable, TokenUsage
 
 if TYPE_CHECKING:
     from ._budget import RequestBudget
@@ -72,41 +76,72 @@ class ResultEvent:
     cost: Cost | None = None
 
 
+_BASE: Final = math.log(1.01)
+#: Waits kept raw before they are folded into buckets (one C-speed pass per this many).
+_PENDING: Final = 1024
+
+
 @final
 class _Histogram:
     """Waits in log-spaced buckets (1% wide): exact count and max, percentiles within 1%,
-    memory independent of how many calls are recorded."""
+    memory independent of how many calls are recorded.
 
-    __slots__ = ("_buckets", "count", "max")
-    _BASE: Final = math.log(1.01)
+    ``add`` is on every call's path, so it only appends to a small float array; the array is
+    folded into the buckets by C-level ``map``s when it fills up or when someone reads.
+    """
+
+    __slots__ = ("_buckets", "_count", "_max", "_pending")
 
     def __init__(self) -> None:
-        self._buckets: dict[int, int] = {}
-        self.count = 0
-        self.max: float | None = None
+        self._buckets: Counter[int] = Counter()
+        self._pending = array("d")
+        self._count = 0
+        self._max: float | None = None
 
     def add(self, ms: float) -> None:
-        key = int(math.log1p(max(ms, 0.0)) / self._BASE)
-        self._buckets[key] = self._buckets.get(key, 0) + 1
-        self.count += 1
-        if self.max is None or ms > self.max:
-            self.max = ms
+        pending = self._pending
+        pending.append(ms if ms > 0.0 else 0.0)
+        if len(pending) >= _PENDING:
+            self._fold()
+
+    def _fold(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        # key = int(log1p(ms) / _BASE), for every pending wait, without a Python-level loop.
+        self._buckets.update(map(int, map(truediv, map(math.log1p, pending), repeat(_BASE))))
+        self._count += len(pending)
+        top = max(pending)
+        if self._max is None or top > self._max:
+            self._max = top
+        self._pending = array("d")
+
+    @property
+    def count(self) -> int:
+        return self._count + len(self._pending)
+
+    @property
+    def max(self) -> float | None:
+        self._fold()
+        return self._max
 
     def quantile(self, q: float) -> float | None:
-        if not self.count:
+        self._fold()
+        if not self._count:
             return None
-        rank = max(1, math.ceil(q * self.count))
+        rank = max(1, math.ceil(q * self._count))
         seen = 0
         for key in sorted(self._buckets):
             seen += self._buckets[key]
             if seen >= rank:
                 # The bucket's upper edge, never above the exact max.
-                value = math.expm1((key + 1) * self._BASE)
-                return min(value, self.max if self.max is not None else value)
-        return self.max
+                value = math.expm1((key + 1) * _BASE)
+                return min(value, self._max if self._max is not None else value)
+        return self._max
 
     def summary(self) -> Percentiles:
-        return Percentiles(self.count, self.quantile(0.5), self.quantile(0.95), self.max)
+        self._fold()
+        return Percentiles(self._count, self.quantile(0.5), self.quantile(0.95), self._max)
 
 
 @final
@@ -172,6 +207,54 @@ class _View(Generic[T]):
         return value
 
 
+@final
+class _Tally:
+    """One route's waits, tokens and deadline hits.
+
+    Recording a call is a few integer additions: tokens are summed per model as plain ints
+    and priced only when someone reads ``cost`` (a price is linear in tokens, so the cost of
+    the sums is the sum of the costs, to the last digit in ``Decimal``).
+    """
+
+    __slots__ = ("hits", "misses", "tokens", "waits")
+
+    def __init__(self) -> None:
+        self.waits = _Histogram()
+        #: model -> [input, output, cache write, cache read, calls with usage]
+        self.tokens: dict[str, list[int]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def add_tokens(self, model: str, counts: tuple[int, int, int, int]) -> None:
+        slot = self.tokens.get(model)
+        if slot is None:
+            slot = self.tokens[model] = [0, 0, 0, 0, 0]
+        slot[0] += counts[0]
+        slot[1] += counts[1]
+        slot[2] += counts[2]
+        slot[3] += counts[3]
+        slot[4] += 1
+
+    def usage(self) -> TokenUsage:
+        total = [0, 0, 0, 0]
+        for slot in self.tokens.values():
+            for i in range(4):
+                total[i] += slot[i]
+        return TokenUsage(*total)
+
+    def cost(self, prices: PriceTable, *, batch: bool) -> tuple[Cost, int]:
+        """The cost of the priced models' tokens, and how many calls had no price."""
+        cost = Cost()
+        unpriced = 0
+        for model, slot in self.tokens.items():
+            priced = prices.cost(model, TokenUsage(*slot[:4]), batch=batch)
+            if priced is None:
+                unpriced += slot[4]
+            else:
+                cost = cost + priced
+        return cost, unpriced
+
+
 @dataclass(slots=True)
 class _Counters:
     sync_calls: int = 0
@@ -186,24 +269,21 @@ class _Counters:
     withdrawn: int = 0
     failed: int = 0
     results_dropped: int = 0
-    unpriced_calls: int = 0
     rate_limited: int = 0
     api_requests: dict[str, int] = field(default_factory=dict)
     end_lag: _Histogram = field(default_factory=lambda: _Histogram())
     escalations: int = 0
     escalation_cost: Cost = field(default_factory=Cost)
     routed_by_deadline: int = 0
-    deadline_hits: dict[Route, int] = field(default_factory=lambda: dict.fromkeys(Route, 0))
-    deadline_misses: dict[Route, int] = field(default_factory=lambda: dict.fromkeys(Route, 0))
     batch_items: int = 0
     batch_size_min: int | None = None
     batch_size_max: int | None = None
     flushes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REASONS, 0))
-    waits: dict[Route, _Histogram] = field(default_factory=lambda: {r: _Histogram() for r in Route})
-    tokens: dict[Route, TokenUsage] = field(
-        default_factory=lambda: dict.fromkeys(Route, TokenUsage())
-    )
-    cost: dict[Route, Cost] = field(default_factory=lambda: dict.fromkeys(Route, Cost()))
+    direct: _Tally = field(default_factory=lambda: _Tally())
+    batch: _Tally = field(default_factory=lambda: _Tally())
+
+    def tally(self, route: Route) -> _Tally:
+        return self.direct if route is Route.DIRECT else self.batch
 
 
 @final
@@ -218,7 +298,7 @@ class FleetStats:
     connection).
     """
 
-    __slots__ = ("_budget", "_c")
+    __slots__ = ("_budget", "_c", "_prices")
 
     sync_calls = _View[int]()
     batched_calls = _View[int]()
@@ -235,9 +315,6 @@ class FleetStats:
     failed = _View[int]()
     #: Batch results that arrived after their caller had left.
     results_dropped = _View[int]()
-    #: Calls whose model has no known price (their tokens are counted, not their cost).
-    unpriced_calls = _View[int]()
-
     #: 429 answers the fleet got from the batch endpoints.
     rate_limited = _View[int]()
     #: Batched calls sent down the direct route near their deadline (DESIGN §8).
@@ -252,16 +329,19 @@ class FleetStats:
     @property
     def deadline_hits(self) -> Mapping[Route, int]:
         """Calls with a budget answered by their deadline, per route that answered."""
-        return MappingProxyType(self._c.deadline_hits)
+        return MappingProxyType({r: self._c.tally(r).hits for r in Route})
 
     @property
     def deadline_misses(self) -> Mapping[Route, int]:
         """Calls with a budget answered after their deadline, per route that answered."""
-        return MappingProxyType(self._c.deadline_misses)
+        return MappingProxyType({r: self._c.tally(r).misses for r in Route})
 
-    def __init__(self, budget: RequestBudget | None = None) -> None:
+    def __init__(
+        self, budget: RequestBudget | None = None, prices: PriceTable | None = None
+    ) -> None:
         self._c = _Counters()
         self._budget = budget
+        self._prices = prices if prices is not None else PriceTable()
 
     @property
     def api_requests(self) -> Mapping[str, int]:
@@ -287,12 +367,21 @@ class FleetStats:
     @property
     def tokens(self) -> Mapping[Route, TokenUsage]:
         """Tokens per route, from each response's ``usage``."""
-        return MappingProxyType(self._c.tokens)
+        return MappingProxyType({r: self._c.tally(r).usage() for r in Route})
 
     @property
     def cost(self) -> Mapping[Route, Cost]:
         """Cost per route at list price and as paid, over priced calls."""
-        return MappingProxyType(self._c.cost)
+        c = self._c
+        return MappingProxyType(
+            {r: c.tally(r).cost(self._prices, batch=r is Route.BATCH)[0] for r in Route}
+        )
+
+    @property
+    def unpriced_calls(self) -> int:
+        """Calls whose model has no known price (their tokens are counted, not their cost)."""
+        c = self._c
+        return sum(c.tally(r).cost(self._prices, batch=r is Route.BATCH)[1] for r in Route)
 
     @property
     def batch_size_min(self) -> int | None:
@@ -312,7 +401,7 @@ class FleetStats:
 
     def wait_ms(self, route: Route) -> Percentiles:
         """Wait from submit to outcome on ``route`` (p50/p95/max, ms)."""
-        return self._c.waits[route].summary()
+        return self._c.tally(route).waits.summary()
 
     def snapshot(self) -> StatsSnapshot:
         """A frozen copy of every figure, taken now."""
@@ -334,10 +423,10 @@ class FleetStats:
             batch_size_min=c.batch_size_min,
             batch_size_mean=self.batch_size_mean,
             batch_size_max=c.batch_size_max,
-            wait_ms=MappingProxyType({r: h.summary() for r, h in c.waits.items()}),
-            tokens=MappingProxyType(dict(c.tokens)),
-            cost=MappingProxyType(dict(c.cost)),
-            unpriced_calls=c.unpriced_calls,
+            wait_ms=MappingProxyType({r: self.wait_ms(r) for r in Route}),
+            tokens=self.tokens,
+            cost=self.cost,
+            unpriced_calls=self.unpriced_calls,
             api_requests=MappingProxyType(dict(c.api_requests)),
             rate_limited=c.rate_limited,
             budget_wait_s=self.budget_wait_s,
@@ -345,8 +434,8 @@ class FleetStats:
             escalations=c.escalations,
             escalation_cost=c.escalation_cost,
             routed_by_deadline=c.routed_by_deadline,
-            deadline_hits=MappingProxyType(dict(c.deadline_hits)),
-            deadline_misses=MappingProxyType(dict(c.deadline_misses)),
+            deadline_hits=self.deadline_hits,
+            deadline_misses=self.deadline_misses,
         )
 
     def __repr__(self) -> str:
@@ -365,25 +454,6 @@ class FleetStats:
         c.batch_items += size
         c.batch_size_min = size if c.batch_size_min is None else min(c.batch_size_min, size)
         c.batch_size_max = size if c.batch_size_max is None else max(c.batch_size_max, size)
-
-    def _ended(
-        self,
-        route: Route,
-        outcome: Outcome,
-        wait_s: float,
-        usage: TokenUsage | None,
-        cost: Cost | None,
-        priced: bool,
-    ) -> None:
-        c = self._c
-        setattr(c, outcome, getattr(c, outcome) + 1)
-        c.waits[route].add(wait_s * 1000)
-        if usage is not None:
-            c.tokens[route] = c.tokens[route] + usage
-            if cost is not None:
-                c.cost[route] = c.cost[route] + cost
-            elif not priced:
-                c.unpriced_calls += 1
 
 
 OnResult = Callable[[ResultEvent], Any]

@@ -30,7 +30,8 @@ __all__ = [
 
 #: Multiplier applied to every rate on the batch route.
 BATCH_DISCOUNT: Final = Decimal("0.5")
-_MTOK: Final = Decimal(1_000_000)
+#: A price is per million tokens: 10**6.
+_MTOK_DIGITS: Final = 6
 
 
 @final
@@ -159,10 +160,12 @@ class PriceTable:
         price = self.price(model)
         if price is None:
             return None
+        # scaleb, not a division: the exponent then depends on the prices only, so the cost
+        # of a sum of calls and the sum of their costs are equal digit for digit, string too.
         list_price = (
             price.input * usage.input_tokens
             + price.output * usage.output_tokens
             + price.cache_write * usage.cache_write_tokens
             + price.cache_read * usage.cache_read_tokens
-        ) / _MTOK
+        ).scaleb(-_MTOK_DIGITS)
         return Cost(list_price, list_price * BATCH_DISCOUNT if batch else list_price)

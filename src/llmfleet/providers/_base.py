@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, final, runtime_checkab
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
-    from ..pricing import TokenUsage
 
 __all__ = [
     "BatchStatus",
@@ -106,8 +105,10 @@ class Provider(Protocol):
     def model_of(self, params: Mapping[str, Any]) -> str:
         """The model a request names (for prices and per-model stats)."""
 
-    def usage_of(self, value: Any) -> TokenUsage | None:
-        """The tokens a response reports, if it reports them."""
+    def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
+        """The tokens a response reports, if it reports them: ``(input, output, cache write,
+        cache read)``, as in :class:`~llmfleet.pricing.TokenUsage` (input excludes cached
+        tokens). A plain tuple: it is read once per call, on the hot path."""
 
     async def call(self, params: Mapping[str, Any]) -> Any:
         """The direct route: one create call, returning the SDK's own response."""

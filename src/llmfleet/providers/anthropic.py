@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Final, final
 import anthropic
 
 from ..errors import UnbatchableRequestError, excerpt
-from ..pricing import TokenUsage
 from ._base import BatchStatus, ErrorInfo, ItemResult
 from ._http import classify_http
 
@@ -97,15 +96,15 @@ class AnthropicProvider:
     def model_of(self, params: Mapping[str, Any]) -> str:
         return str(params.get("model", ""))
 
-    def usage_of(self, value: Any) -> TokenUsage | None:
+    def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
         usage = getattr(value, "usage", None)
         if usage is None:
             return None
-        return TokenUsage(
-            input_tokens=usage.input_tokens or 0,
-            output_tokens=usage.output_tokens or 0,
-            cache_write_tokens=getattr(usage, "cache_creation_input_tokens", None) or 0,
-            cache_read_tokens=getattr(usage, "cache_read_input_tokens", None) or 0,
+        return (
+            usage.input_tokens or 0,
+            usage.output_tokens or 0,
+            getattr(usage, "cache_creation_input_tokens", None) or 0,
+            getattr(usage, "cache_read_input_tokens", None) or 0,
         )
 
     async def call(self, params: Mapping[str, Any]) -> Message:

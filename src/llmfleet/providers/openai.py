@@ -32,7 +32,6 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from ..errors import UnbatchableRequestError, excerpt
-from ..pricing import TokenUsage
 from ._base import BatchStatus, ErrorInfo, ItemResult
 from ._http import classify_http
 
@@ -197,7 +196,7 @@ class OpenAIProvider:
     def model_of(self, params: Mapping[str, Any]) -> str:
         return str(params.get("model", ""))
 
-    def usage_of(self, value: Any) -> TokenUsage | None:
+    def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
         usage = getattr(value, "usage", None)
         if usage is None:
             return None
@@ -211,15 +210,10 @@ class OpenAIProvider:
             details = getattr(usage, "input_tokens_details", None)
         read = (getattr(details, "cached_tokens", 0) or 0) if details is not None else 0
         write = (getattr(details, "cache_write_tokens", 0) or 0) if details is not None else 0
-        # OpenAI counts cached tokens inside the prompt; TokenUsage.input_tokens excludes them.
+        # OpenAI counts cached tokens inside the prompt; our input count excludes them.
         read = min(read, prompt)
         write = min(write, prompt - read)
-        return TokenUsage(
-            input_tokens=prompt - read - write,
-            output_tokens=output,
-            cache_write_tokens=write,
-            cache_read_tokens=read,
-        )
+        return (prompt - read - write, output, write, read)
 
     # -- the direct route -----------------------------------------------------------------
 
