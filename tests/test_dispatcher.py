@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import math
 from contextlib import aclosing
@@ -539,6 +540,29 @@ async def test_poll_backoff() -> None:
     assert relative(fake.polls, created) == [1.0, 2.5, 4.75, 8.125, 12.125, 16.125, 20.125]
     assert [bid for _, bid in fake.polls] == ["fakebatch_1"] * 7
     assert relative(fake.result_fetches, created) == [20.125]
+
+
+@pytest.mark.parametrize("turnaround", [600.0, 3_600.0, 86_400.0])
+async def test_polls_of_a_long_batch_grow_with_the_log_of_its_turnaround(
+    turnaround: float,
+) -> None:
+    # Past poll_max_interval_ms the interval follows a tenth of the batch's age: each poll
+    # then looks at most 10 % later than the one before (in age), so polls grow with
+    # log(turnaround) and the end is seen at most ~10 % of the turnaround late.
+    fake = FakeProvider(turnaround=turnaround)
+    policy = dataclasses.replace(EACH_ALONE, poll_max_interval_ms=60_000)
+    async with open_fleet(fake, policy=policy) as fleet:
+        await fleet.submit_batch(**request())
+    ((created, _, _),) = fake.creates
+    ages = relative(fake.polls, created)
+    gaps = [b - a for a, b in itertools.pairwise([0.0, *ages])]
+    for age, gap in zip(ages, gaps, strict=True):
+        assert gap <= max(60.0, (age - gap) * 0.1) + 1e-3, (age, gap)
+    assert ages[-1] >= turnaround
+    assert ages[-1] - turnaround <= 0.1 * turnaround + 1e-3
+    # The 60 s cap alone would need turnaround / 60 polls (1,440 for a day).
+    bound = 10 + 9 + math.log(max(turnaround, 600) / 600) / math.log(1.1) + 2
+    assert len(ages) <= bound, (len(ages), bound)
 
 
 async def test_poll_uses_the_policy_interval() -> None:

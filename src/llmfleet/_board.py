@@ -36,6 +36,10 @@ NOT_FOUND_GRACE_S: Final = 60.0
 #: Non-transient status errors in a row before a batch's callers are told.
 FATAL_LIMIT: Final = 5
 _BACKOFF: Final = 1.5
+#: Past ``poll_max_interval_ms``, the interval may still grow up to this share of the
+#: youngest batch's age: polls then grow with log(turnaround), not linearly, and a batch's
+#: end is seen at most this share of its turnaround late.
+AGE_SHARE: Final = 0.1
 
 
 @final
@@ -77,6 +81,7 @@ class StatusBoard:
         self._on_error = on_error
         self._watches: dict[str, Watch] = {}
         self._interval = self._first
+        self._youngest = -math.inf  # when the youngest watched batch was registered
         self._due = math.inf
         self._changed = anyio.Event()
         self.refreshes = 0
@@ -87,6 +92,7 @@ class StatusBoard:
         watch = self._watches[batch_id] = Watch(batch_id, now)
         # The youngest batch sets the cadence: restart the backoff for it.
         self._interval = self._first
+        self._youngest = now
         self._due = min(self._due, now + self._first)
         self._changed.set()
         return watch
@@ -108,8 +114,10 @@ class StatusBoard:
                     await self._changed.wait()
                 continue
             await self._refresh()
-            self._interval = min(self._interval * _BACKOFF, self._ceiling)
-            self._due = anyio.current_time() + self._interval if self._watches else math.inf
+            now = anyio.current_time()
+            ceiling = max(self._ceiling, (now - self._youngest) * AGE_SHARE)
+            self._interval = min(self._interval * _BACKOFF, ceiling)
+            self._due = now + self._interval if self._watches else math.inf
 
     async def _refresh(self) -> None:
         self.refreshes += 1

@@ -26,7 +26,10 @@ class RoutingPolicy:
     :param batch_min_size: a queue this long is flushed at once.
     :param batch_max_size: the most calls in one batch (an adapter may cap it lower).
     :param poll_interval_ms: first poll of a new batch after this; then ×1.5 per poll …
-    :param poll_max_interval_ms: … up to this.
+    :param poll_max_interval_ms: … up to this, or up to a tenth of the youngest in-flight
+        batch's age once that is longer: a batch that runs for hours is polled a number of
+        times that grows with the log of its turnaround, and its end is seen at most ~10 %
+        of its turnaround late.
     :param max_queued: queued calls beyond which ``submit`` waits for room (backpressure).
     :param batch_api_rpm: most requests a minute to the provider's batch endpoints (create,
         status, results, cancel), shared by the whole fleet; ``None`` for no limit. The
