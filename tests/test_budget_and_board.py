@@ -194,6 +194,38 @@ async def test_budget_grants_by_priority_and_never_more_than_the_limit() -> None
     assert order == ["cancel@60", "results@60", "status@120"]
 
 
+async def test_a_status_refresh_waits_behind_creates_only_so_long() -> None:
+    # A backlog of creates far above the budget must not hold every refresh back until the
+    # last create is sent (batches ending meanwhile would go unseen): after its patience a
+    # refresh goes before creates, still after result downloads.
+    budget = RequestBudget(per_minute=1, status_patience_s=60.0)
+    order: list[str] = []
+    start = anyio.current_time()
+    await budget.acquire(Priority.CANCEL)
+
+    async def want(name: str, priority: int) -> None:
+        await budget.acquire(priority)
+        order.append(f"{name}@{anyio.current_time() - start:g}")
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(want, f"create{i}", Priority.CREATE)
+        await anyio.sleep(1)
+        tg.start_soon(want, "status", Priority.STATUS)
+        await anyio.sleep(100)
+        tg.start_soon(want, "results", Priority.RESULTS)
+    # At 60 s the refresh has waited 59 s: a create goes. At 120 s the download first (it
+    # outranks an overdue refresh), then the refresh at 180 s, then the other creates.
+    assert order == [
+        "create0@60",
+        "results@120",
+        "status@180",
+        "create1@240",
+        "create2@300",
+        "create3@360",
+    ]
+
+
 async def test_budget_pause_holds_every_requester() -> None:
     budget = RequestBudget(per_minute=None)
     start = anyio.current_time()
