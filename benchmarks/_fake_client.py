@@ -210,7 +210,7 @@ class _Batches:
 
     async def create(self, *, requests: list[dict[str, Any]], **_: Any) -> _Batch:
         c = self._c
-        c.counts["create"] += 1
+        c.hit("create")
         batch = _Batch(c, f"msgbatch_{len(c.batches) + 1:08d}", [r["custom_id"] for r in requests])
         c.batches[batch.id] = batch
         if c.on_create is not None:
@@ -218,24 +218,24 @@ class _Batches:
         return batch
 
     async def retrieve(self, batch_id: str, **_: Any) -> _Batch:
-        self._c.counts["retrieve"] += 1
+        self._c.hit("retrieve")
         return self._c.batches[batch_id]
 
     def results(self, batch_id: str, **_: Any) -> _Results:
         c = self._c
-        c.counts["results"] += 1
+        c.hit("results")
         if c.on_results is not None:
             c.on_results(c.batches[batch_id])
         return _Results(c, c.batches[batch_id])
 
     async def cancel(self, batch_id: str, **_: Any) -> _Batch:
-        self._c.counts["cancel"] += 1
+        self._c.hit("cancel")
         batch = self._c.batches[batch_id]
         batch.end = min(batch.end, self._c.clock())
         return batch
 
     def list(self, *, limit: int = 20, after_id: str | None = None, **_: Any) -> _Page:
-        self._c.counts["list"] += 1
+        self._c.hit("list")
         return _Page(list(reversed(self._c.batches.values())), limit, after_id)
 
 
@@ -257,6 +257,8 @@ class FakeClient:
         ``checkpoint_every`` result lines (``None``: never yield).
     :param on_create: called with each batch as it is created (for timestamps).
     :param on_results: called with the batch when its results are requested.
+    :param log_requests: keep ``(clock(), endpoint)`` for every batch-endpoint request in
+        ``requests`` (for per-minute rates).
     """
 
     def __init__(
@@ -268,6 +270,7 @@ class FakeClient:
         checkpoint_every: int = 100,
         on_create: Callable[[_Batch], Any] | None = None,
         on_results: Callable[[_Batch], Any] | None = None,
+        log_requests: bool = False,
     ) -> None:
         self.turnaround_s = turnaround_s
         self.clock = clock
@@ -279,8 +282,15 @@ class FakeClient:
         self.on_results = on_results
         self.batches: dict[str, _Batch] = {}
         self.counts = dict.fromkeys(("create", "retrieve", "results", "cancel", "list"), 0)
+        self.requests: list[tuple[float, str]] | None = [] if log_requests else None
         self.messages = _Messages(self)
         self.base_url = "fake://in-process"
 
     def with_options(self, **_: Any) -> FakeClient:
         return self
+
+    def hit(self, endpoint: str) -> None:
+        """Count one batch-endpoint request (and log it, with ``log_requests``)."""
+        self.counts[endpoint] += 1
+        if self.requests is not None:
+            self.requests.append((self.clock(), endpoint))
