@@ -18,6 +18,7 @@ llmfleet (and anyio) are not installed. It implements just the surface both libr
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -288,6 +289,11 @@ class FakeClient:
 
     def with_options(self, **_: Any) -> FakeClient:
         return self
+
+    async def post(self, path: str, *, content: bytes, **_: Any) -> _Batch:
+        """A raw-body batch create (what llmfleet's adapter sends), decoded like a server."""
+        assert path == "/v1/messages/batches", path
+        return await self.messages.batches.create(requests=json.loads(content)["requests"])
 
     def hit(self, endpoint: str) -> None:
         """Count one batch-endpoint request (and log it, with ``log_requests``)."""

@@ -14,6 +14,7 @@ emulator honours it as its ``[[errored]]`` marker), any other is echoed in the r
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -92,9 +93,13 @@ class Recorder:
 
     # -- the protocol ---------------------------------------------------------------------
 
-    async def create_batch(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    async def create_batch(self, requests: Sequence[tuple[str, Any]]) -> str:
         at = anyio.current_time()
-        reqs = [(cid, dict(params)) for cid, params in requests]
+        # A prepared request is the adapter's own: a dict (OpenAI) or its JSON (Anthropic).
+        reqs = [
+            (cid, dict(params) if isinstance(params, dict) else json.loads(params))
+            for cid, params in requests
+        ]
         batch_id = await self._inner.create_batch(requests)
         self.creates.append(
             Create(

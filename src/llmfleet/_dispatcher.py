@@ -93,20 +93,32 @@ class _Call:
         "key",
         "model",
         "params",
+        "request",
         "size",
         "state",
         "value",
     )
 
-    def __init__(self, custom_id: str, params: dict[str, Any], size: int, model: str) -> None:
+    def __init__(
+        self,
+        custom_id: str,
+        params: dict[str, Any],
+        request: Any,
+        size: int,
+        model: str,
+        done: anyio.Event,
+    ) -> None:
         self.custom_id = custom_id
+        # The caller's params, for the direct route if the call escalates (sent as they are
+        # then, like any direct call), and the provider's prepared snapshot for the batch.
         self.params = params
+        self.request = request
         self.size = size
         self.model = model
         self.arrival = 0.0
         self.state = _NEW
         self.batch: _Batch | None = None
-        self.done = anyio.Event()
+        self.done = done
         self.value: Any = None
         self.error: BaseException | None = None
         # DESIGN §8: the caller's deadline, the latest flush that can still meet it, and
@@ -140,7 +152,7 @@ class _Batch:
         self.calls = {call.custom_id: call for call in calls}
         # Taken at the flush: what is sent cannot change after it, even if a caller leaves
         # (and its call lets go of its params) before the create goes out.
-        self.requests = [(call.custom_id, call.params) for call in calls]
+        self.requests = [(call.custom_id, call.request) for call in calls]
         self.reason = reason
         self.id: str | None = None
         # Callers still waiting; when it drops to 0 the batch is cancelled at the provider.
@@ -187,6 +199,8 @@ class FleetDispatcher:
         # The running backend's clock, looked up once in _run() (anyio.current_time() finds
         # the backend on every read, which costs more than the rest of a direct call).
         self._clock: Callable[[], float] = anyio.current_time
+        # Likewise anyio.Event() finds the backend on every call; _run() keeps its class.
+        self._new_event: Callable[[], anyio.Event] = anyio.Event
         self._c = self._stats._c
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
         # One queue per batch key: a provider whose batches must not mix some requests (an
@@ -334,7 +348,7 @@ class FleetDispatcher:
         provider.check(params)
         custom_id = f"lf_{self._tag}_{next(self._ids)}"
         size, request = provider.prepare(custom_id, params)
-        call = _Call(custom_id, request, size, provider.model_of(params))
+        call = _Call(custom_id, params, request, size, provider.model_of(params), self._new_event())
         if self._batch_key is not None:
             call.key = self._batch_key(params)
         c = self._c
@@ -358,7 +372,7 @@ class FleetDispatcher:
         # The call may outlive its caller in a batch or the deadline timers: keep no result
         # or request alive through it.
         value, error = call.value, call.error
-        call.value = call.error = None
+        call.value = call.error = call.request = None
         call.params = _RELEASED
         if error is not None:
             raise error
@@ -476,6 +490,7 @@ class FleetDispatcher:
         elif self._detach(call, _GONE):
             self._record(Route.BATCH, "withdrawn", call.model, call.arrival, None, call=call)
         call.params = _RELEASED  # nothing will send it now
+        call.request = None
 
     def _detach(self, call: _Call, state: int) -> bool:
         """Take a pending call out of the queue or its batch (whose result it will then
@@ -1046,6 +1061,7 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     fleet._entered = True
     fleet._clock = _backend_clock()
     fleet._idle = idle = anyio.Event()
+    fleet._new_event = type(idle)  # the running backend's Event class: one per batched call
     fleet._reconcile_lock = anyio.Lock()
     send, receive = anyio.create_memory_object_stream[_Call](math.inf)
     body_error: BaseException | None = None

@@ -29,7 +29,7 @@ class Estimator:
     :param prior: the estimate for a key with no observation (``None``: unknown).
     """
 
-    __slots__ = ("_prior", "_q", "_seen")
+    __slots__ = ("_cache", "_prior", "_q", "_seen")
 
     def __init__(self, q: float, prior: float | None = None) -> None:
         if not 0 < q <= 1:
@@ -37,6 +37,9 @@ class Estimator:
         self._q = q
         self._prior = prior
         self._seen: dict[str, deque[float]] = {}
+        # The estimate per key until its next observation: it is read on every submit and
+        # costs a sort of up to KEEP weighted values.
+        self._cache: dict[str, float] = {}
 
     def observe(self, key: str, value: float) -> None:
         """Record one observation for ``key``."""
@@ -44,6 +47,7 @@ class Estimator:
         if seen is None:
             seen = self._seen[key] = deque(maxlen=KEEP)
         seen.append(value)
+        self._cache.pop(key, None)
 
     def count(self, key: str) -> int:
         """Observations kept for ``key``."""
@@ -52,9 +56,16 @@ class Estimator:
 
     def estimate(self, key: str) -> float | None:
         """The decayed quantile for ``key``; the prior when nothing was seen (maybe ``None``)."""
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         seen = self._seen.get(key)
         if not seen:
             return self._prior
+        value = self._cache[key] = self._quantile(seen)
+        return value
+
+    def _quantile(self, seen: deque[float]) -> float:
         weighted = []
         weight = 1.0
         for value in reversed(seen):

@@ -62,9 +62,10 @@ class BatchStatus:
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ItemResult:
-    """One line of a batch's results, in vendor-neutral form."""
+    """One line of a batch's results, in vendor-neutral form (read-only by convention: one
+    is built per result line, and a frozen dataclass costs three times as much to build)."""
 
     kind: Literal["succeeded", "errored", "expired", "canceled"]
     #: The SDK's own response object, for ``succeeded``.
@@ -91,11 +92,13 @@ class Provider(Protocol):
         """Refuse, with :class:`~llmfleet.UnbatchableRequestError`, params no route can carry
         (the fleet returns whole responses, so ``stream=True`` is refused here)."""
 
-    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, Any]:
         """Make a request ready for the batch route, at submit.
 
-        :return: the bytes it adds to a batch body (an upper bound is fine), and a deep copy
-            of ``params``, so that what the caller changes later is not what gets sent.
+        :return: the bytes it adds to a batch body (an upper bound is fine), and the prepared
+            request :meth:`create_batch` takes: a snapshot (a deep copy, or its encoded JSON),
+            so that what the caller changes later is not what gets sent. The fleet does not
+            look inside it.
         :raises UnbatchableRequestError: the batch route cannot carry it.
         """
 
@@ -113,8 +116,9 @@ class Provider(Protocol):
     async def call(self, params: Mapping[str, Any]) -> Any:
         """The direct route: one create call, returning the SDK's own response."""
 
-    async def create_batch(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-        """Send one batch create, **once** (no SDK retry); return the batch id."""
+    async def create_batch(self, requests: Sequence[tuple[str, Any]]) -> str:
+        """Send one batch create of ``(custom_id, prepared request)``, **once** (no SDK
+        retry); return the batch id."""
 
     async def find_batch(
         self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]

@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anthropic
+from anthropic.types.messages import MessageBatch
 
 from ..errors import UnbatchableRequestError, excerpt
 from ._base import BatchStatus, ErrorInfo, ItemResult
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 
     import httpx2
     from anthropic.types import Message
-    from anthropic.types.messages import MessageBatch
 
 __all__ = ["AnthropicProvider"]
 
@@ -34,6 +34,9 @@ _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 100
 # The largest page the list endpoint serves: fewest requests for a status refresh.
 _STATUS_PAGE: Final = 1000
+# Compact JSON, ASCII only: the longest encoding the SDK could send, so a safe size bound.
+# Built once: json.dumps makes a new encoder per call when given any option.
+_ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @final
@@ -69,14 +72,13 @@ class AnthropicProvider:
                 "Call client.messages.stream(...) or create(stream=True) on the client directly."
             )
 
-    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, str]:
         if params.get("max_tokens") == 0:
             raise UnbatchableRequestError(
                 "max_tokens=0 is not allowed inside a batch; use max_tokens >= 1 or submit_sync()"
             )
         try:
-            # ensure_ascii gives the longest encoding the SDK could send: a safe upper bound.
-            body = json.dumps(params, separators=(",", ":"))
+            body = _ENCODE(params)
         except (TypeError, ValueError) as exc:
             raise UnbatchableRequestError(
                 f"the request params are not JSON-serializable ({exc}); a batch carries plain "
@@ -88,10 +90,9 @@ class AnthropicProvider:
                 f"the request is {size:,} bytes, over Anthropic's {MAX_BYTES:,}-byte limit per "
                 f"batch (starts {excerpt(body)}); send it with submit_sync() or make it smaller"
             )
-        # Decoding the body we just made is the cheapest deep copy, and it is exactly what a
-        # batch can carry.
-        copy: dict[str, Any] = json.loads(body)
-        return size, copy
+        # The encoded params are the snapshot: immutable, a fraction of the dict tree's
+        # memory, and spliced as they are into the create's body (see create_batch).
+        return size, body
 
     def model_of(self, params: Mapping[str, Any]) -> str:
         return str(params.get("model", ""))
@@ -112,9 +113,26 @@ class AnthropicProvider:
         message: Message = await create(**params)
         return message
 
-    async def create_batch(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
-        body: Any = [{"custom_id": cid, "params": params} for cid, params in requests]
-        batch = await self._once.messages.batches.create(requests=body)
+    async def create_batch(self, requests: Sequence[tuple[str, str]]) -> str:
+        # The body is spliced from the JSON prepare() made, and posted through the SDK's own
+        # client (its auth, headers, timeouts and errors) as it is: batches.create would
+        # decode-and-check every request again (~18 µs each, measured: more than the fleet's
+        # whole per-call cost) only to encode the same JSON.
+        body = "".join(
+            [
+                '{"requests":[',
+                ",".join(
+                    f'{{"custom_id":{_ENCODE(cid)},"params":{params}}}' for cid, params in requests
+                ),
+                "]}",
+            ]
+        ).encode()
+        batch = await self._once.post(
+            "/v1/messages/batches",
+            cast_to=MessageBatch,
+            content=body,
+            options={"headers": {"Content-Type": "application/json"}},
+        )
         return batch.id
 
     async def find_batch(
