@@ -208,8 +208,8 @@ async def test_a_status_refresh_waits_behind_creates_only_so_long() -> None:
         order.append(f"{name}@{anyio.current_time() - start:g}")
 
     async with anyio.create_task_group() as tg:
-        for i in range(4):
-            tg.start_soon(want, f"create{i}", Priority.CREATE)
+        for _ in range(4):
+            tg.start_soon(want, "create", Priority.CREATE)
         await anyio.sleep(1)
         tg.start_soon(want, "status", Priority.STATUS)
         await anyio.sleep(100)
@@ -217,12 +217,12 @@ async def test_a_status_refresh_waits_behind_creates_only_so_long() -> None:
     # At 60 s the refresh has waited 59 s: a create goes. At 120 s the download first (it
     # outranks an overdue refresh), then the refresh at 180 s, then the other creates.
     assert order == [
-        "create0@60",
+        "create@60",
         "results@120",
         "status@180",
-        "create1@240",
-        "create2@300",
-        "create3@360",
+        "create@240",
+        "create@300",
+        "create@360",
     ]
 
 
