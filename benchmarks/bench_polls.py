@@ -3,9 +3,9 @@
 One call, one batch, on the fake client whose batches end ``T`` virtual seconds after their
 create; the fleet's status requests (``retrieve`` + ``list``) are counted, and how long after
 the batch's end its results were fetched (detection delay). With backoff ×1.5 from
-``poll_interval_ms``, polls grow with log(T) until the interval reaches
-``poll_max_interval_ms``; from there they grow linearly (T / max interval). Shown at the
-defaults and with the cap raised to 24 h.
+``poll_interval_ms`` up to ``poll_max_interval_ms`` and, past it, up to a tenth of the batch's
+age, polls grow with log(T) and the delay stays within ~10 % of T. Shown at the defaults and
+with the cap raised to 24 h (the age bound then never applies).
 
 ``python benchmarks/bench_polls.py``.
 """

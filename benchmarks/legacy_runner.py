@@ -13,9 +13,15 @@ same way:
   0.1.0 flushes a partial batch only when its window runs out or at ``close()``, so the burst
   calls ``close()`` once every caller has enqueued: the tail leaves at once (its drain), not
   after the window;
-- memory per queued item.
+- memory per queued item;
+- ``--only http_burst`` (issue 7's check, against ``bench_http_burst.py``): ``--callers`` N
+  callers ``submit`` at once through the real SDK against the emulator at ``--url``, in
+  batches of 100 at the same best settings. 0.1.0 keeps one batch in flight: create, poll
+  until it ended (no sleep between polls), download, then the next. It iterates
+  ``batches.results(id)`` with ``async for``, but the SDK's ``results()`` is a coroutine
+  resolving to the decoder, so the client is wrapped (:func:`iterable_results`).
 
-``.venv-legacy/bin/python benchmarks/legacy_runner.py --url URL [--quick]``.
+``.venv-legacy/bin/python benchmarks/legacy_runner.py --url URL [--quick] [--only PARTS]``.
 """
 
 from __future__ import annotations
@@ -24,12 +30,15 @@ import argparse
 import asyncio
 import gc
 import tracemalloc
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llmfleet
 from _common import Stopwatch, compare_calls, emit, log, mock_sdk_client, no_gc, sdk_client
 from _fake_client import REQUEST, FakeClient
 from llmfleet import FleetDispatcher, RoutingPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Coroutine, Generator
 
 TIGHT_MS = 1_000
 LOOSE_MS = 3_600_000
@@ -88,9 +97,8 @@ async def spawn_baseline(n: int) -> tuple[float, float]:
     return watch.read()
 
 
-async def burst(n: int, policy: RoutingPolicy) -> dict[str, float]:
-    fake = FakeClient(checkpoint=_yield)
-    async with FleetDispatcher(fake, policy=policy) as fleet:
+async def burst(n: int, policy: RoutingPolicy, client: Any) -> dict[str, float]:
+    async with FleetDispatcher(client, policy=policy) as fleet:
         watch = Stopwatch()
         tasks = [
             asyncio.create_task(fleet.submit(latency_budget_ms=LOOSE_MS, **REQUEST))
@@ -100,7 +108,14 @@ async def burst(n: int, policy: RoutingPolicy) -> dict[str, float]:
         await fleet.close()  # flush the partial tail now (0.1.0's drain), not at window end
         await asyncio.gather(*tasks)
         wall, cpu = watch.read()
-    return {"wall_s": wall, "cpu_s": cpu, "batches": fake.counts["create"]}
+    return {"wall_s": wall, "cpu_s": cpu, "batches": fleet.stats.batches_submitted}
+
+
+def best_policy(max_size: int) -> RoutingPolicy:
+    """0.1.0 at its fastest: no sleep between polls, a window that never cuts a batch."""
+    return RoutingPolicy(
+        batch_window_ms=600_000, batch_min_size=1, batch_max_size=max_size, poll_interval_s=0
+    )
 
 
 async def bursts(
@@ -114,10 +129,7 @@ async def bursts(
                 runs.append(await spawn_baseline(n))
         out["spawn"][str(n)] = {"wall_s": min(w for w, _ in runs), "cpu_s": min(c for _, c in runs)}
     for max_size in max_sizes:
-        # Best settings: no sleep between polls, a window that never cuts a batch.
-        policy = RoutingPolicy(
-            batch_window_ms=600_000, batch_min_size=1, batch_max_size=max_size, poll_interval_s=0
-        )
+        policy = best_policy(max_size)
         for n in sizes:
             log(f"legacy burst: N={n} batch_max_size={max_size}")
             # The O(batch²) result routing makes big batches slow: fewer repeats there.
@@ -125,7 +137,7 @@ async def bursts(
             runs = []
             for _ in range(reps):
                 with no_gc():
-                    runs.append(await burst(n, policy))
+                    runs.append(await burst(n, policy, FakeClient(checkpoint=_yield)))
             out["best"][f"{n}/{max_size}"] = {
                 "wall_s": min(r["wall_s"] for r in runs),
                 "cpu_s": min(r["cpu_s"] for r in runs),
@@ -134,8 +146,55 @@ async def bursts(
             }
     log(f"legacy burst: defaults, N={defaults_n}")
     with no_gc():
-        out["defaults"] = {str(defaults_n): await burst(defaults_n, RoutingPolicy())}
+        out["defaults"] = {
+            str(defaults_n): await burst(defaults_n, RoutingPolicy(), FakeClient(checkpoint=_yield))
+        }
     return out
+
+
+# -- a burst over HTTP ---------------------------------------------------------------------
+
+
+class _With:
+    """``obj`` with some attributes replaced; every other attribute is ``obj``'s."""
+
+    def __init__(self, obj: Any, **replaced: Any) -> None:
+        self._obj = obj
+        self.__dict__.update(replaced)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._obj, name)
+
+
+class _Results:
+    """Awaitable (the SDK's shape: the decoder) and async-iterable (its lines, for 0.1.0)."""
+
+    def __init__(self, pending: Coroutine[Any, Any, Any]) -> None:
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._pending.__await__()
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        async for line in await self._pending:
+            yield line
+
+
+def iterable_results(client: Any) -> Any:
+    """``client`` whose ``messages.batches.results(id)`` 0.1.0 can iterate with ``async for``."""
+    batches = client.messages.batches
+
+    def results(batch_id: str, **kwargs: Any) -> _Results:
+        return _Results(batches.results(batch_id, **kwargs))
+
+    return _With(client, messages=_With(client.messages, batches=_With(batches, results=results)))
+
+
+async def http_burst(url: str, callers: int) -> dict[str, float]:
+    client = sdk_client(url)
+    result = await burst(callers, best_policy(100), iterable_results(client))
+    await client.close()
+    return {"callers": callers, **result}
 
 
 # -- memory --------------------------------------------------------------------------------
@@ -211,7 +270,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", required=True)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="direct,burst,memory")
+    parser.add_argument("--only", default="direct,burst,memory", help="and/or http_burst")
+    parser.add_argument("--callers", type=int, default=10_000, help="http_burst's callers")
     args = parser.parse_args()
     assert llmfleet.__version__ == "0.1.0", f"expected llmfleet 0.1.0, got {llmfleet.__version__}"
     only = set(args.only.split(","))
@@ -235,6 +295,9 @@ def main() -> None:
     if "memory" in only:
         log("legacy memory")
         out["memory"] = asyncio.run(memory(10_000))
+    if "http_burst" in only:
+        log(f"legacy http burst: N={args.callers}")
+        out["http_burst"] = asyncio.run(http_burst(args.url, args.callers))
     emit(out)
 
 
