@@ -1,6 +1,7 @@
 """Result routing at scale: one batch of N results, every caller waiting on its own.
 
-N callers submit at once into one batch (``batch_min_size = batch_max_size = N``); the fake
+N callers (``_ours.spawn_callers``: asyncio tasks on asyncio, a trio nursery on trio)
+submit at once into one batch (``batch_min_size = batch_max_size = N``); the fake
 batch ends at once and streams N result lines, yielding to the loop every 100 lines (as a
 socket read per 64 KB chunk would). Measured from the moment the results are requested:
 
@@ -26,7 +27,7 @@ import anyio.lowlevel
 
 from _common import emit, log, no_gc
 from _fake_client import REQUEST, FakeClient
-from _ours import LOOSE_MS, fleet_over, policy
+from _ours import LOOSE_MS, fleet_over, policy, spawn_callers
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -73,9 +74,7 @@ async def route(n: int, *, trace: bool) -> dict[str, float]:
 
         async with anyio.create_task_group() as outer:
             await outer.start(heartbeat)
-            async with anyio.create_task_group() as tg:
-                for _ in range(n):
-                    tg.start_soon(caller)
+            await spawn_callers(n, caller)
             outer.cancel_scope.cancel()
     t0 = marks["t0"]
     routing_gaps = [end - start for start, end in gaps if end > t0 and start < last] or [0.0]

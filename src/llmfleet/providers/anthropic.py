@@ -121,9 +121,9 @@ class AnthropicProvider:
         body = "".join(
             [
                 '{"requests":[',
-                ",".join(
-                    f'{{"custom_id":{_ENCODE(cid)},"params":{params}}}' for cid, params in requests
-                ),
+                # custom_ids are the fleet's own lf_<hex>_<n> (the API allows
+                # [a-zA-Z0-9_-]{1,64}): nothing in them to escape.
+                ",".join(f'{{"custom_id":"{cid}","params":{params}}}' for cid, params in requests),
                 "]}",
             ]
         ).encode()
