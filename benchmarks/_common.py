@@ -62,6 +62,40 @@ class Stopwatch:
         return time.perf_counter() - self.wall0, time.process_time() - self.cpu0
 
 
+async def _paired(
+    variants: dict[str, Callable[[], Awaitable[Any]]], calls: int, baseline: str
+) -> dict[str, dict[str, float]]:
+    names = list(variants)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    wall_clock, cpu_clock = time.perf_counter, time.process_time
+    with no_gc():
+        for i in range(calls + len(names)):  # the first round of each is a warm-up
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
+                fn = variants[name]
+                w0, c0 = wall_clock(), cpu_clock()
+                await fn()
+                c1, w1 = cpu_clock(), wall_clock()
+                if i >= len(names):
+                    walls[name].append(w1 - w0)
+                    cpus[name].append(c1 - c0)
+    median = statistics.median
+    base_wall, base_cpu = median(walls[baseline]), median(cpus[baseline])
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        wall, cpu = median(walls[name]), median(cpus[name])
+        out[name] = {
+            "wall_us": wall * 1e6,
+            "cpu_us": cpu * 1e6,
+            "overhead_cpu_us": (cpu - base_cpu) * 1e6,
+            "overhead_wall_us": (wall - base_wall) * 1e6,
+            "overhead_pct": 100 * (cpu - base_cpu) / base_wall,
+            "median_wall_us": wall * 1e6,
+        }
+    return out
+
+
 class no_gc:
     """Collect, then keep the cyclic GC off for the block.
 
@@ -134,6 +168,7 @@ async def compare_calls(
     calls: int,
     rounds: int,
     baseline: str = "bare",
+    paired: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Time sequential calls of each variant, interleaved round by round.
 
@@ -141,6 +176,12 @@ async def compare_calls(
     round; one warm-up round is discarded), without the cyclic GC, in wall time and in this
     process's CPU time. Per variant, the fastest round's figure (the least disturbed by other
     processes on the machine), and the overhead over ``baseline`` as the difference.
+
+    ``paired``: for calls of a millisecond or more (an HTTP stack), whose CPU cost drifts by
+    ±15 % between rounds on a shared machine, far above a wrapper's few µs. Variants then
+    alternate call by call (order rotating), each call timed on its own, and each figure is
+    the median over all calls: a drift hits every variant alike, and the timer's own cost
+    (< 1 µs) is the same in each, so it cancels in the overhead.
 
     The overhead of a wrapper is CPU work in this process, so ``overhead_cpu_us`` measures it
     even when the call waits on a server in another process (whose time and jitter only the
@@ -150,6 +191,8 @@ async def compare_calls(
     :return: ``{name: {"wall_us", "cpu_us", "overhead_cpu_us", "overhead_wall_us",
         "overhead_pct", "median_wall_us"}}``.
     """
+    if paired:
+        return await _paired(variants, calls * rounds, baseline)
     names = list(variants)
     walls: dict[str, list[float]] = {name: [] for name in names}
     cpus: dict[str, list[float]] = {name: [] for name in names}

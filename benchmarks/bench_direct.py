@@ -59,6 +59,7 @@ async def measure(kind: str, url: str, calls: int, rounds: int) -> dict[str, dic
             {"bare": bare, "submit": submit, "submit_sync": submit_sync},
             calls=calls,
             rounds=rounds,
+            paired=kind != "fake",
         )
     if kind != "fake":
         await client.close()

@@ -73,6 +73,7 @@ async def direct(kind: str, url: str, calls: int, rounds: int) -> dict[str, dict
             {"bare": bare, "submit": submit, "submit_sync": submit_sync},
             calls=calls,
             rounds=rounds,
+            paired=kind != "fake",
         )
     if kind != "fake":
         await client.close()

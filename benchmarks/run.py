@@ -447,7 +447,7 @@ def report_direct(
     plan = direct["plan"]
     rep.table(
         "2. Direct path: overhead per call over the bare SDK call",
-        f"""Sequential calls, variants interleaved in rounds (calls × rounds: fake {plan["fake"][0]}×{plan["fake"][1]}, SDK {plan["sdk"][0]}×{plan["sdk"][1]}, HTTP {plan["http"][0]}×{plan["http"][1]}); best round per variant, GC off.
+        f"""Sequential calls, variants interleaved in rounds (calls × rounds: fake {plan["fake"][0]}×{plan["fake"][1]}, SDK {plan["sdk"][0]}×{plan["sdk"][1]}, HTTP {plan["http"][0]}×{plan["http"][1]}); GC off. Fake client: each variant timed over a round of back-to-back calls, best round per variant. SDK and HTTP (calls of ~1–2 ms whose CPU cost drifts ±15 % between rounds here): variants alternate call by call, each call timed alone, median per variant, so drift hits all alike and the overhead is the difference of medians.
         overhead = extra CPU µs per call in the caller's process (the emulator is another process, so over HTTP this is the client side only); % = that overhead / the bare call's wall time.
         0.1.0 runs in its own process (own venv): its rows compare with the bare call measured in that process.""",
         [
