@@ -3,8 +3,9 @@
 N callers (each with its own, distinct request dict, made beforehand and not counted) submit
 to a fleet whose window (1 h) and ``batch_min_size`` keep them all queued; traced memory
 growth (tracemalloc) minus the growth for N bare tasks parked on one shared Event, per item.
-The fleet keeps a deep copy of each request (so later changes by the caller are not sent):
-its size, measured alone, grows with the request and is reported apart.
+The fleet keeps a snapshot of each request (so later changes by the caller are not sent):
+what the adapter's ``prepare`` returns, the request's encoded JSON for Anthropic. Its size,
+measured alone, grows with the request and is reported apart.
 
 ``python benchmarks/bench_memory.py``.
 """
@@ -12,7 +13,6 @@ its size, measured alone, grows with the request and is reported apart.
 from __future__ import annotations
 
 import gc
-import json
 import tracemalloc
 from typing import Any
 
@@ -23,6 +23,7 @@ from _common import emit, log, no_gc
 from _fake_client import FakeClient
 from _ours import LOOSE_MS, fleet_over, policy
 from legacy_runner import make_requests
+from llmfleet.providers.anthropic import AnthropicProvider
 
 BACKENDS = ("asyncio", "trio")
 N = 10_000
@@ -64,7 +65,8 @@ async def queued_memory(n: int) -> dict[str, float]:
             await settle()
 
             before = traced()
-            copies = [json.loads(json.dumps(p, separators=(",", ":"))) for p in requests]
+            adapter = AnthropicProvider(FakeClient())  # type: ignore[arg-type]
+            copies = [adapter.prepare(f"lf_0123abcd_{i}", p)[1] for i, p in enumerate(requests)]
             copy_bytes = traced() - before
             del copies
             await settle()

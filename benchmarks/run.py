@@ -72,7 +72,7 @@ class Report:
             self.say(f"> {line.strip()}")
         self.say()
         cells = [[_fmt(c) for c in row] for row in rows]
-        widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+        widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
         self.say("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
         self.say("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for row in cells:
@@ -761,7 +761,7 @@ def report_memory(rep: Report, memory: dict[str, Any], legacy: dict[str, Any] | 
     rep.table(
         f"7. Memory per queued item (N = {memory['n']:,}, tracemalloc)",
         """(traced growth with N callers queued − growth with N bare tasks parked on one shared Event) / N; the callers' request dicts exist beforehand and are not counted.
-        Ours keeps a deep copy of each request (params copy: grows with the request); "fixed" excludes it. 0.1.0 keeps the caller's dict (no copy). The bare task's own size is shown for scale.""",
+        Ours keeps a snapshot of each request, its encoded JSON (params copy: grows with the request); "fixed" excludes it. 0.1.0 keeps the caller's dict (no copy). The bare task's own size is shown for scale.""",
         ["who", "per item B", "params copy B", "fixed B", "bare task B"],
         rows,
     )
