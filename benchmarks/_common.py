@@ -80,18 +80,27 @@ async def _paired(
                 if i >= len(names):
                     walls[name].append(w1 - w0)
                     cpus[name].append(c1 - c0)
-    median = statistics.median
-    base_wall, base_cpu = median(walls[baseline]), median(cpus[baseline])
+    return _overheads(walls, cpus, baseline, statistics.median)
+
+
+def _overheads(
+    walls: dict[str, list[float]],
+    cpus: dict[str, list[float]],
+    baseline: str,
+    pick: Callable[[list[float]], float],
+) -> dict[str, dict[str, float]]:
+    """Each variant's figure (``pick`` of its samples) and its overhead over ``baseline``."""
+    base_wall, base_cpu = pick(walls[baseline]), pick(cpus[baseline])
     out: dict[str, dict[str, float]] = {}
-    for name in names:
-        wall, cpu = median(walls[name]), median(cpus[name])
+    for name in walls:
+        wall, cpu = pick(walls[name]), pick(cpus[name])
         out[name] = {
             "wall_us": wall * 1e6,
             "cpu_us": cpu * 1e6,
             "overhead_cpu_us": (cpu - base_cpu) * 1e6,
             "overhead_wall_us": (wall - base_wall) * 1e6,
             "overhead_pct": 100 * (cpu - base_cpu) / base_wall,
-            "median_wall_us": wall * 1e6,
+            "median_wall_us": statistics.median(walls[name]) * 1e6,
         }
     return out
 
@@ -208,16 +217,4 @@ async def compare_calls(
             if r:
                 walls[name].append(wall / calls)
                 cpus[name].append(cpu / calls)
-    base_wall, base_cpu = min(walls[baseline]), min(cpus[baseline])
-    out: dict[str, dict[str, float]] = {}
-    for name in names:
-        wall, cpu = min(walls[name]), min(cpus[name])
-        out[name] = {
-            "wall_us": wall * 1e6,
-            "cpu_us": cpu * 1e6,
-            "overhead_cpu_us": (cpu - base_cpu) * 1e6,
-            "overhead_wall_us": (wall - base_wall) * 1e6,
-            "overhead_pct": 100 * (cpu - base_cpu) / base_wall,
-            "median_wall_us": statistics.median(walls[name]) * 1e6,
-        }
-    return out
+    return _overheads(walls, cpus, baseline, min)
