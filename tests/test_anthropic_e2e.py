@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import logging
 import math
 import time
@@ -17,7 +18,7 @@ import traceback
 import warnings
 from decimal import Decimal
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anthropic
 import anyio
@@ -383,3 +384,31 @@ async def test_results_stream_is_closed_when_the_fleet_stops_reading() -> None:
         gc.collect()
     assert (text_of(out["one"]), text_of(out["two"])) == ("one", "two")
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_prepare_keeps_the_request_as_json_and_refuses_what_a_batch_cannot_carry() -> None:
+    from llmfleet.errors import UnbatchableRequestError
+    from llmfleet.providers.anthropic import AnthropicProvider
+
+    p = AnthropicProvider(AsyncAnthropic(api_key=KEY, base_url="http://127.0.0.1:9"))
+    request = params("snapshot")
+    size, prepared = p.prepare("lf_0123abcd_1", request)
+    # The snapshot is the encoded request: what the caller changes later is not sent.
+    assert json.loads(prepared) == request
+    request["messages"][0]["content"] = "changed"
+    assert json.loads(prepared)["messages"][0]["content"] != "changed"
+    # Its size bounds its entry in the batch body.
+    entry = f'{{"custom_id":"lf_0123abcd_1","params":{prepared}}},'
+    assert size >= len(entry.encode())
+    bad_params: list[tuple[dict[str, Any], str]] = [
+        ({"metadata": {"k": object()}}, "JSON"),
+        ({"temperature": math.nan}, "JSON"),
+        ({"max_tokens": 0}, "max_tokens=0"),
+    ]
+    for bad, why in bad_params:
+        with pytest.raises(UnbatchableRequestError, match=why):
+            p.prepare("lf_0123abcd_2", {**params("x"), **bad})
+    cyclic = params("x")
+    cyclic["metadata"] = {"self": cyclic}
+    with pytest.raises(UnbatchableRequestError, match="JSON"):
+        p.prepare("lf_0123abcd_3", cyclic)

@@ -5,7 +5,6 @@ Wire facts it relies on are in ``shared/reference/anthropic-batches.md``.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anthropic
@@ -14,6 +13,7 @@ from anthropic.types.messages import MessageBatch
 from ..errors import UnbatchableRequestError, excerpt
 from ._base import BatchStatus, ErrorInfo, ItemResult
 from ._http import classify_http
+from ._json import encode
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -34,9 +34,6 @@ _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 100
 # The largest page the list endpoint serves: fewest requests for a status refresh.
 _STATUS_PAGE: Final = 1000
-# Compact JSON, ASCII only: the longest encoding the SDK could send, so a safe size bound.
-# Built once: json.dumps makes a new encoder per call when given any option.
-_ENCODE: Final = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @final
@@ -78,7 +75,7 @@ class AnthropicProvider:
                 "max_tokens=0 is not allowed inside a batch; use max_tokens >= 1 or submit_sync()"
             )
         try:
-            body = _ENCODE(params)
+            body = encode(params)
         except (TypeError, ValueError) as exc:
             raise UnbatchableRequestError(
                 f"the request params are not JSON-serializable ({exc}); a batch carries plain "

@@ -34,6 +34,7 @@ from openai.types.responses import Response
 from ..errors import UnbatchableRequestError, excerpt
 from ._base import BatchStatus, ErrorInfo, ItemResult
 from ._http import classify_http
+from ._json import encode
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Mapping, Sequence
@@ -175,7 +176,7 @@ class OpenAIProvider:
         body = _body(params)
         try:
             # ensure_ascii gives the longest encoding the file could hold: a safe upper bound.
-            encoded = json.dumps(body, separators=(",", ":"))
+            encoded = encode(body)
         except (TypeError, ValueError) as exc:
             raise UnbatchableRequestError(
                 f"the request params are not JSON-serializable ({exc}); a batch carries plain "
