@@ -95,11 +95,7 @@ class Recorder:
 
     async def create_batch(self, requests: Sequence[tuple[str, Any]]) -> str:
         at = anyio.current_time()
-        # A prepared request is the adapter's own: a dict (OpenAI) or its JSON (Anthropic).
-        reqs = [
-            (cid, dict(params) if isinstance(params, dict) else json.loads(params))
-            for cid, params in requests
-        ]
+        reqs = [(cid, _decoded(prepared)) for cid, prepared in requests]
         batch_id = await self._inner.create_batch(requests)
         self.creates.append(
             Create(
@@ -283,3 +279,14 @@ OPENAI = Kind(
 )
 ADAPTERS = [ANTHROPIC, OPENAI]
 KINDS = [FAKE, *ADAPTERS]
+
+
+def _decoded(prepared: Any) -> dict[str, Any]:
+    """A prepared request is the adapter's own: a dict (the fake), its encoded JSON
+    (Anthropic) or ``((endpoint, model), encoded JSON)`` (OpenAI)."""
+    if isinstance(prepared, dict):
+        return dict(prepared)
+    if isinstance(prepared, tuple):
+        prepared = prepared[1]
+    decoded: dict[str, Any] = json.loads(prepared)
+    return decoded

@@ -597,7 +597,11 @@ def test_prepare_refuses_what_a_batch_line_cannot_carry() -> None:
         p.prepare("c1", chat("x", timeout=3))
     with pytest.raises(UnbatchableRequestError, match="JSON"):
         p.prepare("c1", chat("x", metadata={"k": object()}))
-    size, body = p.prepare("c1", chat("x", temperature=openai.NOT_GIVEN, extra_body={"seed": 7}))
+    size, (key, encoded) = p.prepare(
+        "c1", chat("x", temperature=openai.NOT_GIVEN, extra_body={"seed": 7})
+    )
+    body = json.loads(encoded)
+    assert key == ("/v1/chat/completions", MODEL)
     assert body == chat("x", seed=7)
     line = json.dumps(
         {"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions", "body": body},

@@ -63,6 +63,8 @@ _REQUEST_OPTIONS: Final = ("extra_headers", "extra_query", "timeout")
 _ENDED: Final = frozenset({"completed", "failed", "expired", "cancelled"})
 # `{"custom_id":"…","method":"POST","url":"…","body":…}\n` around each request's body.
 _LINE_OVERHEAD: Final = len('{"custom_id":"","method":"POST","url":"","body":}\n')
+# A prepared request: its (endpoint, model) and its encoded body.
+_Prepared: TypeAlias = tuple[tuple[OpenAIEndpoint, str], str]
 # How far back (seconds) a batch found after an ambiguous create may have been created: the
 # provider's clock and ours differ a little, and its timestamps are whole seconds.
 _CLOCK_SLACK_S: Final = 5.0
@@ -165,7 +167,7 @@ class OpenAIProvider:
     def _key(self, params: Mapping[str, Any]) -> tuple[str, str]:
         return (self.endpoint_of(params), self.model_of(params))
 
-    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, _Prepared]:
         endpoint = self.endpoint_of(params)
         options = [key for key in _REQUEST_OPTIONS if key in params]
         if options:
@@ -189,10 +191,9 @@ class OpenAIProvider:
                 f"batch file (starts {excerpt(encoded)}); send it with submit_sync() or make "
                 "it smaller"
             )
-        # Decoding the body we just made is the cheapest deep copy, and it is exactly what a
-        # batch line carries.
-        copy: dict[str, Any] = json.loads(encoded)
-        return size, copy
+        # The encoded body is the snapshot, spliced as it is into its line of the batch file;
+        # the key says which endpoint and model it needs (one of each per batch).
+        return size, ((endpoint, self.model_of(params)), encoded)
 
     def model_of(self, params: Mapping[str, Any]) -> str:
         return str(params.get("model", ""))
@@ -229,10 +230,10 @@ class OpenAIProvider:
 
     # -- the batch route ------------------------------------------------------------------
 
-    async def create_batch(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    async def create_batch(self, requests: Sequence[tuple[str, _Prepared]]) -> str:
         if not requests:
             raise ValueError("a batch needs at least one request")
-        keys = {self._key(params) for _, params in requests}
+        keys = {key for _, (key, _) in requests}
         if len(keys) > 1:
             # OpenAI fails a batch whose lines name several endpoints or models; refuse it
             # before anything is uploaded. (The fleet keeps one queue per batch_key.)
@@ -240,14 +241,18 @@ class OpenAIProvider:
                 "one OpenAI batch holds one endpoint and one model; this one mixes "
                 + ", ".join(sorted(f"{e} {m!r}" for e, m in keys))
             )
-        endpoint = self.endpoint_of(requests[0][1])
+        ((endpoint, _),) = keys
         ids = tuple(cid for cid, _ in requests)
         attempt = _ATTEMPT.get()
         if attempt is None or attempt.ids != ids:
             attempt = _Attempt(ids, "lf_" + secrets.token_hex(16))
             _ATTEMPT.set(attempt)
         if attempt.file_id is None:
-            data = b"".join(_line(cid, endpoint, params) for cid, params in requests)
+            # custom_ids are the fleet's own lf_<hex>_<n>: nothing in them to escape.
+            data = "".join(
+                f'{{"custom_id":"{cid}","method":"POST","url":"{endpoint}","body":{body}}}\n'
+                for cid, (_, body) in requests
+            ).encode()
             uploaded = await self._once.files.create(
                 file=("llmfleet-batch.jsonl", data, "application/jsonl"), purpose="batch"
             )
@@ -486,11 +491,6 @@ def _body(params: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(extra, dict):
         body.update(extra)
     return body
-
-
-def _line(custom_id: str, endpoint: str, params: Mapping[str, Any]) -> bytes:
-    line = {"custom_id": custom_id, "method": "POST", "url": endpoint, "body": params}
-    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
 
 
 def _status(batch: Batch) -> BatchStatus:
