@@ -372,16 +372,23 @@ class FleetStats:
     @property
     def cost(self) -> Mapping[Route, Cost]:
         """Cost per route at list price and as paid, over priced calls."""
-        c = self._c
-        return MappingProxyType(
-            {r: c.tally(r).cost(self._prices, batch=r is Route.BATCH)[0] for r in Route}
-        )
+        return self._priced()[0]
 
     @property
     def unpriced_calls(self) -> int:
         """Calls whose model has no known price (their tokens are counted, not their cost)."""
-        c = self._c
-        return sum(c.tally(r).cost(self._prices, batch=r is Route.BATCH)[1] for r in Route)
+        return self._priced()[1]
+
+    def _priced(self) -> tuple[Mapping[Route, Cost], int]:
+        """Cost per route and the unpriced calls, from one pass over the token sums."""
+        costs: dict[Route, Cost] = {}
+        unpriced = 0
+        for route in Route:
+            costs[route], missing = self._c.tally(route).cost(
+                self._prices, batch=route is Route.BATCH
+            )
+            unpriced += missing
+        return MappingProxyType(costs), unpriced
 
     @property
     def batch_size_min(self) -> int | None:
@@ -406,6 +413,7 @@ class FleetStats:
     def snapshot(self) -> StatsSnapshot:
         """A frozen copy of every figure, taken now."""
         c = self._c
+        cost, unpriced = self._priced()
         return StatsSnapshot(
             sync_calls=c.sync_calls,
             batched_calls=c.batched_calls,
@@ -425,8 +433,8 @@ class FleetStats:
             batch_size_max=c.batch_size_max,
             wait_ms=MappingProxyType({r: self.wait_ms(r) for r in Route}),
             tokens=self.tokens,
-            cost=self.cost,
-            unpriced_calls=self.unpriced_calls,
+            cost=cost,
+            unpriced_calls=unpriced,
             api_requests=MappingProxyType(dict(c.api_requests)),
             rate_limited=c.rate_limited,
             budget_wait_s=self.budget_wait_s,
