@@ -1,7 +1,18 @@
 """The emulator's whole state: the shared core and one state per vendor, behind one lock.
 
-A vendor plugs in here with one attribute (its :class:`~._jobs.JobBook` subclass, built over
-the core), and in ``_app.build_app`` with its routes.
+How a vendor plugs in:
+
+- ``_<vendor>.py``: its state, a :class:`~._jobs.JobBook` subclass over a
+  :class:`~._jobs.Job` subclass (the shared life of a batch: ids, turnaround, cancel, expiry,
+  outcome markers, the test's controls), writing only its results (``finish``) and JSON; it
+  bills through :meth:`~._core.Core.bill`. Request checks and reply bodies beside it
+  (``_<vendor>_params.py``), free of HTTP.
+- ``_<vendor>_routes.py``: a :class:`~._wire.Dialect` (error body, request-id header, error
+  types, credentials) and its handlers, each wrapped by :func:`~._wire.endpoint` (faults,
+  recording, auth, size and JSON checks come with it).
+- its endpoint names in ``_config.Endpoint`` (faults and counts are per endpoint), one
+  attribute here, its routes in ``_app.build_app``, and a property on ``_server.Emulator``
+  for the test's controls.
 """
 
 from __future__ import annotations

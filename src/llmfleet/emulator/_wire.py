@@ -33,6 +33,7 @@ __all__ = [
     "Call",
     "Dialect",
     "JSONLResponse",
+    "api_key_or_bearer",
     "created",
     "drop",
     "endpoint",
@@ -55,6 +56,13 @@ _UNAUTHENTICATED: Final = "missing API key: send an x-api-key header or Authoriz
 _TOO_LARGE: Final = "Request exceeds the maximum allowed number of bytes."
 
 
+def api_key_or_bearer(request: Request) -> bool:
+    """An ``x-api-key`` header or ``Authorization: Bearer <key>`` (any key will do)."""
+    key = request.headers.get("x-api-key", "")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return bool(key) or (scheme.lower() == "bearer" and bool(token.strip()))
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class Dialect:
@@ -72,6 +80,9 @@ class Dialect:
     too_large_type: str
     #: The message of a body that is not JSON where JSON is needed (400).
     bad_json: str
+    #: Whether a request carries credentials (the emulator checks no more than that).
+    authenticated: Callable[[Request], bool] = api_key_or_bearer
+    unauthenticated_message: str = _UNAUTHENTICATED
 
     def respond(self, error: ApiError) -> Response:
         """The answer to ``error``, in this dialect."""
@@ -108,12 +119,6 @@ def _fault_error(fault: Fault, dialect: Dialect) -> ApiError:
         headers["x-should-retry"] = "true" if fault.should_retry else "false"
     message = fault.message or f"{fault.resolved_error_type} (injected by the llmfleet emulator)."
     return ApiError(fault.status, dialect.fault_type(fault), message, headers)
-
-
-def _authenticated(request: Request) -> bool:
-    key = request.headers.get("x-api-key", "")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return bool(key) or (scheme.lower() == "bearer" and bool(token.strip()))
 
 
 async def _read_body(request: Request, limit: int) -> tuple[bytes, bool] | None:
@@ -244,9 +249,9 @@ def endpoint(
             raise _fault_error(fault, dialect)
         if fault is not None and fault.kind == "slow":
             await anyio.sleep(fault.delay_s)
-        if not _authenticated(request):
+        if not dialect.authenticated(request):
             error_type, code = dialect.unauthenticated
-            raise ApiError(401, error_type, _UNAUTHENTICATED, code=code)
+            raise ApiError(401, error_type, dialect.unauthenticated_message, code=code)
         if too_large:
             raise ApiError(413, dialect.too_large_type, _TOO_LARGE)
         if needs_json and body is None:
