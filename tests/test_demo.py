@@ -20,7 +20,9 @@ import pytest
 from rich.console import Console
 
 from llmfleet._cli import main
-from llmfleet._demo import DemoConfig, print_report, report_json, run_demo
+from llmfleet._demo import DemoConfig, report_json
+from llmfleet._demo.render import print_report
+from llmfleet._demo.run import run_demo
 from llmfleet.emulator import EmulatorConfig, start_emulator
 
 README = Path(__file__).resolve().parent.parent / "README.md"

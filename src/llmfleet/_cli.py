@@ -1,4 +1,4 @@
-"""The ``llmfleet`` console script (DESIGN §10). Subcommands: ``demo`` (``run`` comes later, §9).
+"""The ``llmfleet`` console script (docs/design.md §10). Subcommands: ``demo`` (``run`` later, §9).
 
 The demo's dependencies (the ``emulator`` extra) are imported only when it runs, so
 ``llmfleet --help`` works on a bare install.
@@ -50,6 +50,7 @@ def _range(parse: Callable[[str], float]) -> Callable[[str], float | tuple[float
 
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
+    from ._demo.config import PROVIDERS
 
     parser = argparse.ArgumentParser(
         prog="llmfleet",
@@ -85,11 +86,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--provider",
-        choices=("anthropic", "openai"),
+        choices=tuple(PROVIDERS),
         default="anthropic",
         help=(
-            "the API the fleet talks to: anthropic (AsyncAnthropic) or openai (AsyncOpenAI, "
-            "chat completions; needs the openai package) (default: %(default)s)"
+            "the API the fleet talks to: "
+            + ", ".join(f"{name} ({p.summary})" for name, p in PROVIDERS.items())
+            + " (default: %(default)s)"
         ),
     )
     demo.add_argument(
@@ -189,8 +191,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help=(
             "a real endpoint instead of the emulator; the API key is read from "
-            "ANTHROPIC_API_KEY (or OPENAI_API_KEY with --provider openai), required. Real "
-            "batches, real (small) charges"
+            + ", ".join(f"{p.key_var} with --provider {name}" for name, p in PROVIDERS.items())
+            + ", required. Real batches, real (small) charges"
         ),
     )
     demo.set_defaults(handler=_demo)
@@ -208,9 +210,13 @@ def _demo(args: argparse.Namespace) -> int:
         return _error(f"the demo needs {', '.join(missing)}: pip install 'llmfleet[emulator]'")
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         return _error("--backend trio needs trio: pip install trio")
-    if args.provider == "openai" and importlib.util.find_spec("openai") is None:
-        return _error("--provider openai needs the openai package: pip install 'llmfleet[openai]'")
-    key_var = "OPENAI_API_KEY" if args.provider == "openai" else "ANTHROPIC_API_KEY"
+    from ._demo.config import PROVIDERS
+
+    provider = PROVIDERS[args.provider]
+    needed = provider.missing(args.provider)
+    if needed is not None:
+        return _error(needed)
+    key_var = provider.key_var
     api_key: str | None = None
     if args.base_url is not None:
         api_key = os.environ.get(key_var)
@@ -223,7 +229,9 @@ def _demo(args: argparse.Namespace) -> int:
     import anyio
     from rich.console import Console
 
-    from ._demo import DemoConfig, DemoReport, print_report, report_json, run_demo
+    from ._demo import DemoConfig, DemoReport, report_json
+    from ._demo.render import print_report
+    from ._demo.run import run_demo
 
     # Options left out take the scenario's values (_demo.SCENARIOS).
     chosen = {

@@ -16,25 +16,36 @@ streams, transient 404s, slow answers) can be injected per endpoint; every reque
             emu.end_batch(batch.id)
 
 From a shell: ``python -m llmfleet.emulator --port 8787``.
+
+Serving needs the ``emulator`` extra (starlette, uvicorn): :func:`run_emulator`,
+:func:`start_emulator` and :class:`Emulator` are imported on first use, and without the extra
+that use raises :class:`ImportError` saying what to install. The configuration, the ledger and
+the snapshot types import without it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Final
+
+from ._anthropic import BatchInfo as BatchInfo
 from ._config import EXTRA_LINE_CUSTOM_ID as EXTRA_LINE_CUSTOM_ID
 from ._config import Duration as Duration
 from ._config import EmulatorConfig as EmulatorConfig
 from ._config import Endpoint as Endpoint
 from ._config import Fault as Fault
 from ._config import FaultKind as FaultKind
+from ._core import RecordedRequest as RecordedRequest
 from ._ledger import Ledger as Ledger
 from ._ledger import LedgerEntry as LedgerEntry
 from ._ledger import ResultType as ResultType
 from ._ledger import Route as Route
-from ._server import Emulator as Emulator
-from ._server import run_emulator as run_emulator
-from ._server import start_emulator as start_emulator
-from ._state import BatchInfo as BatchInfo
-from ._state import RecordedRequest as RecordedRequest
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from ._server import Emulator as Emulator
+    from ._server import run_emulator as run_emulator
+    from ._server import start_emulator as start_emulator
 
 __all__ = [
     "EXTRA_LINE_CUSTOM_ID",
@@ -53,3 +64,31 @@ __all__ = [
     "run_emulator",
     "start_emulator",
 ]
+
+#: What to install to serve the emulator.
+INSTALL_HINT: Final = "pip install 'llmfleet[emulator]'"
+_SERVED: Final = frozenset({"Emulator", "run_emulator", "start_emulator"})
+_EXTRA: Final = ("starlette", "uvicorn")
+
+
+def _serving() -> ModuleType:
+    """The serving module.
+
+    :raises ImportError: the ``emulator`` extra is not installed (the message says what to
+        install).
+    """
+    try:
+        from . import _server
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in _EXTRA:
+            raise
+        raise ImportError(
+            f"serving the llmfleet emulator needs {exc.name}: {INSTALL_HINT}", name=exc.name
+        ) from exc
+    return _server
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVED:
+        return getattr(_serving(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

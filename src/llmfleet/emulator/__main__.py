@@ -9,8 +9,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from . import _serving
 from ._config import EmulatorConfig
-from ._server import start_emulator
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m llmfleet.emulator",
-        description="Serve an emulation of Anthropic's Messages and Message Batches APIs.",
+        description=(
+            "Serve an emulation of Anthropic's Messages and Message Batches APIs and of "
+            "OpenAI's Chat Completions, Responses, Files and Batches APIs."
+        ),
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="a loopback address (default: %(default)s)"
@@ -56,8 +59,16 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the emulator until interrupted; return the exit status."""
+    """Run the emulator until interrupted; return the exit status (2 for a usage error or a
+    missing ``emulator`` extra)."""
     args = _parser().parse_args(argv)
+    try:
+        _serving()
+    except ImportError as exc:  # the emulator extra is missing: say what to install
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from ._server import start_emulator
+
     try:
         config = EmulatorConfig(
             turnaround_s=None if args.turnaround < 0 else args.turnaround,

@@ -238,7 +238,7 @@ class EmulatorConfig:
         the batch endpoints (create, retrieve, list, cancel, delete, results) in any 60 s;
         beyond it they answer 429 ``rate_limit_error`` with ``retry-after``. ``None``: no limit.
     :param fault_ratio: share of requests, on every endpoint, that fail at random (a soak's
-        background noise, issue 5): ``500``, ``529`` or ``429`` (those two with
+        background noise): ``500``, ``529`` or ``429`` (those two with
         ``retry-after: 0.1``), a dropped connection, and where they apply a create that is
         accepted then dropped or a results stream cut in half. Which calls fail is drawn from
         ``seed``, the endpoint and the call's number on it (:meth:`random_fault`). Faults

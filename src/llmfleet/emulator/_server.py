@@ -16,14 +16,17 @@ import anyio.to_thread
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ._app import TRANSPORTS, build_app
+from ._app import build_app
 from ._config import EmulatorConfig, Fault
-from ._state import BatchInfo, RecordedRequest, State
+from ._state import State
+from ._wire import TRANSPORTS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from types import TracebackType
 
+    from ._anthropic import BatchInfo
+    from ._core import RecordedRequest
     from ._ledger import Ledger
     from ._openai import OpenAIState
 
@@ -37,7 +40,7 @@ _GRACEFUL_S: Final = 2
 
 class _Protocol(H11Protocol):
     """uvicorn's h11 protocol, registering each connection's transport so that the app can
-    close it without answering (see ``_app.TRANSPORTS``)."""
+    close it without answering (see ``_wire.TRANSPORTS``)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -216,7 +219,7 @@ class Emulator:
 
     @property
     def per_minute(self) -> dict[tuple[str, int], int]:
-        """Requests per ``(endpoint, minute since start)`` (issue 7)."""
+        """Requests per ``(endpoint, minute since start)``."""
         return self._state.per_minute()
 
     @property
@@ -232,7 +235,7 @@ class Emulator:
     @property
     def batches(self) -> dict[str, BatchInfo]:
         """Every batch not deleted, by id, in creation order, as of now."""
-        return self._state.snapshot()
+        return self._state.anthropic.snapshot()
 
     @property
     def faults(self) -> tuple[Fault, ...]:
@@ -259,18 +262,18 @@ class Emulator:
 
         :raises KeyError: no batch has that id.
         """
-        return self._state.end(batch_id)
+        return self._state.anthropic.end(batch_id)
 
     def end_all_batches(self) -> list[str]:
         """End every batch still processing, as :meth:`end_batch`; return their ids."""
-        return self._state.end_all()
+        return self._state.anthropic.end_all_now()
 
     def expire_batch(self, batch_id: str) -> BatchInfo:
         """End the batch now with every item ``expired`` (its 24 hours ran out).
 
         :raises KeyError: no batch has that id.
         """
-        return self._state.end(batch_id, "expire")
+        return self._state.anthropic.end(batch_id, "expire")
 
     def cancel_batch_externally(self, batch_id: str) -> BatchInfo:
         """Cancel the batch as someone else (the console, another process) would: it turns
@@ -278,7 +281,7 @@ class Emulator:
 
         :raises KeyError: no batch has that id.
         """
-        return self._state.cancel_externally(batch_id)
+        return self._state.anthropic.cancel_externally(batch_id)
 
 
 def start_emulator(
