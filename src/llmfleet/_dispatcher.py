@@ -1079,33 +1079,49 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
                 await inner.start(fleet._timers.run)
                 task_status.started()
 
-    async with anyio.create_task_group() as tg:
-        fleet._tg = tg
-        fleet._send = send
-        fleet._receive = receive
-        await tg.start(run_background)
-        await tg.start(fleet._flusher, receive)
-        fleet._state = "open"
-        try:
-            yield fleet
-        except BaseException as exc:
-            # Exit by exception or outer cancellation: abort, and re-raise the body's own
-            # exception after the task group, so it is not wrapped in an ExceptionGroup.
-            body_error = exc
-            await fleet._abort("because the `async with` block raised")
-            tg.cancel_scope.cancel()
-        else:
-            fleet._close()
-            with anyio.move_on_after(
-                math.inf if fleet._drain_timeout is None else fleet._drain_timeout
-            ):
-                await idle.wait()
-            if not idle.is_set():
-                logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
-                await fleet._abort("after drain_timeout_ms")
+    # Shielded once the fleet aborts: the task group's exit then waits for the fleet's own
+    # tasks (cancelled, each cleanup bounded by ABORT_GRACE_S) without being interrupted by
+    # a cancellation from outside, so the body's exception is what leaves this block. Callers
+    # that share an outer task group with the fleet fail with FleetClosedError during the
+    # abort, which cancels that group while this exit runs; unshielded, the exit would raise
+    # Cancelled and the body's exception would be lost.
+    with anyio.CancelScope() as guard:
+        async with anyio.create_task_group() as tg:
+            fleet._tg = tg
+            fleet._send = send
+            fleet._receive = receive
+            await tg.start(run_background)
+            await tg.start(fleet._flusher, receive)
+            fleet._state = "open"
+            why = "because the `async with` block raised"
+            try:
+                yield fleet
+            except BaseException as exc:
+                # Exit by exception or outer cancellation: abort, and re-raise the body's
+                # own exception after the task group, so it is not wrapped in a group.
+                body_error = exc
+            else:
+                fleet._close()
+                try:
+                    with anyio.move_on_after(
+                        math.inf if fleet._drain_timeout is None else fleet._drain_timeout
+                    ):
+                        await idle.wait()
+                except BaseException as exc:
+                    # Cancelled from outside while draining: abort like a body that was.
+                    body_error = exc
+                    why = "because it was cancelled while draining"
+                else:
+                    if not idle.is_set():
+                        logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
+                        why = "after drain_timeout_ms"
+            if body_error is not None or not idle.is_set():
+                guard.shield = True
+                await fleet._abort(why)
                 tg.cancel_scope.cancel()
-            # Every batch has ended: the board and the timers have nothing left to serve.
-            background.cancel()
+            else:
+                # Every batch has ended: the board and the timers have nothing left to serve.
+                background.cancel()
     if body_error is not None:
         try:
             raise body_error
