@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from .providers import Provider
 
 __all__ = [
-    "RELEASED",
     "Call",
     "CallState",
     "IllegalTransitionError",
@@ -79,8 +78,8 @@ _ALLOWED: Final[tuple[int, ...]] = tuple(
 #: States in which a call still waits for an answer (in the queue or a batch).
 PENDING: Final = frozenset({NEW, QUEUED, SENT})
 
-#: What a finished call's params are replaced with, so that nothing keeps them alive.
-RELEASED: Final[dict[str, Any]] = {}
+# What a finished call's params are replaced with, so that nothing keeps them alive.
+_RELEASED: Final[dict[str, Any]] = {}
 
 
 class IllegalTransitionError(AssertionError):
@@ -150,7 +149,7 @@ class Call:
         """Let go of what the call no longer needs: it may outlive its caller in a batch or
         in the deadline timers, and must keep no request or result alive through them."""
         self.value = self.error = self.request = None
-        self.params = RELEASED
+        self.params = _RELEASED
 
     def __repr__(self) -> str:
         return f"<Call {self.custom_id} {self.state.name}>"
@@ -254,11 +253,11 @@ class Outcomes:
         self.record(Route.BATCH, outcome, call.model, call.arrival, value, call=call)
         call.done.set()
 
-    def fail_pending(self, call: Call, route: Route, error: BaseException) -> None:
-        """Fail a call that is not in a batch (queued, or past its deadline)."""
+    def fail_pending(self, call: Call, error: BaseException) -> None:
+        """Fail a batch-route call taken out of the queue or its batch (deadline, abort)."""
         call.move(DONE)
         call.error = error
-        self.record(route, "failed", call.model, call.arrival, None, call=call)
+        self.record(Route.BATCH, "failed", call.model, call.arrival, None, call=call)
         call.done.set()
 
     def cost_of(self, model: str, value: Any, *, batch: bool) -> Cost | None:

@@ -116,7 +116,7 @@ class Deadlines:
                 f"no result within the latency budget ({budget_ms:.0f} ms); use a longer"
                 " budget, deadline_action='escalate', or submit_sync()"
             )
-            self._outcomes.fail_pending(call, Route.BATCH, error)
+            self._outcomes.fail_pending(call, error)
             return
         tg = self.tg
         if tg is None:

@@ -92,6 +92,8 @@ class FleetDispatcher:
         self._deadlines = Deadlines(
             policy, self.provider, self._stats, self._outcomes, self._detach
         )
+        # The direct route's own estimator, kept at hand for its hot path.
+        self._direct_latency = self._deadlines.direct_latency
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
         # One queue per batch key: a provider whose batches must not mix some requests (an
         # OpenAI batch file holds one endpoint and model) gives each kind its own queue, each
@@ -202,11 +204,11 @@ class FleetDispatcher:
             self._outcomes.record(Route.DIRECT, "withdrawn", model, start, None)
             raise
         if self._on_result is not None:
-            self._deadlines.direct_latency.observe(model, clock() - start)
+            self._direct_latency.observe(model, clock() - start)
             self._outcomes.record(Route.DIRECT, "succeeded", model, start, value)
             return value
         took = clock() - start
-        self._deadlines.direct_latency.observe(model, took)
+        self._direct_latency.observe(model, took)
         stats._direct_succeeded(model, took, provider.tokens_of(value))
         return value
 
@@ -419,7 +421,7 @@ class FleetDispatcher:
             for call in list(queue):
                 self._queues[key].withdraw(call)
                 self._stats._dequeued()
-                self._outcomes.fail_pending(call, Route.BATCH, closed_error(why))
+                self._outcomes.fail_pending(call, closed_error(why))
         with anyio.move_on_after(ABORT_GRACE_S, shield=True):
             async with anyio.create_task_group() as tg:
                 for batch in list(self._batches):
@@ -553,7 +555,9 @@ def open_fleet(
     flushed at once (reason ``drain``) and the block returns when every caller has its
     outcome. On exit by exception or cancellation, queued callers get
     :class:`~llmfleet.FleetClosedError`, in-flight batches are cancelled with the provider
-    (shielded, bounded by a few seconds), and the body's exception propagates as itself.
+    (shielded, bounded by a few seconds), and the body's exception propagates as itself,
+    even when the callers share an outer task group with the fleet and their
+    ``FleetClosedError`` cancels that group meanwhile.
 
     :param client: ``anthropic.AsyncAnthropic`` or any :class:`~llmfleet.providers.Provider`.
     :param policy: routing and flushing rules (:class:`~llmfleet.RoutingPolicy`).
