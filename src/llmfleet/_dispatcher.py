@@ -229,7 +229,7 @@ class FleetDispatcher:
         if self._batch_key is not None:
             call.key = self._batch_key(params)
         stats = self._stats
-        while stats.queued >= self.policy.max_queued:
+        while not stats._queue_below(self.policy.max_queued):
             if self._room is None:
                 self._room = anyio.Event()
             await self._room.wait()
@@ -349,7 +349,7 @@ class FleetDispatcher:
 
     def _make_room(self) -> None:
         room = self._room
-        if room is not None and self._stats.queued < self.policy.max_queued:
+        if room is not None and self._stats._queue_below(self.policy.max_queued):
             self._room = None
             room.set()
 

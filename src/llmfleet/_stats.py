@@ -504,6 +504,10 @@ class FleetStats:
             else:
                 tally.misses += 1
 
+    def _queue_below(self, limit: int) -> bool:
+        """Whether fewer than ``limit`` calls are queued (``queued`` without its view)."""
+        return self._c.queued < limit
+
     def _enqueued(self) -> None:
         """A call routed to the batch route and queued."""
         c = self._c
