@@ -27,7 +27,7 @@ import pytest
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
 
-import llmfleet._dispatcher as dispatcher_module
+import llmfleet._batch as batch_module
 import llmfleet.providers.anthropic as anthropic_adapter
 from llmfleet import (
     BatchRequestCanceledError,
@@ -665,7 +665,7 @@ async def test_exit_by_exception_is_bounded_with_a_very_slow_create(
     """Exit by exception, phase *create* with a create slower than the abort grace: the
     awaited create is abandoned after the grace (shortened here to 0.3 s), so the block
     still exits promptly and the callers get FleetClosedError."""
-    monkeypatch.setattr(dispatcher_module, "ABORT_GRACE_S", 0.3)
+    monkeypatch.setattr(batch_module, "ABORT_GRACE_S", 0.3)
     out: Outcomes = {}
     async with (
         anyio.create_task_group() as tg,

@@ -1,4 +1,8 @@
-"""What the fleet did: :class:`FleetStats` (live) and :class:`StatsSnapshot` (frozen), DESIGN §6."""
+"""What the fleet did: :class:`FleetStats` (live) and :class:`StatsSnapshot` (frozen).
+
+docs/design.md §6. :class:`FleetStats` is the only writer of its counters: the rest of the
+fleet reports through its private recording methods.
+"""
 
 from __future__ import annotations
 
@@ -317,7 +321,7 @@ class FleetStats:
     results_dropped = _View[int]()
     #: 429 answers the fleet got from the batch endpoints.
     rate_limited = _View[int]()
-    #: Batched calls sent down the direct route near their deadline (DESIGN §8).
+    #: Batched calls sent down the direct route near their deadline (docs/design.md §8).
     escalations = _View[int]()
     #: What escalations cost: their direct calls, plus the batch price of results that
     #: came anyway (and were dropped).
@@ -454,14 +458,111 @@ class FleetStats:
             f"in_flight_batches={c.in_flight_batches}>"
         )
 
-    # -- recording (the dispatcher's side; not public) ------------------------------------
+    # -- recording (the fleet's side; not public) -----------------------------------------
+    #
+    # These are the only writers of the counters: the rest of the fleet says what happened
+    # through them. Each is a few integer operations; the direct route's two are on every
+    # direct call's path (a budget of a couple of microseconds for the whole call).
+
+    def _direct_started(self) -> None:
+        """A call routed direct (counted whatever its outcome)."""
+        self._c.sync_calls += 1
+
+    def _direct_succeeded(
+        self, model: str, took_s: float, tokens: tuple[int, int, int, int] | None
+    ) -> None:
+        """A direct call answered, with no deadline and no hook to tell (the hot path)."""
+        c = self._c
+        c.succeeded += 1
+        tally = c.direct
+        tally.waits.add(took_s * 1000)
+        if tokens is not None:
+            tally.add_tokens(model, tokens)
+
+    def _outcome(
+        self,
+        route: Route,
+        outcome: Outcome,
+        model: str,
+        wait_s: float,
+        tokens: tuple[int, int, int, int] | None,
+        hit: bool | None,
+    ) -> None:
+        """One call's outcome; ``hit``: answered by its deadline (``None``: no deadline)."""
+        c = self._c
+        tally = c.direct if route is Route.DIRECT else c.batch
+        if outcome == "succeeded":
+            c.succeeded += 1
+        else:
+            setattr(c, outcome, getattr(c, outcome) + 1)
+        tally.waits.add(wait_s * 1000)
+        if tokens is not None:
+            tally.add_tokens(model, tokens)
+        if hit is not None:
+            if hit:
+                tally.hits += 1
+            else:
+                tally.misses += 1
+
+    def _queue_below(self, limit: int) -> bool:
+        """Whether fewer than ``limit`` calls are queued (``queued`` without its view)."""
+        return self._c.queued < limit
+
+    def _enqueued(self) -> None:
+        """A call routed to the batch route and queued."""
+        c = self._c
+        c.queued += 1
+        c.batched_calls += 1
+
+    def _dequeued(self) -> None:
+        """A queued call left the queue for anything but a flush."""
+        self._c.queued -= 1
 
     def _flushed(self, reason: str, size: int) -> None:
+        """``size`` queued calls left the queue in one batch."""
         c = self._c
+        c.queued -= size
+        c.in_flight_batches += 1
         c.flushes[reason] += 1
         c.batch_items += size
         c.batch_size_min = size if c.batch_size_min is None else min(c.batch_size_min, size)
         c.batch_size_max = size if c.batch_size_max is None else max(c.batch_size_max, size)
+
+    def _batch_submitted(self) -> None:
+        self._c.batches_submitted += 1
+
+    def _batch_done(self, end_lag_s: float | None) -> None:
+        """A flushed batch is resolved; ``end_lag_s``: from the provider's end to now."""
+        c = self._c
+        c.in_flight_batches -= 1
+        if end_lag_s is not None:
+            c.end_lag.add(end_lag_s * 1000)
+
+    def _result_dropped(self, escalation_cost: Cost | None) -> None:
+        """A batch result came for a caller that left or was answered direct (then billed
+        at batch price too: ``escalation_cost``)."""
+        c = self._c
+        c.results_dropped += 1
+        if escalation_cost is not None:
+            c.escalation_cost = c.escalation_cost + escalation_cost
+
+    def _escalated(self) -> None:
+        self._c.escalations += 1
+
+    def _escalation_answered(self, cost: Cost | None) -> None:
+        if cost is not None:
+            self._c.escalation_cost = self._c.escalation_cost + cost
+
+    def _routed_by_deadline(self) -> None:
+        self._c.routed_by_deadline += 1
+
+    def _api_request(self, endpoint: str) -> None:
+        """One request to a batch endpoint (``create``, ``status``, ``list``, ...)."""
+        requests = self._c.api_requests
+        requests[endpoint] = requests.get(endpoint, 0) + 1
+
+    def _rate_limited(self) -> None:
+        self._c.rate_limited += 1
 
 
 OnResult = Callable[[ResultEvent], Any]
