@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llmfleet import DeadlineExceededError, Route, RoutingPolicy, open_fleet
+from llmfleet import DeadlineExceededError, FleetClosedError, Route, RoutingPolicy, open_fleet
 from llmfleet._estimate import Estimator
 
 from fakes import FakeBatch, FakeMessage, FakeProvider, request
@@ -215,3 +215,27 @@ async def test_the_budget_is_kept_in_every_mode(
         ids = {cid for cid, _ in batch.requests}
         if ids and batch.created_at + batch.turnaround > anyio.current_time():
             assert batch.id in cancelled
+
+
+async def test_an_escalated_call_hears_why_when_the_fleet_aborts() -> None:
+    # The caller lives outside the fleet (its own task group); the body raises while the
+    # call's escalated direct call runs. The caller must get FleetClosedError, not hang.
+    fake = FakeProvider(turnaround=600.0, direct_latency=30.0)
+    heard: list[BaseException] = []
+
+    async def caller(fleet: Any) -> None:
+        try:
+            await fleet.submit(latency_budget_ms=60_000, **request("late"))
+        except FleetClosedError as exc:
+            heard.append(exc)
+
+    with anyio.fail_after(600), pytest.RaisesGroup(pytest.RaisesExc(RuntimeError, match="crash")):
+        async with anyio.create_task_group() as outer, open_fleet(fake, policy=policy()) as fleet:
+            outer.start_soon(caller, fleet)
+            await anyio.sleep(70)  # escalated at 58 s; its direct call takes 30 s
+            assert fleet.stats.escalations == 1
+            assert not heard
+            raise RuntimeError("crash")
+    assert len(heard) == 1
+    assert "escalated direct call" in str(heard[0])
+    assert fleet.stats.failed == 1

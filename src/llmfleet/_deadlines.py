@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Final, final
 
 import anyio
 
+from ._batch import closed_error
 from ._call import DONE, ESCALATED, GONE, PENDING, Call
 from ._estimate import Estimator
 from ._stats import Route
@@ -138,7 +139,16 @@ class Deadlines:
                 value = await provider.call(call.params)
             except BaseException as exc:
                 if not isinstance(exc, Exception):
-                    raise  # cancelled (maybe in a group): the scope or the fleet handles it
+                    if call.state == ESCALATED:
+                        # The fleet is aborting and cancelled this task (a caller who left
+                        # moved its call to GONE first): its caller must still hear why.
+                        call.move(DONE)
+                        call.error = closed_error("while this call's escalated direct call ran")
+                        outcomes.record(
+                            Route.DIRECT, "failed", call.model, call.arrival, None, call=call
+                        )
+                        call.done.set()
+                    raise
                 if call.state == ESCALATED:
                     info = provider.classify(exc)
                     errored = info is not None and info.kind is not ErrorKind.CONNECTION
