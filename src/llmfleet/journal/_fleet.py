@@ -1,0 +1,301 @@
+"""What a fleet does with a journal: the calls the dispatcher makes at its hook points.
+
+The dispatcher (``llmfleet/_dispatcher.py``) calls, in order of a batch's life:
+
+- :meth:`FleetJournal.open` as the fleet opens, before its task group (a bad journal fails
+  ``async with`` with :class:`~llmfleet.JournalError`, unwrapped);
+- :meth:`FleetJournal.reconcile` before the fleet accepts calls: flushes whose create got no
+  recorded answer are looked for at the provider, then every open flush with a batch id is
+  handed back to be re-attached (never created again);
+- :meth:`FleetJournal.key_of` and :meth:`FleetJournal.stored` at submit: a call whose result
+  is stored is answered from it, with no request;
+- :meth:`FleetJournal.intent` before a create is sent, :meth:`FleetJournal.created` /
+  :meth:`FleetJournal.void` after;
+- :meth:`FleetJournal.stream` to read a batch's results: each page is stored before its
+  callers are woken; :meth:`FleetJournal.finished` after the last line;
+- :meth:`FleetJournal.aclose` when the fleet has ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Final, final
+
+import anyio
+
+from ..errors import (
+    BatchRequestCanceledError,
+    BatchRequestError,
+    BatchRequestExpiredError,
+    BatchResultMissingError,
+    JournalError,
+)
+from ._keys import KeyMaker
+from ._store import FlushEntry, FlushRecord, StoredOutcome
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+    from ..providers import ItemResult, Provider
+    from ._journal import Journal
+    from ._store import BatchRecordStore
+
+__all__ = ["FleetJournal"]
+
+logger = logging.getLogger("llmfleet")
+
+#: A create sent just before the process died may reach the provider late: an intent this
+#: recent (seconds) is looked for until it is this old before it is declared void.
+RECONCILE_WINDOW_S: Final = 5.0
+_RECONCILE_PAUSE_S: Final = 0.25
+#: Attempts at a listing that fails for a passing reason (connection, 5xx, 429).
+_RECONCILE_ATTEMPTS: Final = 5
+#: Most result lines stored in one transaction.
+_PAGE: Final = 1000
+
+
+@final
+class FleetJournal:
+    """One fleet's use of a :class:`~llmfleet.Journal` (private: the dispatcher's side)."""
+
+    def __init__(self, journal: Journal, provider: Provider) -> None:
+        self.journal = journal
+        self.provider = provider
+        self._store: BatchRecordStore | None = None
+        self._keys = KeyMaker()
+        self._final: set[str] = set()
+        self._known_ids: set[str] = set()
+        self._open: list[FlushRecord] = []
+        # Adapters that can, encode a response for the store and decode it back to the
+        # SDK's own type; others store the value as it is (it must be JSON then).
+        self._dump: Callable[[Any], Any] = getattr(provider, "dump_value", _same)
+        self._load: Callable[[Any], Any] = getattr(provider, "load_value", _same)
+
+    # -- opening ------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and read what it holds.
+
+        :raises JournalError: the journal cannot be used (the message says why).
+        """
+        store = await self.journal._open_store(self.provider.name)
+        try:
+            state = await store.load()
+        except BaseException:
+            await store.aclose()
+            raise
+        self._store = store
+        self._final = set(state.final_keys)
+        self._open = list(state.open_flushes)
+        self._known_ids = set(state.known_batch_ids)
+        if self._open:
+            logger.info(
+                "journal %s: %d results stored, %d batches to re-attach or reconcile",
+                self.journal,
+                len(self._final),
+                len(self._open),
+            )
+
+    async def reconcile(self, acquire: Callable[[], Awaitable[None]]) -> list[FlushRecord]:
+        """Settle every open flush before anything new is sent: look for the batch of each
+        flush with no recorded id (by tag where the adapter tags creates, else by request
+        count and creation time), record what was found or void it; return the flushes to
+        re-attach (each with its batch id), oldest first.
+
+        :param acquire: takes one request from the fleet's budget before each listing.
+        :raises JournalError: the provider could not be asked (the journal is unchanged;
+            open the fleet again later).
+        """
+        store = self._require()
+        attach: list[FlushRecord] = []
+        for flush in self._open:
+            if flush.batch_id is None:
+                batch_id = await self._find(flush, acquire)
+                if batch_id is None:
+                    logger.info(
+                        "journal: flush %s made no batch; its %d calls will be sent again",
+                        flush.flush_id,
+                        len(flush.entries),
+                    )
+                    await store.record_void(flush.flush_id)
+                    continue
+                logger.info("journal: flush %s found as batch %s", flush.flush_id, batch_id)
+                await store.record_created(flush.flush_id, batch_id)
+                self._known_ids.add(batch_id)
+                flush = FlushRecord(
+                    flush.flush_id, flush.tag, flush.created_after, flush.entries, batch_id
+                )
+            attach.append(flush)
+        self._open = []
+        return attach
+
+    async def _find(
+        self, flush: FlushRecord, acquire: Callable[[], Awaitable[None]]
+    ) -> str | None:
+        provider = self.provider
+        find_tagged = getattr(provider, "find_tagged", None)
+        give_up = max(time.time(), flush.created_after + RECONCILE_WINDOW_S)
+        failures = 0
+        while True:
+            await acquire()
+            try:
+                if find_tagged is not None:
+                    found: str | None = await find_tagged(
+                        flush.tag, created_after=flush.created_after, exclude=self._known_ids
+                    )
+                else:
+                    found = await provider.find_batch(
+                        count=len(flush.entries),
+                        created_after=flush.created_after,
+                        exclude=self._known_ids,
+                    )
+            except Exception as exc:
+                info = provider.classify(exc)
+                failures += 1
+                if info is None or failures >= _RECONCILE_ATTEMPTS:
+                    raise JournalError(
+                        f"could not ask the provider whether an interrupted batch create "
+                        f"(flush {flush.flush_id}) made a batch ({type(exc).__name__}: {exc}); "
+                        "nothing was sent. Open the fleet again when the provider answers"
+                    ) from exc
+                await anyio.sleep(max(_RECONCILE_PAUSE_S, info.retry_after or 0))
+                continue
+            if found is not None or time.time() >= give_up:
+                return found
+            await anyio.sleep(_RECONCILE_PAUSE_S)
+
+    # -- submit -------------------------------------------------------------------------
+
+    def key_of(self, params: dict[str, Any], idempotency_key: str | None) -> str:
+        """The call's stable key (see :class:`~llmfleet.journal._keys.KeyMaker`)."""
+        return self._keys.key(params, idempotency_key)
+
+    async def stored(self, key: str) -> StoredOutcome | None:
+        """The call's final stored outcome, if it has one (read only when one exists)."""
+        if key not in self._final:
+            return None
+        found = await self._require().fetch_results([key])
+        outcome = found.get(key)
+        return outcome if outcome is not None and outcome.final else None
+
+    def answer(self, outcome: StoredOutcome) -> Any:
+        """The value a stored outcome answers with, or raise the error it stands for (the
+        same types a live batch gives)."""
+        if outcome.kind == "succeeded":
+            return self._load(outcome.value)
+        ids = {"batch_id": outcome.batch_id, "custom_id": outcome.custom_id}
+        if outcome.kind == "errored":
+            raise BatchRequestError(outcome.error_type, outcome.message, **ids)
+        if outcome.kind == "expired":
+            raise BatchRequestExpiredError(
+                "the batch expired before this call was processed; submit it again", **ids
+            )
+        if outcome.kind == "canceled":
+            raise BatchRequestCanceledError(
+                "the batch was canceled before this call was processed", **ids
+            )
+        raise BatchResultMissingError("the batch ended with no result for this call", **ids)
+
+    # -- a batch's life -----------------------------------------------------------------
+
+    async def intent(self, entries: Sequence[FlushEntry]) -> FlushRecord:
+        """Record a flush before its create is sent; return its record (with its tag)."""
+        flush = FlushRecord(
+            flush_id="fl_" + secrets.token_hex(8),
+            tag="lf_" + secrets.token_hex(16),
+            created_after=time.time(),
+            entries=tuple(entries),
+        )
+        await self._require().record_intent(flush)
+        return flush
+
+    async def created(self, flush_id: str, batch_id: str) -> None:
+        self._known_ids.add(batch_id)
+        await self._require().record_created(flush_id, batch_id)
+
+    async def void(self, flush_id: str) -> None:
+        await self._require().record_void(flush_id)
+
+    async def finished(self, flush_id: str) -> None:
+        await self._require().record_finished(flush_id)
+
+    async def stream(
+        self,
+        flush_id: str,
+        batch_id: str,
+        keys: dict[str, str],
+        lines: AsyncIterator[tuple[str, ItemResult]],
+        deliver: Callable[[str, ItemResult], None],
+    ) -> None:
+        """Read ``lines`` to the end; store each page of results (``keys``: custom_id → key)
+        in one transaction, then hand its lines to ``deliver``.
+
+        A reader task takes lines as they come while the last page is being written, so a
+        slow disk makes pages larger rather than the stream slower, and a line that drips
+        in alone is stored (and delivered) at once.
+        """
+        store = self._require()
+        send, receive = anyio.create_memory_object_stream[tuple[str, "ItemResult"]](_PAGE)
+
+        async def read() -> None:
+            async with send, aclosing(lines) as stream:  # type: ignore[type-var]
+                async for line in stream:
+                    await send.send(line)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            async with receive:
+                async for first in receive:
+                    page = [first]
+                    while len(page) < _PAGE:
+                        try:
+                            page.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    rows = []
+                    for custom_id, result in page:
+                        key = keys.get(custom_id)
+                        if key is not None:
+                            rows.append((key, self._outcome(batch_id, custom_id, result)))
+                    await store.record_results(flush_id, rows)
+                    for key, outcome in rows:
+                        if outcome.final:
+                            self._final.add(key)
+                    for custom_id, result in page:
+                        deliver(custom_id, result)
+
+    def _outcome(self, batch_id: str, custom_id: str, result: ItemResult) -> StoredOutcome:
+        if result.kind == "succeeded":
+            try:
+                value = self._dump(result.value)
+            except Exception as exc:  # an adapter bug: say so rather than lose the line
+                raise JournalError(
+                    f"cannot store the result of {custom_id} ({type(exc).__name__}: {exc})"
+                ) from exc
+            return StoredOutcome("succeeded", value, batch_id=batch_id, custom_id=custom_id)
+        return StoredOutcome(
+            result.kind,
+            error_type=result.error_type,
+            message=result.message,
+            batch_id=batch_id,
+            custom_id=custom_id,
+        )
+
+    # -- closing ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        store, self._store = self._store, None
+        if store is not None:
+            await store.aclose()
+
+    def _require(self) -> BatchRecordStore:
+        if self._store is None:
+            raise JournalError("the journal is not open")
+        return self._store
+
+
+def _same(value: Any) -> Any:
+    return value
