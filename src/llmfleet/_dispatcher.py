@@ -38,15 +38,20 @@ from .errors import (
     FleetClosedError,
     excerpt,
 )
+from .journal import FlushEntry, Journal
+from .journal._fleet import FleetJournal
 from .pricing import Cost, PriceTable, TokenUsage
-from .providers import ErrorInfo, ErrorKind, ItemResult, Provider, adapter_for
+from .providers import BATCH_TAG, ErrorInfo, ErrorKind, ItemResult, Provider, adapter_for
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping
     from types import TracebackType
 
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from .journal._store import FlushRecord
 
 __all__ = ["FleetDispatcher", "open_fleet"]
 
@@ -90,6 +95,7 @@ class _Call:
         "error",
         "escalation",
         "flush_by",
+        "jkey",
         "key",
         "model",
         "params",
@@ -127,6 +133,8 @@ class _Call:
         self.flush_by = math.inf
         self.escalation: anyio.CancelScope | None = None
         self.key: Hashable = None
+        # The journal's stable key of the call (llmfleet.journal), when the fleet has one.
+        self.jkey: str | None = None
 
 
 @final
@@ -141,6 +149,7 @@ class _Batch:
         "created_at",
         "ended",
         "ended_at",
+        "flush",
         "id",
         "live",
         "reason",
@@ -164,6 +173,8 @@ class _Batch:
         self.ended = False
         self.ended_at: float | None = None
         self.watch: Watch | None = None
+        # The journal's record of this batch (llmfleet.journal), when the fleet has one.
+        self.flush: FlushRecord | None = None
 
 
 @final
@@ -182,6 +193,7 @@ class FleetDispatcher:
         drain_timeout_ms: int | None = None,
         prices: PriceTable | None = None,
         on_result: OnResult | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         if policy is None:
             policy = RoutingPolicy()
@@ -238,6 +250,16 @@ class FleetDispatcher:
         self._creates_done: anyio.Event | None = None
         self._reconciling: anyio.Event | None = None
         self._reconcile_lock: anyio.Lock | None = None
+        # -- journal hook: the durable record (llmfleet/journal/_fleet.py) --
+        self._journal: FleetJournal | None = None
+        if journal is not None:
+            if not isinstance(journal, Journal):
+                journal = Journal(journal)
+            self._journal = FleetJournal(journal, self.provider)
+        # Calls of re-attached batches, by journal key, that no caller has claimed yet.
+        self._reattached: dict[str, _Call] = {}
+        # Journal keys of the calls in flight (one call per key at a time).
+        self._jkeys: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<FleetDispatcher {self.provider.name} state={self._state} {self._stats!r}>"
@@ -254,7 +276,13 @@ class FleetDispatcher:
         """True once the fleet accepts no more calls."""
         return self._state != "open"
 
-    async def submit(self, *, latency_budget_ms: float | None = None, **params: Any) -> Any:
+    async def submit(
+        self,
+        *,
+        latency_budget_ms: float | None = None,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> Any:
         """Make one create call, by whichever route its budget allows (DESIGN §2).
 
         Takes exactly the keyword arguments of the SDK's create call and returns exactly what
@@ -262,7 +290,10 @@ class FleetDispatcher:
 
         :param latency_budget_ms: how long the caller can wait. ``None`` or at most
             ``policy.sync_max_latency_ms``: the direct route; longer: the batch route.
-        :raises ValueError: a negative budget.
+        :param idempotency_key: with a journal, the call's stable key (else a hash of its
+            params): a batched call whose result the journal holds is answered from it.
+            Not sent to the provider; ignored on the direct route.
+        :raises ValueError: a negative budget; an ``idempotency_key`` already in flight.
         :raises UnbatchableRequestError: ``stream=True``, or a request the batch route
             cannot carry.
         :raises FleetClosedError: the fleet is closed.
@@ -285,13 +316,13 @@ class FleetDispatcher:
         if self.policy.deadline_action == "wait":
             # The seed's behaviour: the budget only chooses the route (and is kept for the
             # hit-rate figures).
-            return await self._submit_batch(params, budget, None)
+            return await self._submit_batch(params, budget, None, idempotency_key)
         turnaround = self._turnaround.estimate(self.provider.model_of(params))
         if turnaround is not None and budget < turnaround:
             # Even a batch flushed now would likely end after the deadline (DESIGN §8).
             self._c.routed_by_deadline += 1
             return await self._direct(params)
-        return await self._submit_batch(params, budget, turnaround)
+        return await self._submit_batch(params, budget, turnaround, idempotency_key)
 
     async def submit_sync(self, **params: Any) -> Any:
         """Make the call on the direct route, now. Same arguments and result as the SDK's."""
@@ -335,20 +366,50 @@ class FleetDispatcher:
             tally.add_tokens(model, tokens)
         return value
 
-    async def submit_batch(self, **params: Any) -> Any:
+    async def submit_batch(self, *, idempotency_key: str | None = None, **params: Any) -> Any:
         """Put the call in the next batch and wait for its result, however long it takes.
-        Same arguments and result as the SDK's create call."""
-        return await self._submit_batch(params, None, None)
+        Same arguments and result as the SDK's create call (``idempotency_key``: see
+        :meth:`submit`)."""
+        return await self._submit_batch(params, None, None, idempotency_key)
 
     async def _submit_batch(
-        self, params: dict[str, Any], budget: float | None, turnaround: float | None
+        self,
+        params: dict[str, Any],
+        budget: float | None,
+        turnaround: float | None,
+        idempotency_key: str | None = None,
     ) -> Any:
         self._check_open()
         provider = self.provider
         provider.check(params)
         custom_id = f"lf_{self._tag}_{next(self._ids)}"
         size, request = provider.prepare(custom_id, params)
+        # -- journal hook: answer from the journal, or join a re-attached batch --
+        jkey = None
+        if self._journal is not None:
+            jkey = self._journal.key_of(params, idempotency_key)
+            if jkey in self._jkeys:
+                raise ValueError(
+                    f"a call with idempotency_key {excerpt(jkey[4:])} is in flight already; "
+                    "wait for it, or give this call its own key"
+                )
+            stored = await self._journal.stored(jkey)
+            if stored is not None:
+                c = self._c
+                c.batched_calls += 1
+                c.from_journal += 1
+                if stored.kind == "succeeded":
+                    c.succeeded += 1
+                else:
+                    setattr(c, stored.kind, getattr(c, stored.kind) + 1)
+                return self._journal.answer(stored)
+            self._check_open()
+            joined = self._reattached.pop(jkey, None)
+            if joined is not None and self._claim(joined):
+                return await self._wait(joined)
+        # -- end of journal hook --
         call = _Call(custom_id, params, request, size, provider.model_of(params), self._new_event())
+        call.jkey = jkey
         if self._batch_key is not None:
             call.key = self._batch_key(params)
         c = self._c
@@ -364,11 +425,19 @@ class FleetDispatcher:
         self._send.send_nowait(call)
         c.queued += 1
         c.batched_calls += 1
+        return await self._wait(call)
+
+    async def _wait(self, call: _Call) -> Any:
+        if call.jkey is not None:
+            self._jkeys.add(call.jkey)
         try:
             await call.done.wait()
         except BaseException:
             self._abandon(call)
             raise
+        finally:
+            if call.jkey is not None:
+                self._jkeys.discard(call.jkey)
         # The call may outlive its caller in a batch or the deadline timers: keep no result
         # or request alive through it.
         value, error = call.value, call.error
@@ -377,6 +446,48 @@ class FleetDispatcher:
         if error is not None:
             raise error
         return value
+
+    def _claim(self, call: _Call) -> bool:
+        """Journal hook: a caller takes over a call of a re-attached batch and waits for its
+        result (no new request). False if its result has come and gone (not final, so it
+        is sent again)."""
+        batch = call.batch
+        assert batch is not None
+        if batch.calls.get(call.custom_id) is not call:
+            return False
+        call.state = _SENT
+        call.arrival = self._clock()
+        batch.live += 1
+        self._c.batched_calls += 1
+        return True
+
+    def _reattach(self, flush: FlushRecord) -> None:
+        """Journal hook: own again a batch an earlier fleet created (llmfleet/journal): poll
+        it, fetch and store its results, and hand them to whoever submits its calls' keys."""
+        assert flush.batch_id is not None
+        assert self._tg is not None
+        calls = []
+        for entry in flush.entries:
+            call = _Call(entry.custom_id, _RELEASED, None, 0, entry.model, self._new_event())
+            call.state = _GONE  # no caller until one submits its key (see _join)
+            call.jkey = entry.key
+            calls.append(call)
+        batch = _Batch(calls, cast("FlushReason", "reattach"))
+        batch.requests = []
+        # The journal holds it: it is never cancelled for want of callers.
+        batch.live = 1
+        batch.id = flush.batch_id
+        batch.flush = flush
+        batch.created_at = self._clock()
+        for call in calls:
+            call.batch = batch
+            self._reattached.setdefault(call.jkey or "", call)
+        self._owned_ids.add(flush.batch_id)
+        self._batches.add(batch)
+        self._c.in_flight_batches += 1
+        self._c.reattached_batches += 1
+        logger.info("re-attached batch %s (%d calls) from the journal", batch.id, len(calls))
+        self._tg.start_soon(self._run_batch, batch, name=f"llmfleet batch {batch.id} (journal)")
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -584,14 +695,16 @@ class FleetDispatcher:
     # -- one batch, from create to its last result ----------------------------------------
 
     async def _run_batch(self, batch: _Batch) -> None:
+        reattached = batch.id is not None  # journal hook: re-attached, created before
         try:
-            await self._create(batch)
+            if not reattached:
+                await self._create(batch)
             if batch.id is not None:
                 models = {call.model for call in batch.calls.values()}
                 if batch.live and await self._wait_until_ended(batch):
                     batch.ended = True
                     took = self._clock() - batch.created_at
-                    for model in models:
+                    for model in models if not reattached else ():
                         self._turnaround.observe(model, took)
                     await self._fetch_results(batch)
                     if batch.ended_at is not None:
@@ -622,6 +735,9 @@ class FleetDispatcher:
                     custom_id=call.custom_id,
                 ),
             )
+            if reattached:
+                for key in [k for k, call in self._reattached.items() if call.batch is batch]:
+                    del self._reattached[key]
             self._batches.discard(batch)
             self._c.in_flight_batches -= 1
             self._check_idle()
@@ -629,6 +745,15 @@ class FleetDispatcher:
     async def _create(self, batch: _Batch) -> None:
         provider = self.provider
         requests, batch.requests = batch.requests, []
+        journal = self._journal
+        if journal is not None:
+            # -- journal hook: the intent is durable before the create is sent; adapters
+            # that can tag a batch put its tag on the create (llmfleet/journal) --
+            calls = batch.calls
+            batch.flush = await journal.intent(
+                [FlushEntry(cid, calls[cid].jkey or "", calls[cid].model) for cid, _ in requests]
+            )
+            BATCH_TAG.set(batch.flush.tag)
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             # While an ambiguous create is being reconciled, no other create may start: its
             # batch could be mistaken for the one being looked for.
@@ -657,6 +782,8 @@ class FleetDispatcher:
                         raise
                     self._provider_error(info)
                     if info.kind is not ErrorKind.CONNECTION:
+                        if journal is not None and batch.flush is not None:
+                            await journal.void(batch.flush.flush_id)  # journal hook
                         self._refuse(batch, exc, info)
                         return
                     logger.warning("batch create: no answer (%s); looking for the batch", exc)
@@ -664,6 +791,8 @@ class FleetDispatcher:
                     if batch_id is None:
                         if attempt < CREATE_ATTEMPTS and self._state != "aborted":
                             continue
+                        if journal is not None and batch.flush is not None:
+                            await journal.void(batch.flush.flush_id)  # journal hook
                         self._refuse(batch, exc, info)
                         return
                     logger.info("adopted batch %s after an ambiguous create", batch_id)
@@ -676,6 +805,8 @@ class FleetDispatcher:
             assert batch_id is not None
             batch.id = batch_id
             batch.created_at = self._clock()
+            if journal is not None and batch.flush is not None:
+                await journal.created(batch.flush.flush_id, batch_id)  # journal hook
             self._owned_ids.add(batch_id)
             self._c.batches_submitted += 1
             logger.debug("batch %s created with %d calls", batch_id, len(requests))
@@ -777,6 +908,18 @@ class FleetDispatcher:
                 async with aclosing(
                     cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(batch.id))
                 ) as lines:
+                    if batch.flush is not None and self._journal is not None:
+                        # -- journal hook: each page is stored before its callers wake --
+                        flush = batch.flush
+                        await self._journal.stream(
+                            flush.flush_id,
+                            batch.id,
+                            {e.custom_id: e.key for e in flush.entries},
+                            lines,
+                            partial(self._deliver, batch),
+                        )
+                        await self._journal.finished(flush.flush_id)
+                        return
                     # Read to the end even once every call is resolved: a stream left half-read
                     # leaves the SDK's decoder generators for the garbage collector, which
                     # trio reports (and it would be one more unexplained open response).
@@ -871,8 +1014,13 @@ class FleetDispatcher:
         """
         if batch.id is None or batch.cancel_sent:
             return
-        batch.cancel_sent = True
         aborting = aborting or self._state == "aborted"
+        if aborting and batch.flush is not None:
+            # Journal hook: the fleet is going away, not the callers' wish for the results.
+            # The batch runs on; the next fleet on this journal re-attaches and collects it.
+            logger.info("batch %s left running: reopen its journal to collect it", batch.id)
+            return
+        batch.cancel_sent = True
         with anyio.CancelScope(shield=aborting) as scope:
             if aborting:
                 scope.deadline = self._clock() + ABORT_GRACE_S
@@ -1063,6 +1211,30 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     fleet._idle = idle = anyio.Event()
     fleet._new_event = type(idle)  # the running backend's Event class: one per batched call
     fleet._reconcile_lock = anyio.Lock()
+    journal = fleet._journal
+    reattach: list[FlushRecord] = []
+    if journal is not None:
+        # Journal hook: open it, and settle interrupted creates before anything is sent.
+        await journal.open()
+        try:
+            reattach = await journal.reconcile(partial(fleet._budget.acquire, Priority.CREATE))
+        except BaseException:
+            await journal.aclose()
+            raise
+    try:
+        async with _run_open(fleet, reattach) as opened:
+            yield opened
+    finally:
+        if journal is not None:
+            await journal.aclose()
+
+
+@asynccontextmanager
+async def _run_open(
+    fleet: FleetDispatcher, reattach: list[FlushRecord]
+) -> AsyncIterator[FleetDispatcher]:
+    idle = fleet._idle
+    assert idle is not None
     send, receive = anyio.create_memory_object_stream[_Call](math.inf)
     body_error: BaseException | None = None
     board = fleet._board = StatusBoard(
@@ -1085,6 +1257,8 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
         fleet._receive = receive
         await tg.start(run_background)
         await tg.start(fleet._flusher, receive)
+        for flush in reattach:
+            fleet._reattach(flush)  # journal hook
         fleet._state = "open"
         try:
             yield fleet
@@ -1124,6 +1298,7 @@ def open_fleet(
     drain_timeout_ms: int | None = None,
     prices: PriceTable | None = None,
     on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
 ) -> AbstractAsyncContextManager[FleetDispatcher]:
     """Open a fleet over ``client``: an async context manager yielding a :class:`FleetDispatcher`.
 
@@ -1141,7 +1316,12 @@ def open_fleet(
         ``None`` (default) waits for every batch to end.
     :param prices: the price table for cost figures (default: list prices).
     :param on_result: called with a :class:`~llmfleet.ResultEvent` as each call ends.
+    :param journal: a :class:`~llmfleet.Journal` or the path of one (an SQLite file): the
+        fleet records every batch before creating it and every result as it arrives, and
+        on opening re-attaches to the batches an earlier fleet left running (they are never
+        created again) and answers calls whose result is stored (docs/journal.md).
     :raises TypeError: no adapter knows this client.
+    :raises JournalError: the journal cannot be used (at ``async with``).
     """
     fleet = FleetDispatcher(
         client,
@@ -1149,5 +1329,6 @@ def open_fleet(
         drain_timeout_ms=drain_timeout_ms,
         prices=prices,
         on_result=on_result,
+        journal=journal,
     )
     return _run(fleet)

@@ -132,9 +132,7 @@ class FleetJournal:
         self._open = []
         return attach
 
-    async def _find(
-        self, flush: FlushRecord, acquire: Callable[[], Awaitable[None]]
-    ) -> str | None:
+    async def _find(self, flush: FlushRecord, acquire: Callable[[], Awaitable[None]]) -> str | None:
         provider = self.provider
         find_tagged = getattr(provider, "find_tagged", None)
         give_up = max(time.time(), flush.created_after + RECONCILE_WINDOW_S)

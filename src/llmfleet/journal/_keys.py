@@ -60,12 +60,9 @@ class KeyMaker:
 def check_key(idempotency_key: object) -> str:
     """``idempotency_key`` if it is a usable key (else ``TypeError``/``ValueError``)."""
     if not isinstance(idempotency_key, str):
-        raise TypeError(
-            f"idempotency_key must be a string, got {type(idempotency_key).__name__}"
-        )
+        raise TypeError(f"idempotency_key must be a string, got {type(idempotency_key).__name__}")
     if not 1 <= len(idempotency_key) <= MAX_KEY_CHARS:
         raise ValueError(
-            f"idempotency_key must have 1 to {MAX_KEY_CHARS} characters, got "
-            f"{len(idempotency_key)}"
+            f"idempotency_key must have 1 to {MAX_KEY_CHARS} characters, got {len(idempotency_key)}"
         )
     return idempotency_key

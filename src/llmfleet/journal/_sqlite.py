@@ -147,13 +147,14 @@ class SQLiteStore:
             raise JournalError(f"cannot read the journal {path}: {exc}") from exc
         if header and header != _HEADER:
             raise JournalError(
-                f"{path} is not an llmfleet journal (not an SQLite database); "
-                + _what_to_do(path)
+                f"{path} is not an llmfleet journal (not an SQLite database); " + _what_to_do(path)
             )
         self._lock(path)
         try:
             db = sqlite3.connect(
-                path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                path,
+                timeout=_BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
@@ -283,9 +284,7 @@ class SQLiteStore:
         db = self._conn()
         final = frozenset(
             row[0]
-            for row in db.execute(
-                "SELECT key FROM results WHERE kind IN ('succeeded', 'errored')"
-            )
+            for row in db.execute("SELECT key FROM results WHERE kind IN ('succeeded', 'errored')")
         )
         flushes = []
         rows = db.execute(
