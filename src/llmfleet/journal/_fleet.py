@@ -135,7 +135,11 @@ class FleetJournal:
     async def _find(self, flush: FlushRecord, acquire: Callable[[], Awaitable[None]]) -> str | None:
         provider = self.provider
         find_tagged = getattr(provider, "find_tagged", None)
-        give_up = max(time.time(), flush.created_after + RECONCILE_WINDOW_S)
+        # The window is measured from the intent's wall time, and waited out on the event
+        # loop's clock (which tests may run virtually).
+        give_up = anyio.current_time() + max(
+            0.0, flush.created_after + RECONCILE_WINDOW_S - time.time()
+        )
         failures = 0
         while True:
             await acquire()
@@ -161,7 +165,7 @@ class FleetJournal:
                     ) from exc
                 await anyio.sleep(max(_RECONCILE_PAUSE_S, info.retry_after or 0))
                 continue
-            if found is not None or time.time() >= give_up:
+            if found is not None or anyio.current_time() >= give_up:
                 return found
             await anyio.sleep(_RECONCILE_PAUSE_S)
 
