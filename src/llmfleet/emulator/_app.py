@@ -126,10 +126,19 @@ class _JSONLResponse(Response):
     """Streams JSONL in fixed-size chunks (which split lines wherever they fall); with ``cut``,
     closes the connection after the first ``cut`` bytes, in the middle of the chunked body."""
 
-    def __init__(self, lines: list[bytes], *, chunk_bytes: int, cut: int | None) -> None:
+    def __init__(
+        self,
+        lines: list[bytes],
+        *,
+        chunk_bytes: int,
+        cut: int | None,
+        line_delay: Callable[[], float] | None = None,
+    ) -> None:
         self.status_code = 200
         self.background = None
         self.body = b"".join(lines)
+        self._lines = lines
+        self._line_delay = line_delay
         self._chunk_bytes = chunk_bytes
         self._cut = cut
         # No content-length: the body goes out chunked, as the real API streams it.
@@ -139,6 +148,17 @@ class _JSONLResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         end = len(self.body) if self._cut is None else self._cut
+        if self._line_delay is not None:
+            # Dripping: a line at a time, each after its pause (config.results_line_delay_s).
+            sent = 0
+            for line in self._lines:
+                if sent >= end:
+                    break
+                await anyio.sleep(self._line_delay())
+                part = line[: end - sent]
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                sent += len(part)
+            end = 0  # all sent
         for start in range(0, end, self._chunk_bytes):
             chunk = self.body[start : min(start + self._chunk_bytes, end)]
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -211,6 +231,8 @@ def build_app(state: State) -> Starlette:
         batch = state.create_batch(body)
         if fault is not None and fault.kind == "accept_then_drop":
             return await _drop(request)
+        if fault is not None and fault.kind == "accept_then_slow":
+            await anyio.sleep(fault.delay_s)
         return JSONResponse(batch)
 
     def _not_found(batch_id: str) -> ApiError:
@@ -265,7 +287,12 @@ def build_app(state: State) -> Starlette:
         cut = None
         if fault is not None and fault.kind == "cut_stream":
             cut = sum(len(line) for line in lines[: len(lines) // 2])
-        return _JSONLResponse(lines, chunk_bytes=state.config.results_chunk_bytes, cut=cut)
+        return _JSONLResponse(
+            lines,
+            chunk_bytes=state.config.results_chunk_bytes,
+            cut=cut,
+            line_delay=state.line_delay(),
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         # Unknown paths and wrong methods answer in the API's error shape too.

@@ -1074,7 +1074,12 @@ def openai_routes(state: State) -> list[Route]:
         cut = None
         if fault is not None and fault.kind == "cut_stream":
             cut = sum(len(line) for line in lines[: len(lines) // 2])
-        return _JSONLResponse(lines, chunk_bytes=state.config.results_chunk_bytes, cut=cut)
+        return _JSONLResponse(
+            lines,
+            chunk_bytes=state.config.results_chunk_bytes,
+            cut=cut,
+            line_delay=state.line_delay(),
+        )
 
     async def delete(request: Request, raw: bytes, fault: Fault | None) -> Response:
         return JSONResponse(openai.delete_file(request.path_params["file_id"]))
@@ -1083,6 +1088,8 @@ def openai_routes(state: State) -> list[Route]:
         batch = openai.create_batch(_json_body(raw))
         if fault is not None and fault.kind == "accept_then_drop":
             return await _drop(request)
+        if fault is not None and fault.kind == "accept_then_slow":
+            await anyio.sleep(fault.delay_s)
         return JSONResponse(batch)
 
     async def batch_retrieve(request: Request, raw: bytes, fault: Fault | None) -> Response:

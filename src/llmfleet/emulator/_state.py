@@ -25,7 +25,7 @@ from ._config import ENDPOINTS, EmulatorConfig, Fault, draw
 from ._ledger import Ledger, LedgerEntry, ResultType
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 __all__ = ["ApiError", "BatchInfo", "RecordedRequest", "State"]
 
@@ -509,6 +509,15 @@ class State:
             n = self._direct_calls + 1
         rng = random.Random(f"{self.config.seed}/latency/{n}")
         return draw(self.config.direct_latency_s, rng) or 0.0
+
+    def line_delay(self) -> Callable[[], float] | None:
+        """The pause before each line of a results stream, drawn per line, or ``None`` when
+        ``config.results_line_delay_s`` is 0 (the stream goes out in chunks)."""
+        duration = self.config.results_line_delay_s
+        if not callable(duration) and not duration:
+            return None
+        rng = random.Random(f"{self.config.seed}/line-delay")
+        return lambda: draw(duration, rng) or 0.0
 
     def create_message(self, params: object) -> dict[str, Any]:
         """Answer ``POST /v1/messages``; enters the call in the ledger.
