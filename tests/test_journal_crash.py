@@ -24,9 +24,12 @@ from llmfleet.emulator import EmulatorConfig, Fault, start_emulator
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-    from llmfleet.emulator import Emulator
+    from llmfleet.emulator import Emulator, Endpoint
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="kill -9 is POSIX")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="kill -9 is POSIX"),
+    pytest.mark.slow,
+]
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 MODEL = "claude-haiku-4-5"
@@ -139,12 +142,13 @@ def batches_of(emu: Emulator, provider: str) -> int:
 
 def sent_texts(emu: Emulator, provider: str) -> list[str]:
     """The user text of every request in every batch the emulator created."""
-    texts = []
+    texts: list[str] = []
     if provider == "openai":
         for batch in emu.openai.batches.values():
             data = emu.openai.files[batch.input_file_id].content.decode()
-            for line in data.splitlines():
-                texts.append(json.loads(line)["body"]["messages"][-1]["content"])
+            texts.extend(
+                json.loads(line)["body"]["messages"][-1]["content"] for line in data.splitlines()
+            )
         return texts
     for request in emu.requests:
         if request.endpoint == "batch_create" and isinstance(request.body, dict):
@@ -189,7 +193,7 @@ def test_kill_while_the_create_is_answered(
     intent only. The rerun finds the batch (OpenAI by its tag, Anthropic by count and time)
     and re-attaches instead of creating another."""
     texts = write_requests(tmp_path / "requests.jsonl", provider)
-    endpoint = "openai_batch_create" if provider == "openai" else "batch_create"
+    endpoint: Endpoint = "openai_batch_create" if provider == "openai" else "batch_create"
     emu.add_fault(Fault(endpoint, "accept_then_slow", delay_s=30))
     run = Run(tmp_path, emu, backend, provider, "--window", "0.1")
     run.wait_for("the batch", lambda: batches_of(emu, provider) == 1)
@@ -251,7 +255,8 @@ def test_kill_with_half_the_results_stored(tmp_path: Path, emu: Emulator, backen
     assert f"answered from the journal (no request): {stored}" in report
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# One backend: the in-process tests (test_journal_fleet.py) cover both.
+@pytest.mark.parametrize("backend", ["trio"])
 def test_a_finished_run_reruns_from_the_journal_alone(
     tmp_path: Path, emu: Emulator, backend: str
 ) -> None:
@@ -262,15 +267,3 @@ def test_a_finished_run_reruns_from_the_journal_alone(
     assert len(emu.requests) == requests  # not one request
     assert f"answered from the journal (no request): {N}" in report
     check_once(tmp_path, emu, texts, "anthropic", report)
-
-
-def test_a_foreign_journal_stops_the_run_with_what_to_do(tmp_path: Path, emu: Emulator) -> None:
-    write_requests(tmp_path / "requests.jsonl")
-    (tmp_path / "results.jsonl.journal").write_text("my notes\n")
-    run = Run(tmp_path, emu, "asyncio", "anthropic")
-    run.proc.communicate(timeout=60)
-    assert run.proc.returncode == 2
-    assert "not an llmfleet journal" in run.stderr()
-    assert "move" in run.stderr()
-    assert emu.counts == {} or sum(emu.counts.values()) == 0
-    assert (tmp_path / "results.jsonl.journal").read_text() == "my notes\n"

@@ -19,7 +19,7 @@ from llmfleet import (
     RoutingPolicy,
     open_fleet,
 )
-from llmfleet.journal import FlushEntry, FlushRecord, SQLiteStore
+from llmfleet.journal import FlushEntry, FlushRecord, SQLiteStore, StoredOutcome
 from llmfleet.providers import ErrorKind, ItemResult
 
 from fakes import FakeError, FakeMessage, FakeProvider, request
@@ -301,3 +301,33 @@ async def test_two_fleets_cannot_share_a_journal(tmp_path: Path) -> None:
         with pytest.raises(JournalError, match="in use"):
             async with open_fleet(JournaledFake(), policy=POLICY, journal=path):
                 pytest.fail("opened")
+
+
+async def test_an_open_flush_whose_results_are_all_stored_is_closed_not_fetched(
+    tmp_path: Path,
+) -> None:
+    """The process died after storing the last result but before marking its batch done
+    (whose files the provider may have deleted since): nothing is fetched again."""
+    fake = JournaledFake(turnaround=1.0)
+    path = tmp_path / "j.db"
+    store = SQLiteStore(path, provider="fake")
+    await store.open()
+    entries = (FlushEntry("lf_dead_1", "key:a"),)
+    await store.record_intent(FlushRecord("fl_dead", "tag", 0.0, entries, "gone_batch"))
+    await store.record_results(
+        "fl_dead",
+        [
+            (
+                "key:a",
+                StoredOutcome(
+                    "succeeded", {"custom_id": "lf_dead_1", "text": "a", "route": "batch"}
+                ),
+            )
+        ],
+    )
+    await store.aclose()
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        assert fleet.stats.reattached_batches == 0
+        assert (await fleet.submit_batch(idempotency_key="a", **request("a"))).text == "a"
+    assert fake.polls == []
+    assert fake.result_fetches == []

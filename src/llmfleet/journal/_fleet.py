@@ -112,6 +112,11 @@ class FleetJournal:
         store = self._require()
         attach: list[FlushRecord] = []
         for flush in self._open:
+            if all(entry.key in self._final for entry in flush.entries):
+                # Every result is stored already (the process died before marking it):
+                # nothing to collect, and the provider may have deleted its files.
+                await store.record_finished(flush.flush_id)
+                continue
             if flush.batch_id is None:
                 batch_id = await self._find(flush, acquire)
                 if batch_id is None:
