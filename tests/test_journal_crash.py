@@ -267,3 +267,24 @@ def test_a_finished_run_reruns_from_the_journal_alone(
     assert len(emu.requests) == requests  # not one request
     assert f"answered from the journal (no request): {N}" in report
     check_once(tmp_path, emu, texts, "anthropic", report)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_leaves_the_batch_running_for_the_rerun(
+    tmp_path: Path, emu: Emulator, backend: str
+) -> None:
+    texts = write_requests(tmp_path / "requests.jsonl")
+    emu.config.turnaround_s = 3.0
+    run = Run(tmp_path, emu, backend, "anthropic", "--window", "0.1")
+    run.wait_for(
+        "the batch id in the journal",
+        lambda: bool(journal_rows(tmp_path, "SELECT 1 FROM flushes WHERE batch_id IS NOT NULL")),
+    )
+    run.proc.send_signal(signal.SIGINT)
+    run.proc.communicate(timeout=30)
+    assert run.proc.returncode == 130, run.stderr()
+    assert "run the same command again" in run.stderr().lower()
+    assert emu.counts.get("batch_cancel", 0) == 0  # not cancelled: the rerun collects it
+    report = Run(tmp_path, emu, backend, "anthropic", "--window", "0.1").finish()
+    assert "1 re-attached" in report
+    check_once(tmp_path, emu, texts, "anthropic", report)

@@ -331,3 +331,20 @@ async def test_an_open_flush_whose_results_are_all_stored_is_closed_not_fetched(
         assert (await fleet.submit_batch(idempotency_key="a", **request("a"))).text == "a"
     assert fake.polls == []
     assert fake.result_fetches == []
+
+
+async def test_a_batch_whose_callers_left_runs_on_and_its_results_are_kept(
+    tmp_path: Path,
+) -> None:
+    fake = JournaledFake(turnaround=5.0)
+    path = tmp_path / "j.db"
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        with anyio.move_on_after(2):  # the caller gives up while its batch runs
+            await fleet.submit_batch(**request("gave up"))
+        assert fleet.stats.withdrawn == 1
+    assert fake.cancels == []
+    assert len(fake.result_fetches) == 1  # collected before the fleet closed
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        assert (await fleet.submit_batch(**request("gave up"))).text == "gave up"
+        assert fleet.stats.from_journal == 1
+    assert len(fake.creates) == 1

@@ -400,19 +400,34 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         report = anyio.run(main, backend=args.backend)
-    except KeyboardInterrupt:
-        print(
-            "llmfleet run: interrupted; batches in flight keep running. Run the same command "
-            "again to collect them (nothing is sent twice)",
-            file=sys.stderr,
-        )
-        return 130
-    except JournalError as exc:
-        return _error(str(exc))
-    except OSError as exc:
-        return _error(f"{exc}")
+    except BaseException as exc:
+        # On trio, Ctrl-C and errors raised in a task come wrapped in exception groups.
+        if _find(exc, KeyboardInterrupt) is not None:
+            print(
+                "llmfleet run: interrupted; batches in flight keep running. Run the same "
+                "command again to collect them (nothing is sent twice)",
+                file=sys.stderr,
+            )
+            return 130
+        found = _find(exc, (JournalError, OSError))
+        if found is None:
+            raise
+        return _error(str(found))
     print(format_report(report, config))
     return 0 if report.ok else 1
+
+
+def _find(
+    exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """``exc`` if it is a ``kind``, else the first ``kind`` inside it (exception groups)."""
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
 
 
 def _client(provider: str, api_key: str, base_url: str | None) -> Any:

@@ -469,7 +469,7 @@ class FleetDispatcher:
         calls = []
         for entry in flush.entries:
             call = _Call(entry.custom_id, _RELEASED, None, 0, entry.model, self._new_event())
-            call.state = _GONE  # no caller until one submits its key (see _join)
+            call.state = _GONE  # no caller until one submits its key (see _claim)
             call.jkey = entry.key
             calls.append(call)
         batch = _Batch(calls, cast("FlushReason", "reattach"))
@@ -754,6 +754,9 @@ class FleetDispatcher:
                 [FlushEntry(cid, calls[cid].jkey or "", calls[cid].model) for cid, _ in requests]
             )
             BATCH_TAG.set(batch.flush.tag)
+            # The journal holds the batch: its results are kept (they are paid for), so it
+            # is never cancelled for want of callers; an aborting fleet leaves it running.
+            batch.live += 1
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             # While an ambiguous create is being reconciled, no other create may start: its
             # batch could be mistaken for the one being looked for.
@@ -1015,9 +1018,9 @@ class FleetDispatcher:
         if batch.id is None or batch.cancel_sent:
             return
         aborting = aborting or self._state == "aborted"
-        if aborting and batch.flush is not None:
-            # Journal hook: the fleet is going away, not the callers' wish for the results.
-            # The batch runs on; the next fleet on this journal re-attaches and collects it.
+        if batch.flush is not None:
+            # Journal hook: the journal keeps every result of its batches. An aborting fleet
+            # leaves the batch running; the next fleet on the journal re-attaches to it.
             logger.info("batch %s left running: reopen its journal to collect it", batch.id)
             return
         batch.cancel_sent = True
