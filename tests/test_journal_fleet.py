@@ -204,7 +204,7 @@ async def test_an_aborted_fleet_leaves_its_batch_running_and_the_next_re_attache
     assert [out[t].text for t in texts] == texts
     assert {out[t].custom_id for t in texts} == set(fake.creates[0][2])
     assert stats.batches_submitted == 1
-    assert stats.from_journal == 0
+    assert stats.from_journal == 5  # each waited for the re-attached batch to store it
 
 
 async def test_results_of_a_re_attached_batch_nobody_asks_for_are_kept(tmp_path: Path) -> None:
@@ -348,3 +348,33 @@ async def test_a_batch_whose_callers_left_runs_on_and_its_results_are_kept(
         assert (await fleet.submit_batch(**request("gave up"))).text == "gave up"
         assert fleet.stats.from_journal == 1
     assert len(fake.creates) == 1
+
+
+async def test_same_size_creates_reconciled_by_count_lose_nothing_if_paired_crosswise(
+    tmp_path: Path,
+) -> None:
+    """Two creates of two requests each were in flight when the process died: reconciling by
+    count cannot tell which batch is whose (here it pairs them crosswise). Results are stored
+    by custom_id, unique across fleets, so every call is still answered from its own line."""
+    fake = JournaledFake(turnaround=2.0)
+    path = tmp_path / "j.db"
+    first = [("lf_dead_1", request("a")), ("lf_dead_2", request("b"))]
+    second = [("lf_dead_3", request("c")), ("lf_dead_4", request("d"))]
+    await fake.create_batch(first)
+    await fake.create_batch(second)
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        keys = [fleet._journal.key_of(request(t), None) for t in "abcd"]  # type: ignore[union-attr]
+    store = SQLiteStore(path, provider="fake")
+    await store.open()
+    for flush_id, ids in (("fl_1", (0, 1)), ("fl_2", (2, 3))):
+        entries = tuple(FlushEntry(f"lf_dead_{i + 1}", keys[i]) for i in ids)
+        await store.record_intent(FlushRecord(flush_id, flush_id, 0.0, entries))
+    await store.aclose()
+
+    out: dict[str, Any] = {}
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        assert fleet.stats.reattached_batches == 2
+        await run_calls(fleet, list("abcd"), out)
+    assert len(fake.creates) == 2  # only the dead process's
+    assert [out[t].text for t in "abcd"] == list("abcd")
+    assert [out[t].custom_id for t in "abcd"] == [f"lf_dead_{i}" for i in range(1, 5)]

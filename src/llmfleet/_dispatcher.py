@@ -256,8 +256,6 @@ class FleetDispatcher:
             if not isinstance(journal, Journal):
                 journal = Journal(journal)
             self._journal = FleetJournal(journal, self.provider)
-        # Calls of re-attached batches, by journal key, that no caller has claimed yet.
-        self._reattached: dict[str, _Call] = {}
         # Journal keys of the calls in flight (one call per key at a time).
         self._jkeys: set[str] = set()
 
@@ -393,6 +391,14 @@ class FleetDispatcher:
                     f"a call with idempotency_key {excerpt(jkey[4:])} is in flight already; "
                     "wait for it, or give this call its own key"
                 )
+            pending = self._journal.pending(jkey)
+            if pending is not None:
+                # Its batch was re-attached: wait for its result rather than send it again.
+                self._jkeys.add(jkey)
+                try:
+                    await pending.wait()
+                finally:
+                    self._jkeys.discard(jkey)
             stored = await self._journal.stored(jkey)
             if stored is not None:
                 c = self._c
@@ -404,9 +410,6 @@ class FleetDispatcher:
                     setattr(c, stored.kind, getattr(c, stored.kind) + 1)
                 return self._journal.answer(stored)
             self._check_open()
-            joined = self._reattached.pop(jkey, None)
-            if joined is not None and self._claim(joined):
-                return await self._wait(joined)
         # -- end of journal hook --
         call = _Call(custom_id, params, request, size, provider.model_of(params), self._new_event())
         call.jkey = jkey
@@ -447,46 +450,21 @@ class FleetDispatcher:
             raise error
         return value
 
-    def _claim(self, call: _Call) -> bool:
-        """Journal hook: a caller takes over a call of a re-attached batch and waits for its
-        result (no new request). False if its result has come and gone (not final, so it
-        is sent again)."""
-        batch = call.batch
-        assert batch is not None
-        if batch.calls.get(call.custom_id) is not call:
-            return False
-        call.state = _SENT
-        call.arrival = self._clock()
-        batch.live += 1
-        self._c.batched_calls += 1
-        return True
-
     def _reattach(self, flush: FlushRecord) -> None:
         """Journal hook: own again a batch an earlier fleet created (llmfleet/journal): poll
-        it, fetch and store its results, and hand them to whoever submits its calls' keys."""
+        it, then fetch and store its results, which answer its calls' keys when submitted."""
         assert flush.batch_id is not None
         assert self._tg is not None
-        calls = []
-        for entry in flush.entries:
-            call = _Call(entry.custom_id, _RELEASED, None, 0, entry.model, self._new_event())
-            call.state = _GONE  # no caller until one submits its key (see _claim)
-            call.jkey = entry.key
-            calls.append(call)
-        batch = _Batch(calls, cast("FlushReason", "reattach"))
-        batch.requests = []
-        # The journal holds it: it is never cancelled for want of callers.
-        batch.live = 1
+        batch = _Batch([], cast("FlushReason", "reattach"))
+        batch.live = 1  # the journal holds it: it is never cancelled for want of callers
         batch.id = flush.batch_id
         batch.flush = flush
         batch.created_at = self._clock()
-        for call in calls:
-            call.batch = batch
-            self._reattached.setdefault(call.jkey or "", call)
         self._owned_ids.add(flush.batch_id)
         self._batches.add(batch)
         self._c.in_flight_batches += 1
         self._c.reattached_batches += 1
-        logger.info("re-attached batch %s (%d calls) from the journal", batch.id, len(calls))
+        logger.info("re-attached batch %s from the journal", batch.id)
         self._tg.start_soon(self._run_batch, batch, name=f"llmfleet batch {batch.id} (journal)")
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -735,9 +713,8 @@ class FleetDispatcher:
                     custom_id=call.custom_id,
                 ),
             )
-            if reattached:
-                for key in [k for k, call in self._reattached.items() if call.batch is batch]:
-                    del self._reattached[key]
+            if batch.flush is not None and self._journal is not None:
+                self._journal.settled(batch.flush)  # journal hook: its waiting keys go on
             self._batches.discard(batch)
             self._c.in_flight_batches -= 1
             self._check_idle()
@@ -915,11 +892,7 @@ class FleetDispatcher:
                         # -- journal hook: each page is stored before its callers wake --
                         flush = batch.flush
                         await self._journal.stream(
-                            flush.flush_id,
-                            batch.id,
-                            {e.custom_id: e.key for e in flush.entries},
-                            lines,
-                            partial(self._deliver, batch),
+                            flush, batch.id, lines, partial(self._deliver, batch)
                         )
                         await self._journal.finished(flush.flush_id)
                         return

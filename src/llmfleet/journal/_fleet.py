@@ -7,12 +7,14 @@ The dispatcher (``llmfleet/_dispatcher.py``) calls, in order of a batch's life:
 - :meth:`FleetJournal.reconcile` before the fleet accepts calls: flushes whose create got no
   recorded answer are looked for at the provider, then every open flush with a batch id is
   handed back to be re-attached (never created again);
-- :meth:`FleetJournal.key_of` and :meth:`FleetJournal.stored` at submit: a call whose result
-  is stored is answered from it, with no request;
+- :meth:`FleetJournal.key_of`, :meth:`FleetJournal.pending` and :meth:`FleetJournal.stored`
+  at submit: a call in a re-attached batch waits for it; a call whose result is stored is
+  answered from it, with no request;
 - :meth:`FleetJournal.intent` before a create is sent, :meth:`FleetJournal.created` /
   :meth:`FleetJournal.void` after;
 - :meth:`FleetJournal.stream` to read a batch's results: each page is stored before its
   callers are woken; :meth:`FleetJournal.finished` after the last line;
+  :meth:`FleetJournal.settled` when the batch's task ends, however it ends;
 - :meth:`FleetJournal.aclose` when the fleet has ended.
 """
 
@@ -69,6 +71,13 @@ class FleetJournal:
         self._final: set[str] = set()
         self._known_ids: set[str] = set()
         self._open: list[FlushRecord] = []
+        # Re-attached batches: custom_id -> key over all of them (custom_ids are unique
+        # across fleets, so a line is stored under its key even if reconciling by count
+        # paired a flush with a sibling's batch), the keys callers may wait for, and the
+        # flushes not yet settled.
+        self._attached_keys: dict[str, str] = {}
+        self._waiting: dict[str, anyio.Event] = {}
+        self._unsettled: set[str] = set()
         # Adapters that can, encode a response for the store and decode it back to the
         # SDK's own type; others store the value as it is (it must be JSON then).
         self._dump: Callable[[Any], Any] = getattr(provider, "dump_value", _same)
@@ -135,6 +144,12 @@ class FleetJournal:
                 )
             attach.append(flush)
         self._open = []
+        for flush in attach:
+            self._unsettled.add(flush.flush_id)
+            for entry in flush.entries:
+                self._attached_keys[entry.custom_id] = entry.key
+                if entry.key not in self._final:
+                    self._waiting[entry.key] = anyio.Event()
         return attach
 
     async def _find(self, flush: FlushRecord, acquire: Callable[[], Awaitable[None]]) -> str | None:
@@ -179,6 +194,20 @@ class FleetJournal:
     def key_of(self, params: dict[str, Any], idempotency_key: str | None) -> str:
         """The call's stable key (see :class:`~llmfleet.journal._keys.KeyMaker`)."""
         return self._keys.key(params, idempotency_key)
+
+    def pending(self, key: str) -> anyio.Event | None:
+        """An event set once a re-attached batch has stored the call's result (or every
+        re-attached batch has ended without one); ``None`` if no such batch carries it."""
+        return self._waiting.get(key)
+
+    def settled(self, flush: FlushRecord) -> None:
+        """A batch's task has ended, whatever became of it. Once every re-attached batch
+        has, calls still waiting go on (their results are not coming: they are sent)."""
+        self._unsettled.discard(flush.flush_id)
+        if not self._unsettled:
+            waiting, self._waiting = self._waiting, {}
+            for event in waiting.values():
+                event.set()
 
     async def stored(self, key: str) -> StoredOutcome | None:
         """The call's final stored outcome, if it has one (read only when one exists)."""
@@ -231,20 +260,22 @@ class FleetJournal:
 
     async def stream(
         self,
-        flush_id: str,
+        flush: FlushRecord,
         batch_id: str,
-        keys: dict[str, str],
         lines: AsyncIterator[tuple[str, ItemResult]],
         deliver: Callable[[str, ItemResult], None],
     ) -> None:
-        """Read ``lines`` to the end; store each page of results (``keys``: custom_id → key)
-        in one transaction, then hand its lines to ``deliver``.
+        """Read ``lines`` to the end; store each page of results in one transaction, then
+        hand its lines to ``deliver``.
 
         A reader task takes lines as they come while the last page is being written, so a
         slow disk makes pages larger rather than the stream slower, and a line that drips
         in alone is stored (and delivered) at once.
         """
         store = self._require()
+        flush_id = flush.flush_id
+        keys = {entry.custom_id: entry.key for entry in flush.entries}
+        attached = self._attached_keys
         send, receive = anyio.create_memory_object_stream[tuple[str, "ItemResult"]](_PAGE)
 
         async def read() -> None:
@@ -264,13 +295,16 @@ class FleetJournal:
                             break
                     rows = []
                     for custom_id, result in page:
-                        key = keys.get(custom_id)
+                        key = keys.get(custom_id) or attached.get(custom_id)
                         if key is not None:
                             rows.append((key, self._outcome(batch_id, custom_id, result)))
                     await store.record_results(flush_id, rows)
                     for key, outcome in rows:
                         if outcome.final:
                             self._final.add(key)
+                        event = self._waiting.pop(key, None)
+                        if event is not None:
+                            event.set()
                     for custom_id, result in page:
                         deliver(custom_id, result)
 
