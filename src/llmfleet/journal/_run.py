@@ -345,7 +345,7 @@ def format_report(report: RunReport, config: RunConfig) -> str:
         f"  tokens: {report.tokens.input_tokens} in, {report.tokens.output_tokens} out",
         f"  cost at batch price: ${_usd(money.paid)} (list price ${_usd(money.list_price)},"
         f" saved ${_usd(money.saving)})",
-        f"  of which answered in this run: ${_usd(report.cost_this_run.paid)}",
+        f"  of which answered by this run's own requests: ${_usd(report.cost_this_run.paid)}",
     ]
     if report.unpriced:
         lines.append(f"  {report.unpriced} results of models with no price: tokens only")
