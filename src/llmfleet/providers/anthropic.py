@@ -113,7 +113,7 @@ class AnthropicProvider:
 
     def load_value(self, data: dict[str, Any]) -> Message:
         """A response from the journal, as the SDK builds one (:meth:`dump_value`'s inverse)."""
-        return _Message.construct(**data)
+        return _Message.model_construct(**data)
 
     async def call(self, params: Mapping[str, Any]) -> Message:
         create: Any = self._client.messages.create
