@@ -11,6 +11,7 @@ import pytest
 
 from llmfleet import JournalError
 from llmfleet.journal import FlushEntry, FlushRecord, SQLiteStore, StoredOutcome
+from llmfleet.journal._keys import KeyMaker, params_hash
 from llmfleet.journal._sqlite import APPLICATION_ID, SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -187,3 +188,15 @@ async def test_a_closed_store_says_so(tmp_path: Path) -> None:
     await store.aclose()  # idempotent
     with pytest.raises(JournalError, match="closed"):
         await store.load()
+
+
+def test_keys_are_stable_across_runs_and_count_identical_calls() -> None:
+    p = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    q = dict(reversed(list(p.items())))  # the same params in another order
+    first, second = KeyMaker(), KeyMaker()  # two runs
+    keys = [first.key(p, None), first.key(q, None), first.key(p, "job-7")]
+    assert keys == [second.key(q, None), second.key(p, None), second.key(q, "job-7")]
+    assert keys[0] == f"hash:{params_hash(p)}-1"
+    assert keys[1] == f"hash:{params_hash(p)}-2"
+    assert keys[2] == "key:job-7"
+    assert params_hash(p) == params_hash(q) != params_hash(p | {"max_tokens": 6})
