@@ -723,17 +723,6 @@ class FleetDispatcher:
         provider = self.provider
         requests, batch.requests = batch.requests, []
         journal = self._journal
-        if journal is not None:
-            # -- journal hook: the intent is durable before the create is sent; adapters
-            # that can tag a batch put its tag on the create (llmfleet/journal) --
-            calls = batch.calls
-            batch.flush = await journal.intent(
-                [FlushEntry(cid, calls[cid].jkey or "", calls[cid].model) for cid, _ in requests]
-            )
-            BATCH_TAG.set(batch.flush.tag)
-            # The journal holds the batch: its results are kept (they are paid for), so it
-            # is never cancelled for want of callers; an aborting fleet leaves it running.
-            batch.live += 1
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             # While an ambiguous create is being reconciled, no other create may start: its
             # batch could be mistaken for the one being looked for.
@@ -742,6 +731,18 @@ class FleetDispatcher:
             await self._budget.acquire(Priority.CREATE)
             # Wall time, not the fleet's clock: it is compared with the provider's timestamps.
             since = time.time()
+            if journal is not None and batch.flush is None:
+                # -- journal hook: the intent is durable before the create is sent (and
+                # after the budget's wait, so its time is the create's); adapters that can
+                # tag a batch put its tag on the create (llmfleet/journal) --
+                calls = batch.calls
+                batch.flush = await journal.intent(
+                    [FlushEntry(c, calls[c].jkey or "", calls[c].model) for c, _ in requests]
+                )
+                BATCH_TAG.set(batch.flush.tag)
+                # The journal holds the batch: its results are kept (they are paid for), so
+                # it is never cancelled for want of callers; an aborting fleet leaves it.
+                batch.live += 1
             # Shielded: once sent, a create is awaited even if the fleet aborts, so the batch
             # it makes can be cancelled instead of running on, billed (DESIGN §5). _abort()
             # bounds it by moving this scope's deadline.

@@ -248,15 +248,21 @@ class FleetJournal:
         await self._require().record_intent(flush)
         return flush
 
+    # Shielded: these follow a create or a download already done (a fleet aborting right
+    # then still records what the provider said; a write takes milliseconds).
+
     async def created(self, flush_id: str, batch_id: str) -> None:
         self._known_ids.add(batch_id)
-        await self._require().record_created(flush_id, batch_id)
+        with anyio.CancelScope(shield=True):
+            await self._require().record_created(flush_id, batch_id)
 
     async def void(self, flush_id: str) -> None:
-        await self._require().record_void(flush_id)
+        with anyio.CancelScope(shield=True):
+            await self._require().record_void(flush_id)
 
     async def finished(self, flush_id: str) -> None:
-        await self._require().record_finished(flush_id)
+        with anyio.CancelScope(shield=True):
+            await self._require().record_finished(flush_id)
 
     async def stream(
         self,
