@@ -3,6 +3,7 @@ from the journal, re-attached batches, reconciled creates, and what is never sen
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -378,3 +379,40 @@ async def test_same_size_creates_reconciled_by_count_lose_nothing_if_paired_cros
     assert len(fake.creates) == 2  # only the dead process's
     assert [out[t].text for t in "abcd"] == list("abcd")
     assert [out[t].custom_id for t in "abcd"] == [f"lf_dead_{i}" for i in range(1, 5)]
+
+
+async def test_a_fleet_aborting_mid_create_still_records_the_batch_id(tmp_path: Path) -> None:
+    async def slow_create(requests: Any) -> None:
+        await anyio.sleep(1)
+
+    fake = JournaledFake(turnaround=5.0, on_create=slow_create)
+    path = tmp_path / "j.db"
+    out: dict[str, Any] = {}
+    async with anyio.create_task_group() as callers:
+        try:
+            async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+                callers.start_soon(run_calls, fleet, ["m"], out)
+                with anyio.fail_after(600):
+                    while not journal_has("SELECT 1 FROM flushes", path):  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                raise Crash  # the create is in flight (it takes a second)
+        except Crash:
+            pass
+    assert isinstance(out["m"], FleetClosedError)
+    (batch_id,) = fake.batches
+    assert journal_has(f"SELECT 1 FROM flushes WHERE batch_id = '{batch_id}'", path)
+    assert fake.cancels == []
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        assert fleet.stats.reattached_batches == 1
+        assert (await fleet.submit_batch(**request("m"))).text == "m"
+    assert len(fake.creates) == 1
+
+
+def journal_has(sql: str, path: Path) -> bool:
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        return db.execute(sql).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
