@@ -4,7 +4,7 @@ from the journal, re-attached batches, reconciled creates, and what is never sen
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -20,12 +20,20 @@ from llmfleet import (
     RoutingPolicy,
     open_fleet,
 )
-from llmfleet.journal import FlushEntry, FlushRecord, SQLiteStore, StoredOutcome
+from llmfleet.journal import (
+    BatchRecordStore,
+    FlushEntry,
+    FlushRecord,
+    SQLiteStore,
+    StoredOutcome,
+    StoreState,
+)
 from llmfleet.providers import ErrorKind, ItemResult
 
 from fakes import FakeError, FakeMessage, FakeProvider, request
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
 
@@ -416,3 +424,69 @@ def journal_has(sql: str, path: Path) -> bool:
         return False
     finally:
         db.close()
+
+
+class MemoryStore:
+    """A BatchRecordStore in memory: the protocol is all a fleet needs of a store."""
+
+    def __init__(self) -> None:
+        self.flushes: dict[str, FlushRecord] = {}
+        self.state: dict[str, str] = {}
+        self.results: dict[str, StoredOutcome] = {}
+        self.log: list[str] = []
+
+    async def load(self) -> StoreState:
+        return StoreState(
+            final_keys=frozenset(k for k, o in self.results.items() if o.final),
+            open_flushes=tuple(f for i, f in self.flushes.items() if self.state[i] == "open"),
+            known_batch_ids=frozenset(f.batch_id for f in self.flushes.values() if f.batch_id),
+        )
+
+    async def record_intent(self, flush: FlushRecord) -> None:
+        self.log.append("intent")
+        self.flushes[flush.flush_id] = flush
+        self.state[flush.flush_id] = "open"
+
+    async def record_created(self, flush_id: str, batch_id: str) -> None:
+        self.log.append("created")
+        self.flushes[flush_id] = replace(self.flushes[flush_id], batch_id=batch_id)
+
+    async def record_void(self, flush_id: str) -> None:
+        self.state[flush_id] = "void"
+
+    async def record_results(
+        self, flush_id: str, results: Sequence[tuple[str, StoredOutcome]]
+    ) -> None:
+        self.log.append(f"results {len(results)}")
+        for key, outcome in results:
+            if key not in self.results or not self.results[key].final:
+                self.results[key] = outcome
+
+    async def record_finished(self, flush_id: str) -> None:
+        self.log.append("finished")
+        self.state[flush_id] = "finished"
+
+    async def fetch_results(self, keys: Iterable[str]) -> Mapping[str, StoredOutcome]:
+        return {k: self.results[k] for k in keys if k in self.results}
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_any_store_of_the_protocol_serves_a_fleet(tmp_path: Path) -> None:
+    store = MemoryStore()
+    assert isinstance(store, BatchRecordStore)
+    fake = JournaledFake(turnaround=3.0)
+    journal = Journal(store=store)
+    out: dict[str, Any] = {}
+    async with open_fleet(fake, policy=POLICY, journal=journal) as fleet:
+        await run_calls(fleet, ["u", "v"], out)
+    # In the protocol's order; the fake streams a line per tick, so a page per line.
+    assert store.log == ["intent", "created", "results 1", "results 1", "finished"]
+    async with open_fleet(fake, policy=POLICY, journal=journal) as fleet:
+        again: dict[str, Any] = {}
+        await run_calls(fleet, ["u", "v"], again)
+    assert again == out
+    assert len(fake.creates) == 1
+    with pytest.raises(TypeError, match="a path or a store"):
+        Journal()
