@@ -18,6 +18,7 @@ from llmfleet.errors import (
     DeadlineExceededError,
     FleetClosedError,
     FleetError,
+    JournalError,
     PolicyError,
     UnbatchableRequestError,
     excerpt,
@@ -31,6 +32,8 @@ ERROR_NAMES = (
     "BatchSubmitError",
     # DESIGN §8 (issue 8): deadline_action="fail".
     "DeadlineExceededError",
+    # The durable journal (docs/journal.md): a corrupt, foreign or busy journal file.
+    "JournalError",
     "BatchResultError",
     "BatchRequestError",
     "BatchRequestExpiredError",
@@ -44,7 +47,14 @@ def test_all_is_sorted_and_unique() -> None:
 
 
 def test_design_names_are_public() -> None:
-    for name in ("open_fleet", "FleetDispatcher", "RoutingPolicy", "Route", *ERROR_NAMES):
+    for name in (
+        "open_fleet",
+        "FleetDispatcher",
+        "RoutingPolicy",
+        "Route",
+        "Journal",
+        *ERROR_NAMES,
+    ):
         assert name in llmfleet.__all__
 
 
@@ -109,6 +119,7 @@ def test_errors_module_draws_the_tree() -> None:
         (FleetClosedError, FleetError),
         (BatchSubmitError, FleetError),
         (DeadlineExceededError, FleetError),
+        (JournalError, FleetError),
         (BatchResultError, FleetError),
         (BatchRequestError, BatchResultError),
         (BatchRequestExpiredError, BatchResultError),
@@ -130,6 +141,7 @@ def test_error_tree(child: type[BaseException], parent: type[BaseException]) -> 
         (BatchRequestError, BatchRequestExpiredError),
         (BatchResultMissingError, BatchRequestError),
         (FleetError, ValueError),
+        (JournalError, ValueError),
     ],
 )
 def test_error_tree_has_no_extra_edges(

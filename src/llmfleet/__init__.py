@@ -23,8 +23,10 @@ from .errors import BatchSubmitError as BatchSubmitError
 from .errors import DeadlineExceededError as DeadlineExceededError
 from .errors import FleetClosedError as FleetClosedError
 from .errors import FleetError as FleetError
+from .errors import JournalError as JournalError
 from .errors import PolicyError as PolicyError
 from .errors import UnbatchableRequestError as UnbatchableRequestError
+from .journal import Journal as Journal
 
 __version__ = "0.2.0.dev0"
 
@@ -40,6 +42,8 @@ __all__ = [
     "FleetDispatcher",
     "FleetError",
     "FleetStats",
+    "Journal",
+    "JournalError",
     "Percentiles",
     "PolicyError",
     "ResultEvent",

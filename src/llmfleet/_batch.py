@@ -8,6 +8,10 @@ provider when nobody waits for it any more. Every caller of the batch has an out
 
 A batch can also start from a batch id the provider already has (``batch_id=``): it then
 skips the create and picks its life up at the wait.
+
+With a journal (llmfleet/journal, docs/journal.md), a batch is recorded before its create is
+sent (its ``flush``), its id after, and each page of its results before their callers wake;
+a journaled batch is never cancelled at the provider (its results are paid for and kept).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Final, cast, final
+from typing import TYPE_CHECKING, Final, Literal, cast, final
 
 import anyio
 
@@ -32,7 +36,8 @@ from .errors import (
     FleetClosedError,
     excerpt,
 )
-from .providers import ErrorKind
+from .journal import FlushEntry
+from .providers import BATCH_TAG, ErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Sequence
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
     from ._flush import FlushReason
     from ._policy import RoutingPolicy
     from ._stats import FleetStats
+    from .journal import FlushRecord
+    from .journal._fleet import FleetJournal
     from .providers import ErrorInfo, ItemResult, Provider
 
 __all__ = [
@@ -75,7 +82,8 @@ class BatchContext:
     """What every batch of one fleet shares: the provider and the fleet's services.
 
     ``aborting`` is set by the fleet when it aborts: cleanup is then shielded and bounded.
-    ``on_end`` is called with each batch once its last caller has an outcome.
+    ``on_end`` is called with each batch once its last caller has an outcome. ``journal``:
+    the fleet's durable record, if it keeps one.
     """
 
     __slots__ = (
@@ -84,6 +92,7 @@ class BatchContext:
         "budget",
         "clock",
         "gate",
+        "journal",
         "on_end",
         "outcomes",
         "policy",
@@ -106,6 +115,7 @@ class BatchContext:
         clock: Callable[[], float],
         turnaround: Estimator,
         on_end: Callable[[Batch], None],
+        journal: FleetJournal | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy
@@ -117,6 +127,7 @@ class BatchContext:
         self.clock = clock
         self.turnaround = turnaround
         self.on_end = on_end
+        self.journal = journal
         self.results_requests = max(1, getattr(provider, "results_requests", 1))
         self.aborting = False
 
@@ -148,6 +159,7 @@ class Batch:
         "created_at",
         "ended",
         "ended_at",
+        "flush",
         "id",
         "live",
         "reason",
@@ -159,9 +171,10 @@ class Batch:
         self,
         ctx: BatchContext,
         calls: Sequence[Call],
-        reason: FlushReason,
+        reason: FlushReason | Literal["reattach"],
         *,
         batch_id: str | None = None,
+        flush: FlushRecord | None = None,
     ) -> None:
         self._ctx = ctx
         self.calls = {call.custom_id: call for call in calls}
@@ -179,6 +192,12 @@ class Batch:
         self.ended = False
         self.ended_at: float | None = None
         self.watch: Watch | None = None
+        #: Its record in the fleet's journal (given with a re-attached batch, else made
+        #: right before the create).
+        self.flush = flush
+        if flush is not None:
+            # The journal holds it: never cancelled for want of callers.
+            self.live += 1
         if batch_id is not None:
             self.requests = []
             self.created_at = ctx.clock()
@@ -196,11 +215,14 @@ class Batch:
         """The batch's task: create, wait, deliver, and always leave every caller an outcome."""
         ctx = self._ctx
         lag = None
+        # A batch given its id was created before this fleet saw it: its turnaround is
+        # unknown here.
+        created_here = self.id is None
         try:
             if self.id is None:
                 await self.create()
             if self.id is not None:
-                models = {call.model for call in self.calls.values()}
+                models = {call.model for call in self.calls.values()} if created_here else ()
                 if self.live and await self.wait_until_ended():
                     self.ended = True
                     took = ctx.clock() - self.created_at
@@ -234,6 +256,8 @@ class Batch:
                     custom_id=call.custom_id,
                 )
             )
+            if self.flush is not None and ctx.journal is not None:
+                ctx.journal.settled(self.flush)  # its waiting keys go on
             ctx.stats._batch_done(lag)
             ctx.on_end(self)
 
@@ -244,6 +268,7 @@ class Batch:
         has its error (refused, or never answered)."""
         ctx = self._ctx
         provider = ctx.provider
+        journal = ctx.journal
         requests, self.requests = self.requests, []
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             # While an ambiguous create is being reconciled, no other create may start: its
@@ -252,6 +277,8 @@ class Batch:
             await ctx.budget.acquire(Priority.CREATE)
             # Wall time, not the fleet's clock: it is compared with the provider's timestamps.
             since = time.time()
+            if journal is not None and self.flush is None:
+                await self._record_intent(journal, requests)
             # Shielded: once sent, a create is awaited even if the fleet aborts, so the batch
             # it makes can be cancelled instead of running on, billed (docs/design.md §5).
             # The fleet's abort bounds it by moving this scope's deadline.
@@ -267,6 +294,7 @@ class Batch:
                         raise
                     ctx.provider_error(info)
                     if info.kind is not ErrorKind.CONNECTION:
+                        await self._void()
                         self._refuse(exc, info)
                         return
                     logger.warning("batch create: no answer (%s); looking for the batch", exc)
@@ -274,6 +302,7 @@ class Batch:
                     if batch_id is None:
                         if attempt < CREATE_ATTEMPTS and not ctx.aborting:
                             continue
+                        await self._void()
                         self._refuse(exc, info)
                         return
                     logger.info("adopted batch %s after an ambiguous create", batch_id)
@@ -284,9 +313,32 @@ class Batch:
                 self.fail_all(lambda call: closed_error("while its batch was being created"))
                 return
             assert batch_id is not None
+            if journal is not None and self.flush is not None:
+                await journal.created(self.flush.flush_id, batch_id)
             self.created(batch_id)
             logger.debug("batch %s created with %d calls", batch_id, len(requests))
             return
+
+    async def _record_intent(
+        self, journal: FleetJournal, requests: list[tuple[str, object]]
+    ) -> None:
+        """Make the batch durable before its create is sent (after the budget's wait, so the
+        intent's time is the create's); an adapter that can tag a batch puts the flush's
+        tag on the create, so a later process finds the batch by it."""
+        calls = self.calls
+        self.flush = await journal.intent(
+            [FlushEntry(cid, calls[cid].jkey or "", calls[cid].model) for cid, _ in requests]
+        )
+        BATCH_TAG.set(self.flush.tag)
+        # The journal holds the batch: its results are kept (they are paid for), so it is
+        # never cancelled for want of callers, and an aborting fleet leaves it running.
+        self.live += 1
+
+    async def _void(self) -> None:
+        """The create made no batch: so the journal records, if the batch is in one."""
+        journal = self._ctx.journal
+        if journal is not None and self.flush is not None:
+            await journal.void(self.flush.flush_id)
 
     def created(self, batch_id: str) -> None:
         """The provider made this batch as ``batch_id``."""
@@ -366,6 +418,11 @@ class Batch:
                 async with aclosing(
                     cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(self.id))
                 ) as lines:
+                    if self.flush is not None and ctx.journal is not None:
+                        # Each page is stored before its callers wake.
+                        await ctx.journal.stream(self.flush, self.id, lines, self.deliver)
+                        await ctx.journal.finished(self.flush.flush_id)
+                        return
                     # Read to the end even once every call is resolved: a stream left half-read
                     # leaves the SDK's decoder generators for the garbage collector, which
                     # trio reports (and it would be one more unexplained open response).
@@ -452,6 +509,11 @@ class Batch:
         shielded and bounded by ``ABORT_GRACE_S``.
         """
         if self.id is None or self.cancel_sent:
+            return
+        if self.flush is not None:
+            # The journal keeps every result of its batches: the batch runs on, and the next
+            # fleet on the journal re-attaches to it.
+            logger.info("batch %s left running: reopen its journal to collect it", self.id)
             return
         self.cancel_sent = True
         ctx = self._ctx

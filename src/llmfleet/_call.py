@@ -99,6 +99,7 @@ class Call:
         "error",
         "escalation",
         "flush_by",
+        "jkey",
         "key",
         "model",
         "params",
@@ -136,6 +137,8 @@ class Call:
         self.flush_by = math.inf
         self.escalation: anyio.CancelScope | None = None
         self.key: Hashable = None
+        # Its stable key in the fleet's journal (llmfleet/journal), when the fleet has one.
+        self.jkey: str | None = None
 
     def move(self, to: CallState) -> None:
         """Move to ``to``; :class:`IllegalTransitionError` if the lifecycle has no such move."""

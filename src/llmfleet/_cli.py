@@ -1,4 +1,4 @@
-"""The ``llmfleet`` console script (docs/design.md §10). Subcommands: ``demo`` (``run`` later, §9).
+"""The ``llmfleet`` console script (docs/design.md §10). Subcommands: ``demo`` and ``run``.
 
 The demo's dependencies (the ``emulator`` extra) are imported only when it runs, so
 ``llmfleet --help`` works on a bare install.
@@ -11,7 +11,7 @@ import importlib.util
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -196,7 +196,82 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     demo.set_defaults(handler=_demo)
+    _add_run(commands)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_run(commands: Any) -> None:
+    run = commands.add_parser(
+        "run",
+        help="run a file of requests through batches, resumably, and write their results",
+        description=(
+            "Send every request of REQUESTS (JSONL, one per line: "
+            '{"custom_id": "...", "params": {...create arguments...}}) through the '
+            "providers' Batch APIs and write one result line per request line to --out, in "
+            "input order. A journal records each batch before it is created and each result "
+            "as it arrives: if the run dies (Ctrl-C, kill -9, a reboot), run the same command "
+            "again and it re-attaches to its batches and sends nothing twice. Bad lines get "
+            "an error line in the output; the rest run."
+        ),
+    )
+    run.add_argument("requests", metavar="REQUESTS", help="the input file (JSONL)")
+    run.add_argument("-o", "--out", required=True, metavar="OUT", help="the output file (JSONL)")
+    run.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="the journal (SQLite) that makes the run resumable (default: OUT.journal)",
+    )
+    run.add_argument(
+        "--provider",
+        choices=("anthropic", "openai"),
+        default="anthropic",
+        help="the API: anthropic (messages) or openai (chat completions or responses, by "
+        "params) (default: %(default)s)",
+    )
+    run.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the API's base URL (default: the SDK's); the key is read from "
+        "ANTHROPIC_API_KEY or OPENAI_API_KEY",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=10_000,
+        metavar="N",
+        help="most requests per batch (default: %(default)s)",
+    )
+    run.add_argument(
+        "--window",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="longest a request waits to fill a batch (default: %(default)s)",
+    )
+    run.add_argument(
+        "--poll",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="first status check of a batch, then x1.5 up to 60 s (default: %(default)s)",
+    )
+    run.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="the event loop anyio runs on (default: %(default)s)",
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress display, the report only"
+    )
+    run.set_defaults(handler=_run)
 
 
 def _error(message: str) -> int:
@@ -276,6 +351,110 @@ def _demo(args: argparse.Namespace) -> int:
     else:
         print_report(report, console)
     return 0 if report.ok else 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        return _error("--backend trio needs trio: pip install trio")
+    if args.provider == "openai" and importlib.util.find_spec("openai") is None:
+        return _error("--provider openai needs the openai package: pip install 'llmfleet[openai]'")
+    key_var = "OPENAI_API_KEY" if args.provider == "openai" else "ANTHROPIC_API_KEY"
+    api_key = os.environ.get(key_var)
+    if not api_key:
+        return _error(f"set the API key in the {key_var} environment variable")
+    requests, out = Path(args.requests), Path(args.out)
+    if not requests.is_file():
+        return _error(f"cannot read {requests}: no such file")
+    if out.resolve() == requests.resolve():
+        return _error("--out must not be the input file")
+
+    import anyio
+
+    from .errors import JournalError
+    from .journal._run import (
+        PlainProgress,
+        RunConfig,
+        RunReport,
+        format_report,
+        journal_path_for,
+        run_requests,
+    )
+
+    journal = Path(args.journal) if args.journal else journal_path_for(out)
+    config = RunConfig(
+        requests=requests,
+        out=out,
+        journal=journal,
+        batch_size=args.batch_size,
+        window_s=args.window,
+        poll_s=args.poll,
+    )
+    try:
+        config.policy()
+    except ValueError as exc:
+        return _error(str(exc))
+    print(f"llmfleet run: {requests} -> {out} (journal {journal})", file=sys.stderr, flush=True)
+
+    async def main() -> RunReport:
+        client = _client(args.provider, api_key, args.base_url)
+        async with client:
+            progress = None
+            if not args.no_progress:
+                progress = _rich_progress() if sys.stderr.isatty() else None
+                progress = progress or PlainProgress(sys.stderr)
+            return await run_requests(client, config, progress)
+
+    try:
+        report = anyio.run(main, backend=args.backend)
+    except BaseException as exc:
+        # On trio, Ctrl-C and errors raised in a task come wrapped in exception groups.
+        if _find(exc, KeyboardInterrupt) is not None:
+            print(
+                "llmfleet run: interrupted; batches in flight keep running. Run the same "
+                "command again to collect them (nothing is sent twice)",
+                file=sys.stderr,
+            )
+            return 130
+        found = _find(exc, (JournalError, OSError))
+        if found is None:
+            raise
+        return _error(str(found))
+    print(format_report(report, config))
+    return 0 if report.ok else 1
+
+
+def _find(
+    exc: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """``exc`` if it is a ``kind``, else the first ``kind`` inside it (exception groups)."""
+    if isinstance(exc, kind):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find(inner, kind)
+        if found is not None:
+            return found
+    return None
+
+
+def _client(provider: str, api_key: str, base_url: str | None) -> Any:
+    if provider == "openai":
+        import openai
+
+        return openai.AsyncOpenAI(api_key=api_key, base_url=base_url)
+    import anthropic
+
+    return anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url)
+
+
+def _rich_progress() -> Any:
+    """A live bar on the terminal, if rich is installed (else ``None``: plain lines)."""
+    if importlib.util.find_spec("rich") is None:
+        return None
+    from .journal._runview import RichProgress
+
+    return RichProgress()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

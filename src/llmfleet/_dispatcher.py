@@ -10,32 +10,33 @@ escalation in ``_deadlines``; every counter is written by ``_stats``.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import math
 import secrets
-import sys
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import anyio
 
 from ._batch import ABORT_GRACE_S, Batch, BatchContext, back_off, closed_error
 from ._board import StatusBoard
-from ._budget import RequestBudget
+from ._budget import Priority, RequestBudget
 from ._call import GONE, NEW, QUEUED, SENT, Call, Outcomes
 from ._create_gate import CreateGate
 from ._deadlines import Deadlines
 from ._flush import FlushQueue, FlushReason
 from ._policy import RoutingPolicy
 from ._stats import FleetStats, OnResult, Route
+from ._timers import backend_clock
 from .errors import FleetClosedError
+from .journal._fleet import FleetJournal
 from .pricing import PriceTable
 from .providers import ErrorKind, Provider, adapter_for
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import AsyncIterator, Callable, Hashable, Mapping
     from types import TracebackType
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._stats import Outcome
+    from .journal import FlushRecord, Journal
 
 __all__ = ["FleetDispatcher", "open_fleet"]
 
@@ -67,6 +69,7 @@ class FleetDispatcher:
         drain_timeout_ms: int | None = None,
         prices: PriceTable | None = None,
         on_result: OnResult | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
     ) -> None:
         if policy is None:
             policy = RoutingPolicy()
@@ -117,6 +120,8 @@ class FleetDispatcher:
         self._stack: AsyncExitStack | None = None
         # What every batch shares (the board, the create gate): made in _run().
         self._ctx: BatchContext | None = None
+        # The durable record of batches and results (llmfleet/journal), if any.
+        self._journal = None if journal is None else FleetJournal.of(journal, self.provider)
 
     def __repr__(self) -> str:
         return f"<FleetDispatcher {self.provider.name} state={self._state} {self._stats!r}>"
@@ -133,7 +138,13 @@ class FleetDispatcher:
         """True once the fleet accepts no more calls."""
         return self._state != "open"
 
-    async def submit(self, *, latency_budget_ms: float | None = None, **params: Any) -> Any:
+    async def submit(
+        self,
+        *,
+        latency_budget_ms: float | None = None,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> Any:
         """Make one create call, by whichever route its budget allows (docs/design.md §2).
 
         Takes exactly the keyword arguments of the SDK's create call and returns exactly what
@@ -141,7 +152,10 @@ class FleetDispatcher:
 
         :param latency_budget_ms: how long the caller can wait. ``None`` or at most
             ``policy.sync_max_latency_ms``: the direct route; longer: the batch route.
-        :raises ValueError: a negative budget.
+        :param idempotency_key: with a journal, the call's stable key (else a hash of its
+            params): a batched call whose result the journal holds is answered from it.
+            Not sent to the provider; ignored on the direct route.
+        :raises ValueError: a negative budget; an ``idempotency_key`` already in flight.
         :raises UnbatchableRequestError: ``stream=True``, or a request the batch route
             cannot carry.
         :raises FleetClosedError: the fleet is closed.
@@ -164,14 +178,14 @@ class FleetDispatcher:
         if self.policy.deadline_action == "wait":
             # The seed's behaviour: the budget only chooses the route (and is kept for the
             # hit-rate figures).
-            return await self._submit_batch(params, budget, None)
+            return await self._submit_batch(params, budget, None, idempotency_key)
         turnaround = self._deadlines.turnaround.estimate(self.provider.model_of(params))
         if turnaround is not None and budget < turnaround:
             # Even a batch flushed now would likely end after the deadline (docs/design.md
             # §8).
             self._stats._routed_by_deadline()
             return await self._direct(params)
-        return await self._submit_batch(params, budget, turnaround)
+        return await self._submit_batch(params, budget, turnaround, idempotency_key)
 
     async def submit_sync(self, **params: Any) -> Any:
         """Make the call on the direct route, now. Same arguments and result as the SDK's."""
@@ -212,20 +226,36 @@ class FleetDispatcher:
         stats._direct_succeeded(model, took, provider.tokens_of(value))
         return value
 
-    async def submit_batch(self, **params: Any) -> Any:
+    async def submit_batch(self, *, idempotency_key: str | None = None, **params: Any) -> Any:
         """Put the call in the next batch and wait for its result, however long it takes.
-        Same arguments and result as the SDK's create call."""
-        return await self._submit_batch(params, None, None)
+        Same arguments and result as the SDK's create call (``idempotency_key``: see
+        :meth:`submit`)."""
+        return await self._submit_batch(params, None, None, idempotency_key)
 
     async def _submit_batch(
-        self, params: dict[str, Any], budget: float | None, turnaround: float | None
+        self,
+        params: dict[str, Any],
+        budget: float | None,
+        turnaround: float | None,
+        idempotency_key: str | None = None,
     ) -> Any:
         self._check_open()
         provider = self.provider
         provider.check(params)
         custom_id = f"lf_{self._tag}_{next(self._ids)}"
         size, request = provider.prepare(custom_id, params)
+        journal = self._journal
+        jkey = None
+        if journal is not None:
+            # Answered from the journal if its result is stored (after its re-attached
+            # batch, if it is in one, has stored it).
+            jkey, stored = await journal.lookup(params, idempotency_key)
+            if stored is not None:
+                self._stats._from_journal(stored.kind == "succeeded")
+                return journal.answer(stored)
+            self._check_open()
         call = Call(custom_id, params, request, size, provider.model_of(params), self._new_event())
+        call.jkey = jkey
         if self._batch_key is not None:
             call.key = self._batch_key(params)
         stats = self._stats
@@ -240,6 +270,12 @@ class FleetDispatcher:
             self._deadlines.promise(call, now + budget, turnaround)
         self._send.send_nowait(call)
         stats._enqueued()
+        if journal is not None and jkey is not None:
+            with journal.hold(jkey):
+                return await self._wait(call)
+        return await self._wait(call)
+
+    async def _wait(self, call: Call) -> Any:
         try:
             await call.done.wait()
         except BaseException:
@@ -330,18 +366,29 @@ class FleetDispatcher:
                 self._start_batch(calls, reason)
 
     def _start_batch(
-        self, calls: list[Call], reason: FlushReason, *, batch_id: str | None = None
+        self,
+        calls: list[Call],
+        reason: FlushReason | Literal["reattach"],
+        *,
+        batch_id: str | None = None,
+        flush: FlushRecord | None = None,
     ) -> None:
         """Start the task of one batch of queued calls; with ``batch_id``, of a batch the
-        provider already has (it is not created again)."""
+        provider already has (it is not created again); with ``flush`` too, of a batch an
+        earlier fleet journaled, re-attached (its results answer its calls' keys when they
+        are submitted)."""
         ctx = self._ctx
         assert ctx is not None
         assert self._tg is not None
-        batch = Batch(ctx, calls, reason, batch_id=batch_id)
+        batch = Batch(ctx, calls, reason, batch_id=batch_id, flush=flush)
         for call in calls:
             call.move(SENT)
             call.batch = batch
-        self._stats._flushed(reason, len(calls))
+        if flush is None:
+            self._stats._flushed(reason, len(calls))
+        else:
+            self._stats._reattached()
+            logger.info("re-attached batch %s from the journal", batch_id)
         self._batches.add(batch)
         logger.debug("flush: %d calls (reason %s)", len(calls), reason)
         self._make_room()
@@ -429,30 +476,28 @@ class FleetDispatcher:
                         tg.start_soon(partial(batch.cancel_remote, aborting=True))
 
 
-def _backend_clock() -> Callable[[], float]:
-    """``anyio.current_time`` of the running backend, as one function found once.
-
-    anyio finds the backend on every read; the fleet reads the clock a few times per call,
-    so it asks anyio once which loop runs and keeps that loop's own clock.
-    """
-    token = anyio.lowlevel.current_token()
-    native = token.native_token
-    if isinstance(native, asyncio.AbstractEventLoop):
-        return native.time  # what anyio's asyncio backend reads
-    trio = sys.modules.get("trio")
-    if trio is not None and isinstance(native, trio.lowlevel.TrioToken):
-        # What trio.current_time() reads, without its two lookups (a MockClock too).
-        clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
-        return clock
-    return token.backend_class.current_time
-
-
 @asynccontextmanager
 async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     if fleet._entered:
         raise RuntimeError("a FleetDispatcher can be entered once; make a new one")
     fleet._entered = True
-    clock = fleet._clock = _backend_clock()
+    journal = fleet._journal
+    if journal is None:
+        async with _run_open(fleet, []) as opened:
+            yield opened
+        return
+    # Open the journal, and settle interrupted creates before anything is sent; it is
+    # closed once the fleet has ended, however it ends.
+    async with journal.opened(partial(fleet._budget.acquire, Priority.CREATE)) as reattach:
+        async with _run_open(fleet, reattach) as opened:
+            yield opened
+
+
+@asynccontextmanager
+async def _run_open(
+    fleet: FleetDispatcher, reattach: list[FlushRecord]
+) -> AsyncIterator[FleetDispatcher]:
+    clock = fleet._clock = backend_clock()
     fleet._outcomes.set_clock(clock)
     deadlines = fleet._deadlines
     deadlines.clock = clock
@@ -472,6 +517,7 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
         clock=clock,
         turnaround=deadlines.turnaround,
         on_end=fleet._batch_ended,
+        journal=fleet._journal,
     )
     send, receive = anyio.create_memory_object_stream[Call](math.inf)
     body_error: BaseException | None = None
@@ -499,6 +545,8 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
             fleet._receive = receive
             await tg.start(run_background)
             await tg.start(fleet._flusher, receive)
+            for flush in reattach:
+                fleet._start_batch([], "reattach", batch_id=flush.batch_id, flush=flush)
             fleet._state = "open"
             why = "because the `async with` block raised"
             try:
@@ -547,6 +595,7 @@ def open_fleet(
     drain_timeout_ms: int | None = None,
     prices: PriceTable | None = None,
     on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
 ) -> AbstractAsyncContextManager[FleetDispatcher]:
     """Open a fleet over ``client``: an async context manager yielding a :class:`FleetDispatcher`.
 
@@ -566,7 +615,12 @@ def open_fleet(
         ``None`` (default) waits for every batch to end.
     :param prices: the price table for cost figures (default: list prices).
     :param on_result: called with a :class:`~llmfleet.ResultEvent` as each call ends.
+    :param journal: a :class:`~llmfleet.Journal` or the path of one (an SQLite file): the
+        fleet records every batch before creating it and every result as it arrives, and
+        on opening re-attaches to the batches an earlier fleet left running (they are never
+        created again) and answers calls whose result is stored (docs/journal.md).
     :raises TypeError: no adapter knows this client.
+    :raises JournalError: the journal cannot be used (at ``async with``).
     """
     fleet = FleetDispatcher(
         client,
@@ -574,5 +628,6 @@ def open_fleet(
         drain_timeout_ms=drain_timeout_ms,
         prices=prices,
         on_result=on_result,
+        journal=journal,
     )
     return _run(fleet)

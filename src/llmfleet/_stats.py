@@ -182,6 +182,8 @@ class StatsSnapshot:
     routed_by_deadline: int
     deadline_hits: Mapping[Route, int]
     deadline_misses: Mapping[Route, int]
+    from_journal: int = 0
+    reattached_batches: int = 0
 
     @property
     def saving(self) -> Decimal:
@@ -279,6 +281,8 @@ class _Counters:
     escalations: int = 0
     escalation_cost: Cost = field(default_factory=Cost)
     routed_by_deadline: int = 0
+    from_journal: int = 0
+    reattached_batches: int = 0
     batch_items: int = 0
     batch_size_min: int | None = None
     batch_size_max: int | None = None
@@ -329,6 +333,11 @@ class FleetStats:
     #: Calls over ``sync_max_latency_ms`` routed direct because no batch could meet their
     #: budget (the turnaround estimate exceeds it).
     routed_by_deadline = _View[int]()
+    #: Batched calls answered from the journal, with no request (their outcome is counted
+    #: as well; their tokens and cost are not: they were paid for by an earlier run).
+    from_journal = _View[int]()
+    #: Batches of an earlier run that this fleet re-attached to through its journal.
+    reattached_batches = _View[int]()
 
     @property
     def deadline_hits(self) -> Mapping[Route, int]:
@@ -448,6 +457,8 @@ class FleetStats:
             routed_by_deadline=c.routed_by_deadline,
             deadline_hits=self.deadline_hits,
             deadline_misses=self.deadline_misses,
+            from_journal=c.from_journal,
+            reattached_batches=c.reattached_batches,
         )
 
     def __repr__(self) -> str:
@@ -555,6 +566,24 @@ class FleetStats:
 
     def _routed_by_deadline(self) -> None:
         self._c.routed_by_deadline += 1
+
+    def _from_journal(self, succeeded: bool) -> None:
+        """A batched call answered from the journal with no request (its stored outcome is
+        final: succeeded or errored). Its outcome counts; its tokens and cost do not (an
+        earlier run paid for them)."""
+        c = self._c
+        c.batched_calls += 1
+        c.from_journal += 1
+        if succeeded:
+            c.succeeded += 1
+        else:
+            c.errored += 1
+
+    def _reattached(self) -> None:
+        """A batch of an earlier run, re-attached through the journal, is in flight."""
+        c = self._c
+        c.in_flight_batches += 1
+        c.reattached_batches += 1
 
     def _api_request(self, endpoint: str) -> None:
         """One request to a batch endpoint (``create``, ``status``, ``list``, ...)."""

@@ -1,10 +1,13 @@
-"""A heap of timers served by one task: wake at the earliest, never on a polling interval."""
+"""A heap of timers served by one task: wake at the earliest, never on a polling interval;
+and the running backend's clock, found once."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
+import sys
 from typing import TYPE_CHECKING, Final, Generic, TypeVar, final
 
 import anyio
@@ -14,7 +17,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskStatus
 
-__all__ = ["Timers"]
+__all__ = ["Timers", "backend_clock"]
 
 T = TypeVar("T")
 
@@ -70,3 +73,21 @@ class Timers(Generic[T]):
             self._changed = anyio.Event()
             with anyio.CancelScope(deadline=heap[0][0] if heap else math.inf):
                 await self._changed.wait()
+
+
+def backend_clock() -> Callable[[], float]:
+    """``anyio.current_time`` of the running backend, as one function found once.
+
+    anyio finds the backend on every read; the fleet reads the clock a few times per call,
+    so it asks anyio once which loop runs and keeps that loop's own clock.
+    """
+    token = anyio.lowlevel.current_token()
+    native = token.native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        return native.time  # what anyio's asyncio backend reads
+    trio = sys.modules.get("trio")
+    if trio is not None and isinstance(native, trio.lowlevel.TrioToken):
+        # What trio.current_time() reads, without its two lookups (a MockClock too).
+        clock: Callable[[], float] = trio.lowlevel.current_clock().current_time
+        return clock
+    return token.backend_class.current_time

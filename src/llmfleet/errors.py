@@ -8,6 +8,7 @@
     ├── FleetClosedError
     ├── BatchSubmitError
     ├── DeadlineExceededError            (deadline_action="fail": the budget ran out)
+    ├── JournalError                     (a journal file is corrupt, foreign, or in use)
     └── BatchResultError                 (carries batch_id, custom_id)
         ├── BatchRequestError            (errored: error_type, message)
         ├── BatchRequestExpiredError
@@ -32,6 +33,7 @@ __all__ = [
     "DeadlineExceededError",
     "FleetClosedError",
     "FleetError",
+    "JournalError",
     "PolicyError",
     "UnbatchableRequestError",
 ]
@@ -79,6 +81,12 @@ class DeadlineExceededError(FleetError):
 
     Retry with a longer budget, use ``deadline_action="escalate"``, or call ``submit_sync``.
     """
+
+
+class JournalError(FleetError):
+    """A journal cannot be used: the file is corrupt, not a journal, written by a newer
+    llmfleet or for another provider, or in use by another process (the message says which,
+    and what to do)."""
 
 
 class BatchResultError(FleetError):

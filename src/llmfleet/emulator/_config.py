@@ -39,6 +39,7 @@ FaultKind: TypeAlias = Literal[
     "slow",
     "drop",
     "accept_then_drop",
+    "accept_then_slow",
     "cut_stream",
     "transient_404",
     "extra_line",
@@ -54,6 +55,7 @@ _KIND_ENDPOINTS: Final[dict[str, tuple[str, ...]]] = {
     "slow": ENDPOINTS,
     "drop": ENDPOINTS,
     "accept_then_drop": ("batch_create", "openai_batch_create"),
+    "accept_then_slow": ("batch_create", "openai_batch_create"),
     "cut_stream": ("batch_results", "openai_file_content"),
     "transient_404": (
         "batch_retrieve",
@@ -105,6 +107,9 @@ class Fault:
     - ``"drop"``: close the connection without a response, before doing anything.
     - ``"accept_then_drop"`` (``batch_create`` only): create the batch, then close the connection
       without a response: the ambiguous case a client cannot tell from ``"drop"``.
+    - ``"accept_then_slow"`` (``batch_create`` only): create the batch, then wait ``delay_s``
+      before answering: a create in flight whose batch exists already (a client killed in
+      that window has its batch created but never learnt its id).
     - ``"cut_stream"`` (``batch_results`` only): send the first half of the lines, then close the
       connection in the middle of the chunked body.
     - ``"transient_404"`` (``batch_retrieve``, ``batch_results``): answer 404 ``not_found_error``
@@ -205,6 +210,7 @@ _CHECKS: Final[dict[str, Callable[[str, object], None]]] = {
     "max_batch_bytes": _check_positive_int,
     "max_message_bytes": _check_positive_int,
     "results_chunk_bytes": _check_positive_int,
+    "results_line_delay_s": lambda n, v: _check_duration(n, v, optional=False),
 }
 
 
@@ -233,6 +239,9 @@ class EmulatorConfig:
     :param max_message_bytes: largest ``POST /v1/messages`` body (the API's 32 MB), else 413.
     :param results_chunk_bytes: size of the chunks the results stream is sent in; chunks split
         lines wherever they fall, as a real server's do.
+    :param results_line_delay_s: a pause before each line of a results stream (Anthropic's
+        results, OpenAI's file downloads), which then goes out a line at a time: results
+        that drip in, so a test can act while half of them have arrived.
     :param faults: faults armed at start-up.
     :param batch_rpm: like the real API's organisation limit, at most this many requests to
         the batch endpoints (create, retrieve, list, cancel, delete, results) in any 60 s;
@@ -256,6 +265,7 @@ class EmulatorConfig:
     max_batch_bytes: int = 256 * 1024 * 1024
     max_message_bytes: int = 32 * 1024 * 1024
     results_chunk_bytes: int = 64 * 1024
+    results_line_delay_s: Duration = 0.0
     faults: Sequence[Fault] = ()
     batch_rpm: int | None = None
     fault_ratio: float = 0.0

@@ -8,6 +8,7 @@ request-id header, its error types) and wraps each of its handlers with :func:`e
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
@@ -16,6 +17,7 @@ import anyio
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+from ._config import draw
 from ._core import ApiError
 
 if TYPE_CHECKING:
@@ -171,20 +173,34 @@ async def drop(request: Request) -> Response:
 
 async def created(request: Request, call: Call, answer: dict[str, Any]) -> Response:
     """The answer to a create that was made: ``answer``, or none at all under an
-    ``"accept_then_drop"`` fault (the case a client cannot tell from a dropped request)."""
+    ``"accept_then_drop"`` fault (the case a client cannot tell from a dropped request); under
+    an ``"accept_then_slow"`` fault, ``answer`` after the fault's delay (the batch exists
+    while the create is still in flight)."""
     if call.hit("accept_then_drop"):
         return await drop(request)
+    if call.fault is not None and call.fault.kind == "accept_then_slow":
+        await anyio.sleep(call.fault.delay_s)
     return JSONResponse(answer)
 
 
 class JSONLResponse(Response):
     """Streams JSONL in fixed-size chunks (which split lines wherever they fall); with ``cut``,
-    closes the connection after the first ``cut`` bytes, in the middle of the chunked body."""
+    closes the connection after the first ``cut`` bytes, in the middle of the chunked body.
+    With ``line_delay``, drips instead: a line at a time, each after the pause it returns."""
 
-    def __init__(self, lines: list[bytes], *, chunk_bytes: int, cut: int | None) -> None:
+    def __init__(
+        self,
+        lines: list[bytes],
+        *,
+        chunk_bytes: int,
+        cut: int | None,
+        line_delay: Callable[[], float] | None = None,
+    ) -> None:
         self.status_code = 200
         self.background = None
         self.body = b"".join(lines)
+        self._lines = lines
+        self._line_delay = line_delay
         self._chunk_bytes = chunk_bytes
         self._cut = cut
         # No content-length: the body goes out chunked, as the real API streams it.
@@ -194,6 +210,17 @@ class JSONLResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         end = len(self.body) if self._cut is None else self._cut
+        if self._line_delay is not None:
+            # Dripping: a line at a time, each after its pause (config.results_line_delay_s).
+            sent = 0
+            for line in self._lines:
+                if sent >= end:
+                    break
+                await anyio.sleep(self._line_delay())
+                part = line[: end - sent]
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                sent += len(part)
+            end = 0  # all sent
         for start in range(0, end, self._chunk_bytes):
             chunk = self.body[start : min(start + self._chunk_bytes, end)]
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -204,9 +231,22 @@ class JSONLResponse(Response):
 
 
 def jsonl(lines: list[bytes], config: EmulatorConfig, call: Call) -> JSONLResponse:
-    """Stream ``lines``; a ``"cut_stream"`` fault cuts the connection after half of them."""
+    """Stream ``lines``; a ``"cut_stream"`` fault cuts the connection after half of them, and
+    ``config.results_line_delay_s`` makes them drip in a line at a time."""
     cut = sum(len(line) for line in lines[: len(lines) // 2]) if call.hit("cut_stream") else None
-    return JSONLResponse(lines, chunk_bytes=config.results_chunk_bytes, cut=cut)
+    return JSONLResponse(
+        lines, chunk_bytes=config.results_chunk_bytes, cut=cut, line_delay=_line_delay(config)
+    )
+
+
+def _line_delay(config: EmulatorConfig) -> Callable[[], float] | None:
+    """The pause before each line of a results stream, drawn per line (seeded), or ``None``
+    when ``config.results_line_delay_s`` is 0 (the stream goes out in chunks)."""
+    duration = config.results_line_delay_s
+    if not callable(duration) and not duration:
+        return None
+    rng = random.Random(f"{config.seed}/line-delay")
+    return lambda: draw(duration, rng) or 0.0
 
 
 def endpoint(

@@ -9,13 +9,22 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from ._base import BATCH_TAG as BATCH_TAG
 from ._base import BatchStatus as BatchStatus
 from ._base import ErrorInfo as ErrorInfo
 from ._base import ErrorKind as ErrorKind
 from ._base import ItemResult as ItemResult
 from ._base import Provider as Provider
 
-__all__ = ["BatchStatus", "ErrorInfo", "ErrorKind", "ItemResult", "Provider", "adapter_for"]
+__all__ = [
+    "BATCH_TAG",
+    "BatchStatus",
+    "ErrorInfo",
+    "ErrorKind",
+    "ItemResult",
+    "Provider",
+    "adapter_for",
+]
 
 
 def adapter_for(client: Any) -> Provider:

@@ -5,6 +5,7 @@ The dispatcher speaks only this protocol: it knows no vendor, and an adapter kno
 
 from __future__ import annotations
 
+import contextvars
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, final, runtime_checkable
@@ -14,12 +15,21 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "BATCH_TAG",
     "BatchStatus",
     "ErrorInfo",
     "ErrorKind",
     "ItemResult",
     "Provider",
 ]
+
+
+#: The tag of the batch being created, set by the fleet (in the task that sends the create)
+#: when it keeps a journal: an adapter that can tag a batch (OpenAI ``metadata``) puts it on
+#: the create, so that a later process finds that batch by it (``find_tagged``).
+BATCH_TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "llmfleet_batch_tag", default=None
+)
 
 
 class ErrorKind(enum.Enum):
@@ -104,6 +114,12 @@ class Provider(Protocol):
 
     # Optional: ``batch_key(params) -> Hashable``. Requests with different keys never share
     # a batch (the fleet keeps a queue per key); a provider without it has one queue.
+    #
+    # Optional, for the journal (llmfleet/journal): ``dump_value(value) -> JSON`` and
+    # ``load_value(data) -> the SDK's own type`` (a response stored and read back), and
+    # ``async find_tagged(tag, *, created_after, exclude) -> batch id | None`` for an adapter
+    # that puts ``BATCH_TAG`` on its creates. Without them, values are stored as they are
+    # and an interrupted create is found by count and time (``find_batch``).
 
     def model_of(self, params: Mapping[str, Any]) -> str:
         """The model a request names (for prices and per-model stats)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anthropic
+from anthropic.types import Message as _Message
 from anthropic.types.messages import MessageBatch
 
 from ..errors import UnbatchableRequestError, excerpt
@@ -104,6 +105,15 @@ class AnthropicProvider:
             getattr(usage, "cache_creation_input_tokens", None) or 0,
             getattr(usage, "cache_read_input_tokens", None) or 0,
         )
+
+    def dump_value(self, value: Message) -> dict[str, Any]:
+        """A response as JSON, for the journal."""
+        data: dict[str, Any] = value.model_dump(mode="json")
+        return data
+
+    def load_value(self, data: dict[str, Any]) -> Message:
+        """A response from the journal, as the SDK builds one (:meth:`dump_value`'s inverse)."""
+        return _Message.model_construct(**data)
 
     async def call(self, params: Mapping[str, Any]) -> Message:
         create: Any = self._client.messages.create

@@ -32,7 +32,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from ..errors import UnbatchableRequestError, excerpt
-from ._base import BatchStatus, ErrorInfo, ItemResult
+from ._base import BATCH_TAG, BatchStatus, ErrorInfo, ItemResult
 from ._http import classify_http
 from ._json import encode
 
@@ -245,7 +245,9 @@ class OpenAIProvider:
         ids = tuple(cid for cid, _ in requests)
         attempt = _ATTEMPT.get()
         if attempt is None or attempt.ids != ids:
-            attempt = _Attempt(ids, "lf_" + secrets.token_hex(16))
+            # A fleet with a journal gave this batch its tag before the create (and recorded
+            # it): a later process finds the batch by it (find_tagged).
+            attempt = _Attempt(ids, BATCH_TAG.get() or "lf_" + secrets.token_hex(16))
             _ATTEMPT.set(attempt)
         if attempt.file_id is None:
             # custom_ids are the fleet's own lf_<hex>_<n>: nothing in them to escape.
@@ -302,6 +304,33 @@ class OpenAIProvider:
             if not page.has_next_page():
                 return None
             page = await page.get_next_page()
+
+    async def find_tagged(
+        self, tag: str, *, created_after: float, exclude: frozenset[str] | set[str]
+    ) -> str | None:
+        """The batch created with ``tag`` in its metadata since ``created_after`` (Unix time),
+        if there is one and its id is not in ``exclude``: exact, whatever else is running."""
+        since = created_after - _CLOCK_SLACK_S
+        page = await self._once.batches.list(limit=_LIST_PAGE)
+        while True:
+            for batch in page.data:
+                if batch.created_at < since:
+                    return None
+                if (batch.metadata or {}).get(TAG_KEY) == tag and batch.id not in exclude:
+                    return batch.id
+            if not page.has_next_page():
+                return None
+            page = await page.get_next_page()
+
+    def dump_value(self, value: ChatCompletion | Response) -> dict[str, Any]:
+        """A response as JSON, for the journal."""
+        data: dict[str, Any] = value.model_dump(mode="json")
+        return data
+
+    def load_value(self, data: dict[str, Any]) -> ChatCompletion | Response:
+        """A response from the journal (:meth:`dump_value`'s inverse): a ``Response`` or a
+        ``ChatCompletion``, as its ``object`` field says."""
+        return self._construct(RESPONSES if data.get("object") == "response" else "", data)
 
     async def poll(self, batch_id: str) -> BatchStatus:
         return _status(await self._once.batches.retrieve(batch_id))

@@ -1,0 +1,179 @@
+"""``llmfleet run`` in this process (its subprocess runs are in test_journal_crash.py): the line
+format, per-line errors, output order, the report and exit codes."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from llmfleet._cli import main
+from llmfleet.emulator import EmulatorConfig, start_emulator
+from llmfleet.journal._run import Line, journal_path_for, read_requests
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from llmfleet.emulator import Emulator
+
+MODEL = "claude-haiku-4-5"
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    emulator = start_emulator(EmulatorConfig(turnaround_s=0.2))
+    try:
+        yield emulator
+    finally:
+        emulator.close()
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+
+
+def params(text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": text}]} | (
+        extra
+    )
+
+
+def line(custom_id: object, p: object) -> str:
+    return json.dumps({"custom_id": custom_id, "params": p})
+
+
+def run(tmp: Path, emu: Emulator, *extra: str) -> int:
+    return main(
+        [
+            "run",
+            str(tmp / "in.jsonl"),
+            "-o",
+            str(tmp / "out.jsonl"),
+            "--base-url",
+            emu.url,
+            "--window",
+            "0.05",
+            "--poll",
+            "0.05",
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+def test_lines_are_parsed_with_a_clear_error_each(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                line("a", params("x")),
+                "",
+                "{oops",
+                "[1, 2]",
+                line("", params("x")),
+                line("a", params("y")),
+                line("b", "not params"),
+                line("c", params("x", latency_budget_ms=5)),
+                json.dumps({"custom_id": "d", "params": {}, "extra": 1}),
+            ]
+        )
+    )
+    lines = list(read_requests(path))
+    assert lines[0] == Line(1, "a", params("x"))
+    errors = [(entry.number, entry.error) for entry in lines[1:]]
+    assert [n for n, _ in errors] == [3, 4, 5, 6, 7, 8, 9]
+    messages = [e or "" for _, e in errors]
+    assert "not JSON" in messages[0]
+    assert "not a JSON object" in messages[1]
+    assert '"custom_id" must be a string' in messages[2]
+    assert "duplicate custom_id: line 1" in messages[3]
+    assert '"params" must be a JSON object' in messages[4]
+    assert "latency_budget_ms in params" in messages[5]
+    assert "unknown field(s) extra" in messages[6]
+
+
+def test_run_writes_every_line_in_input_order(
+    tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in.jsonl").write_text(
+        "\n".join(
+            [
+                line("first", params("one")),
+                "not json",
+                line("second", params("two", stream=True)),
+                line("third", params("three [[errored]]")),
+                line("fourth", params("four")),
+            ]
+        )
+        + "\n"
+    )
+    assert run(tmp_path, emu, "--batch-size", "2") == 1  # not every line succeeded
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(o["custom_id"], o["line"], o["status"]) for o in out] == [
+        ("first", 1, "succeeded"),
+        (None, 2, "invalid"),
+        ("second", 3, "invalid"),
+        ("third", 4, "errored"),
+        ("fourth", 5, "succeeded"),
+    ]
+    assert out[0]["response"]["content"][0]["text"] == "one"
+    assert "stream=True" in out[2]["error"]["message"]
+    assert out[3]["error"]["type"] == "api_error"
+    assert not (tmp_path / "out.jsonl.part").exists()
+    assert journal_path_for(tmp_path / "out.jsonl").exists()
+    report = capsys.readouterr().out
+    assert "5 lines" in report
+    assert "2 succeeded" in report
+    assert "2 invalid" in report
+    assert "1 errored" in report
+    assert "cost at batch price: $" in report
+
+    # Rerun: the answered lines (succeeded and errored) come from the journal.
+    creates = emu.counts.get("batch_create", 0)
+    assert run(tmp_path, emu) == 1
+    assert emu.counts.get("batch_create", 0) == creates
+    assert "answered from the journal (no request): 3" in capsys.readouterr().out
+
+
+def test_an_edited_line_is_a_new_call(tmp_path: Path, emu: Emulator) -> None:
+    (tmp_path / "in.jsonl").write_text(line("a", params("before")) + "\n")
+    assert run(tmp_path, emu) == 0
+    (tmp_path / "in.jsonl").write_text(line("a", params("after")) + "\n")
+    assert run(tmp_path, emu) == 0
+    (out,) = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert out["response"]["content"][0]["text"] == "after"
+    assert emu.counts["batch_create"] == 2
+
+
+def test_a_foreign_journal_stops_the_run_with_what_to_do(
+    tmp_path: Path, emu: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in.jsonl").write_text(line("a", params("x")) + "\n")
+    journal = tmp_path / "mine.db"
+    journal.write_text("my notes\n")
+    assert run(tmp_path, emu, "--journal", str(journal)) == 2
+    err = capsys.readouterr().err
+    assert "not an llmfleet journal" in err
+    assert "move" in err
+    assert sum(emu.counts.values()) == 0
+    assert journal.read_text() == "my notes\n"
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_usage_errors(
+    tmp_path: Path,
+    emu: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(tmp_path, emu) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "in.jsonl").write_text(line("a", params("x")) + "\n")
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    assert run(tmp_path, emu) == 2
+    assert "ANTHROPIC_API_KEY" in capsys.readouterr().err
+    assert main(["run", "--help"]) == 0
+    assert "custom_id" in capsys.readouterr().out
