@@ -20,6 +20,14 @@ From a shell: ``python -m llmfleet.emulator --port 8787``.
 
 from __future__ import annotations
 
+# -- the Bedrock stand-in (providers/bedrock.py's counterpart) --
+from ._bedrock import BedrockConfig as BedrockConfig
+from ._bedrock import BedrockFault as BedrockFault
+from ._bedrock import JobInfo as JobInfo
+from ._bedrock_app import BedrockEmulator as BedrockEmulator
+from ._bedrock_app import run_bedrock_emulator as run_bedrock_emulator
+
+# -- the Anthropic and OpenAI emulator --
 from ._config import EXTRA_LINE_CUSTOM_ID as EXTRA_LINE_CUSTOM_ID
 from ._config import Duration as Duration
 from ._config import EmulatorConfig as EmulatorConfig
@@ -39,17 +47,22 @@ from ._state import RecordedRequest as RecordedRequest
 __all__ = [
     "EXTRA_LINE_CUSTOM_ID",
     "BatchInfo",
+    "BedrockConfig",
+    "BedrockEmulator",
+    "BedrockFault",
     "Duration",
     "Emulator",
     "EmulatorConfig",
     "Endpoint",
     "Fault",
     "FaultKind",
+    "JobInfo",
     "Ledger",
     "LedgerEntry",
     "RecordedRequest",
     "ResultType",
     "Route",
+    "run_bedrock_emulator",
     "run_emulator",
     "start_emulator",
 ]

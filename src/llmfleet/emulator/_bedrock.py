@@ -1,0 +1,714 @@
+"""The Bedrock stand-in's state: batch inference jobs over S3, InvokeModel, faults, the bill.
+
+moto serves S3 but not Bedrock's invocation jobs; this serves the four job operations botocore
+calls (``CreateModelInvocationJob``, ``GetModelInvocationJob``, ``ListModelInvocationJobs``,
+``StopModelInvocationJob``) and bedrock-runtime's ``InvokeModel``, with the shapes of
+botocore's service models (``bedrock/2023-04-20``, ``bedrock-runtime/2023-09-30``). A job
+reads its input JSONL from S3 when it is validated and writes ``<job id>/<input>.out`` and
+``manifest.json.out`` to S3 when it ends, as the service does.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
+
+from llmfleet.pricing import PriceTable, TokenUsage
+
+from ._ledger import Ledger, LedgerEntry, ResultType
+from ._state import last_user_text
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "ERRORED",
+    "UNPROCESSED",
+    "BedrockConfig",
+    "BedrockFault",
+    "BedrockState",
+    "JobInfo",
+    "Operation",
+]
+
+Operation: TypeAlias = Literal[
+    "CreateModelInvocationJob",
+    "GetModelInvocationJob",
+    "ListModelInvocationJobs",
+    "StopModelInvocationJob",
+    "InvokeModel",
+]
+OPERATIONS: Final = (
+    "CreateModelInvocationJob",
+    "GetModelInvocationJob",
+    "ListModelInvocationJobs",
+    "StopModelInvocationJob",
+    "InvokeModel",
+)
+#: In a record's last user text: the record comes back with an ``error`` instead of output.
+ERRORED: Final = "[[errored]]"
+#: In a record's last user text: the job leaves it unprocessed and ends PartiallyCompleted.
+UNPROCESSED: Final = "[[unprocessed]]"
+ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
+ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
+
+# The patterns of botocore's service model (bedrock 2023-04-20).
+_JOB_NAME: Final = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}")
+_ROLE_ARN: Final = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
+_S3_URI: Final = re.compile(
+    r"s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]+(?:/[-!_*'().a-z0-9A-Z]+)*)?/?"
+)
+_TOKEN: Final = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
+_JOB_ID: Final = re.compile(
+    r"((arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:model-invocation-job/)?[a-z0-9]{12})"
+)
+_RECORD_ID: Final = re.compile(r"[a-zA-Z0-9]+")
+# A Claude model id, bare or behind a cross-region inference profile (us., eu., global., …).
+_CLAUDE: Final = re.compile(r"([a-z]{2,6}\.)?anthropic\.claude-[a-z0-9.\-]+(:[0-9]+)?")
+_CHARS_PER_TOKEN: Final = 4
+
+
+class AwsError(Exception):
+    """An error answer in the shape botocore parses for rest-json services: the status, the
+    ``x-amzn-ErrorType`` header, and ``{"message": ...}``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> AwsError:
+    return AwsError(400, "ValidationException", message)
+
+
+def _null(member: str) -> AwsError:
+    return invalid(
+        f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: "
+        "Member must not be null"
+    )
+
+
+def _pattern(member: str, value: object, pattern: re.Pattern[str], max_len: int) -> None:
+    if not isinstance(value, str) or len(value) > max_len or not pattern.fullmatch(value):
+        raise invalid(
+            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
+            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
+        )
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BedrockFault:
+    """An injected failure on the next ``times`` calls of ``operation``.
+
+    Kinds: ``"status"`` answers ``status`` with error ``code`` (default: a 429
+    ``ThrottlingException``) and does nothing else; ``"drop"`` closes the connection with no
+    answer; ``"accept_then_drop"`` (``CreateModelInvocationJob``) creates the job, then
+    closes the connection; ``"slow"`` waits ``delay_s`` before answering.
+    """
+
+    operation: Operation
+    kind: Literal["status", "drop", "accept_then_drop", "slow"] = "status"
+    status: int = 429
+    code: str = "ThrottlingException"
+    message: str = ""
+    delay_s: float = 0.0
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"operation must be one of {OPERATIONS}, got {self.operation!r}")
+        if self.kind == "accept_then_drop" and self.operation != "CreateModelInvocationJob":
+            raise ValueError("accept_then_drop applies to CreateModelInvocationJob only")
+        if self.times < 1:
+            raise ValueError(f"times must be >= 1, got {self.times}")
+
+
+@dataclass(kw_only=True)
+class BedrockConfig:
+    """How the stand-in behaves; assign fields on a running one to change it from then on.
+
+    :param turnaround_s: seconds from a job's create to its end (0: it ends when next read).
+    :param min_records: fewest records a job may hold (Bedrock's quota, 100 by default).
+    :param max_records: most records a job may hold.
+    :param stop_delay_s: seconds a stopped job stays ``Stopping``.
+    :param direct_latency_s: seconds InvokeModel takes.
+    :param faults: faults armed at start-up.
+    """
+
+    turnaround_s: float = 0.0
+    min_records: int = 100
+    max_records: int = 50_000
+    stop_delay_s: float = 0.0
+    direct_latency_s: float = 0.0
+    region: str = "us-east-1"
+    account: str = "123456789012"
+    seed: int = 0
+    prices: PriceTable = field(default_factory=PriceTable)
+    faults: tuple[BedrockFault, ...] = ()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A snapshot of one job, for tests."""
+
+    arn: str
+    name: str
+    model: str
+    status: str
+    message: str
+    records: int
+    client_token: str
+
+
+@dataclass
+class _Job:
+    arn: str
+    job_id: str
+    name: str
+    token: str
+    model: str
+    role_arn: str
+    input_uri: str
+    output_uri: str
+    timeout_hours: int
+    submit: float
+    status: str = "Submitted"
+    message: str = ""
+    modified: float = 0.0
+    end: float | None = None
+    stop_at: float | None = None
+    #: ``(recordId, modelInput)`` once validated.
+    records: list[tuple[str, Any]] | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    #: How it ends when its time comes: None (by its records), "expire" or "fail".
+    fate: str | None = None
+
+
+def iso(t: float) -> str:
+    """A timestamp as botocore's iso8601 parser takes it."""
+    stamp = datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def _parse_time(value: str) -> float:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise invalid(f"'{value}' is not a valid timestamp") from None
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+@final
+class BedrockState:
+    """Every job, the armed faults, the request log and the ledger (thread-safe).
+
+    :param s3: a botocore S3 client to the bucket the jobs read and write.
+    """
+
+    def __init__(self, config: BedrockConfig, s3: Any) -> None:
+        self.config = config
+        self._s3 = s3
+        self._lock = threading.RLock()
+        self._jobs: dict[str, _Job] = {}
+        self._by_token: dict[str, str] = {}
+        self._faults: list[list[Any]] = [[f, f.times] for f in config.faults]
+        self._counts: dict[str, int] = {}
+        self._rng = random.Random(config.seed)
+        self.ledger = Ledger(self.refresh_all)
+
+    # -- requests, faults -------------------------------------------------------------------
+
+    def arrive(self, operation: str) -> BedrockFault | None:
+        """Count a request; return the fault it meets, if one is armed."""
+        with self._lock:
+            self._counts[operation] = self._counts.get(operation, 0) + 1
+            for armed in self._faults:
+                fault, left = armed
+                if fault.operation == operation and left > 0:
+                    armed[1] = left - 1
+                    self._faults = [a for a in self._faults if a[1] > 0]
+                    return fault  # type: ignore[no-any-return]
+        return None
+
+    def add_fault(self, fault: BedrockFault) -> None:
+        with self._lock:
+            self._faults.append([fault, fault.times])
+
+    @property
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    # -- the control plane ------------------------------------------------------------------
+
+    def create(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise invalid("The request body is not a valid JSON object.")
+        for member in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig"):
+            if body.get(member) is None:
+                raise _null(member)
+        name, role, model = body["jobName"], body["roleArn"], body["modelId"]
+        _pattern("jobName", name, _JOB_NAME, 63)
+        _pattern("roleArn", role, _ROLE_ARN, 2048)
+        token = body.get("clientRequestToken")
+        if token is not None:
+            _pattern("clientRequestToken", token, _TOKEN, 256)
+        if not isinstance(model, str) or not _CLAUDE.fullmatch(model):
+            raise invalid(
+                f"The provided model identifier is invalid: {model!r} (the llmfleet stand-in "
+                "serves Anthropic Claude models only)."
+            )
+        input_uri = self._uri(body, "inputDataConfig", "s3InputDataConfig")
+        output_uri = self._uri(body, "outputDataConfig", "s3OutputDataConfig")
+        fmt = body["inputDataConfig"]["s3InputDataConfig"].get("s3InputFormat", "JSONL")
+        if fmt != "JSONL":
+            raise invalid(f"Value '{fmt}' at 's3InputFormat' must be JSONL.")
+        hours = body.get("timeoutDurationInHours", 24)
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 24 <= hours <= 168:
+            raise invalid(
+                f"1 validation error detected: Value '{hours}' at 'timeoutDurationInHours' "
+                "failed to satisfy constraint: Member must have value between 24 and 168"
+            )
+        now = time.time()
+        with self._lock:
+            if token is not None and token in self._by_token:
+                # Idempotent: the same token is answered with the job it made.
+                return {"jobArn": self._by_token[token]}
+            if any(job.name == name for job in self._jobs.values()):
+                raise AwsError(
+                    400, "ConflictException", f"A job with the name {name} already exists."
+                )
+            job_id = "".join(
+                self._rng.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in "x" * 12
+            )
+            arn = (
+                f"arn:aws:bedrock:{self.config.region}:{self.config.account}:"
+                f"model-invocation-job/{job_id}"
+            )
+            job = _Job(
+                arn,
+                job_id,
+                name,
+                token or secrets.token_hex(16),
+                model,
+                role,
+                input_uri,
+                output_uri,
+                hours,
+                now,
+                modified=now,
+            )
+            self._jobs[arn] = job
+            self._by_token[job.token] = arn
+        return {"jobArn": arn}
+
+    @staticmethod
+    def _uri(body: Mapping[str, Any], member: str, inner: str) -> str:
+        config = body[member]
+        if not isinstance(config, dict) or not isinstance(config.get(inner), dict):
+            raise _null(f"{member}.{inner}")
+        uri = config[inner].get("s3Uri")
+        if uri is None:
+            raise _null(f"{member}.{inner}.s3Uri")
+        _pattern(f"{member}.{inner}.s3Uri", uri, _S3_URI, 1024)
+        return str(uri)
+
+    def _job(self, identifier: str) -> _Job:
+        _pattern("jobIdentifier", identifier, _JOB_ID, 1011)
+        job = self._jobs.get(identifier)
+        if job is None:
+            job = next((j for j in self._jobs.values() if j.job_id == identifier), None)
+        if job is None:
+            raise AwsError(
+                404, "ResourceNotFoundException", f"The job {identifier} could not be found."
+            )
+        return job
+
+    def get(self, identifier: str) -> dict[str, Any]:
+        with self._lock:
+            job = self._job(identifier)
+            self._advance(job, time.time())
+            return self._json(job)
+
+    def list(self, query: Mapping[str, str]) -> dict[str, Any]:
+        raw = query.get("maxResults", "1000")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise invalid(
+                f"1 validation error detected: Value '{raw}' at 'maxResults' failed to satisfy "
+                "constraint: Member must have value between 1 and 1000"
+            )
+        limit = int(raw)
+        after = _parse_time(query["submitTimeAfter"]) if "submitTimeAfter" in query else None
+        before = _parse_time(query["submitTimeBefore"]) if "submitTimeBefore" in query else None
+        name, status = query.get("nameContains"), query.get("statusEquals")
+        if query.get("sortBy", "CreationTime") != "CreationTime":
+            raise invalid("sortBy must be CreationTime.")
+        order = query.get("sortOrder", "Descending")
+        if order not in ("Ascending", "Descending"):
+            raise invalid("sortOrder must be Ascending or Descending.")
+        start = 0
+        if "nextToken" in query:
+            token = query["nextToken"]
+            if not token.isdigit():
+                raise invalid("The nextToken is not valid.")
+            start = int(token)
+        now = time.time()
+        with self._lock:
+            jobs = list(self._jobs.values())
+            for job in jobs:
+                self._advance(job, now)
+            if order == "Descending":
+                jobs.reverse()
+            jobs = [
+                j
+                for j in jobs
+                if (after is None or j.submit >= after)
+                and (before is None or j.submit <= before)
+                and (name is None or name in j.name)
+                and (status is None or j.status == status)
+            ]
+            page = jobs[start : start + limit]
+            out: dict[str, Any] = {"invocationJobSummaries": [self._json(j) for j in page]}
+        if start + limit < len(jobs):
+            out["nextToken"] = str(start + limit)
+        return out
+
+    def stop(self, identifier: str, *, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        with self._lock:
+            job = self._job(identifier)
+            self._advance(job, now)
+            if job.status in ENDED or job.status == "Stopping":
+                raise invalid(f"The job {job.arn} is {job.status} and cannot be stopped.")
+            job.stop_at = now
+            job.status = "Stopping"
+            job.modified = now
+            self._advance(job, now)
+        return {}
+
+    # -- tests' controls --------------------------------------------------------------------
+
+    def end(self, identifier: str, fate: str | None = None, message: str = "") -> JobInfo:
+        """End a job now: by its records, or ``"expire"``, or ``"fail"`` with ``message``."""
+        with self._lock:
+            job = self._job(identifier)
+            if job.status not in ENDED:
+                job.fate = fate
+                job.message = message
+                job.submit = time.time() - self.config.turnaround_s
+                self._advance(job, time.time())
+            return self._info(job)
+
+    def jobs(self) -> dict[str, JobInfo]:
+        self.refresh_all()
+        with self._lock:
+            return {arn: self._info(job) for arn, job in self._jobs.items()}
+
+    def refresh_all(self) -> None:
+        now = time.time()
+        with self._lock:
+            for job in self._jobs.values():
+                self._advance(job, now)
+
+    # -- a job's life -----------------------------------------------------------------------
+
+    def _advance(self, job: _Job, now: float) -> None:
+        if job.status in ENDED:
+            return
+        if job.stop_at is not None:
+            if now >= job.stop_at + self.config.stop_delay_s:
+                self._finish(job, "Stopped", now)
+            return
+        turnaround = self.config.turnaround_s
+        elapsed = now - job.submit
+        if job.records is None and elapsed >= 0.1 * turnaround:
+            failure = self._validate(job)
+            if failure is not None:
+                job.message = failure
+                self._finish(job, "Failed", now, validated=False)
+                return
+        if job.fate == "fail":
+            self._finish(job, "Failed", now)
+            return
+        if job.fate == "expire":
+            self._finish(job, "Expired", now)
+            return
+        if elapsed >= turnaround:
+            self._finish(job, "Completed", now)
+            return
+        phase = "Submitted"
+        if elapsed >= 0.3 * turnaround:
+            phase = "InProgress"
+        elif elapsed >= 0.2 * turnaround:
+            phase = "Scheduled"
+        elif elapsed >= 0.1 * turnaround:
+            phase = "Validating"
+        if phase != job.status:
+            job.status, job.modified = phase, now
+
+    def _validate(self, job: _Job) -> str | None:
+        """Read and check the input file; the reason the job fails, or ``None``."""
+        bucket, key = _split(job.input_uri)
+        try:
+            data = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            return f"Unable to read the input from {job.input_uri}: {exc}"
+        records: list[tuple[str, Any]] = []
+        seen: set[str] = set()
+        for n, raw in enumerate(data.splitlines(), 1):
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                return f"Line {n} of {job.input_uri} is not valid JSON."
+            if not isinstance(line, dict) or "modelInput" not in line:
+                return f"Line {n} of {job.input_uri} has no modelInput."
+            record_id = line.get("recordId")
+            if record_id is None:
+                record_id = f"{n:011d}"
+            if not isinstance(record_id, str) or not _RECORD_ID.fullmatch(record_id):
+                return f"Line {n}: recordId {record_id!r} is not an alphanumeric string."
+            if record_id in seen:
+                return f"Line {n}: recordId {record_id} is not unique in the input."
+            seen.add(record_id)
+            records.append((record_id, line["modelInput"]))
+        if len(records) < self.config.min_records:
+            return (
+                f"The input has {len(records)} records, fewer than the minimum of "
+                f"{self.config.min_records} records per batch inference job."
+            )
+        if len(records) > self.config.max_records:
+            return (
+                f"The input has {len(records)} records, more than the maximum of "
+                f"{self.config.max_records} records per batch inference job."
+            )
+        job.records = records
+        job.counts["totalRecordCount"] = len(records)
+        return None
+
+    def _finish(self, job: _Job, status: str, now: float, *, validated: bool = True) -> None:
+        records = job.records or []
+        lines: list[bytes] = []
+        ledger: list[LedgerEntry] = []
+        counts = {"processed": 0, "success": 0, "error": 0, "input": 0, "output": 0}
+        unanswered: ResultType = "expired" if status == "Expired" else "canceled"
+        partial = False
+        for n, (record_id, model_input) in enumerate(records):
+            text = last_user_text(model_input) if isinstance(model_input, dict) else ""
+            processed = status == "Completed" or (status == "Expired" and n < len(records) // 2)
+            if UNPROCESSED in text and status == "Completed":
+                processed, partial = False, True
+            if not processed:
+                if status != "Failed":
+                    ledger.append(self._entry(job, record_id, unanswered, TokenUsage()))
+                continue
+            counts["processed"] += 1
+            problem = _check_input(model_input)
+            if problem is None and ERRORED in text:
+                problem = (500, "Internal error processing the record (injected by the stand-in).")
+            if problem is not None:
+                counts["error"] += 1
+                code, message = problem
+                line = {
+                    "recordId": record_id,
+                    "modelInput": model_input,
+                    "error": {"errorCode": code, "errorMessage": message},
+                }
+                ledger.append(self._entry(job, record_id, "errored", TokenUsage()))
+            else:
+                counts["success"] += 1
+                message_id = f"msg_bdrk_{secrets.token_hex(12)}"
+                output, usage = _message(job.model, model_input, message_id)
+                counts["input"] += usage.input_tokens
+                counts["output"] += usage.output_tokens
+                line = {"recordId": record_id, "modelInput": model_input, "modelOutput": output}
+                ledger.append(self._entry(job, record_id, "succeeded", usage, message_id))
+            lines.append(json.dumps(line).encode())
+        if partial:
+            status = "PartiallyCompleted"
+        if validated and records:
+            # The output's order is not the input's (the user guide says so): shuffle it.
+            self._rng.shuffle(lines)
+            manifest = {
+                "totalRecordCount": len(records),
+                "processedRecordCount": counts["processed"],
+                "successRecordCount": counts["success"],
+                "errorRecordCount": counts["error"],
+                "inputTokenCount": counts["input"],
+                "outputTokenCount": counts["output"],
+            }
+            bucket, prefix = _split(job.output_uri)
+            folder = f"{prefix.rstrip('/')}/{job.job_id}".lstrip("/")
+            input_name = job.input_uri.rsplit("/", 1)[-1]
+            try:
+                self._s3.put_object(
+                    Bucket=bucket, Key=f"{folder}/{input_name}.out", Body=b"\n".join(lines) + b"\n"
+                )
+                self._s3.put_object(
+                    Bucket=bucket,
+                    Key=f"{folder}/manifest.json.out",
+                    Body=json.dumps(manifest).encode(),
+                )
+            except Exception as exc:
+                status, job.message = "Failed", f"Unable to write to {job.output_uri}: {exc}"
+                ledger = []
+            job.counts.update(
+                processedRecordCount=counts["processed"],
+                successRecordCount=counts["success"],
+                errorRecordCount=counts["error"],
+            )
+        job.status, job.end, job.modified = status, now, now
+        for entry in ledger:
+            self.ledger._add(entry)
+        if ledger:
+            self.ledger._count_batch()
+
+    def _entry(
+        self,
+        job: _Job,
+        record_id: str,
+        result: ResultType,
+        usage: TokenUsage,
+        message_id: str | None = None,
+    ) -> LedgerEntry:
+        cost = self.config.prices.cost(job.model, usage, batch=True)
+        return LedgerEntry(
+            route="batch",
+            batch_id=job.arn,
+            custom_id=record_id,
+            message_id=message_id,
+            model=job.model,
+            result=result,
+            usage=usage,
+            cost=cost,
+            time=time.time(),
+        )
+
+    def _json(self, job: _Job) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "jobArn": job.arn,
+            "jobName": job.name,
+            "modelId": job.model,
+            "clientRequestToken": job.token,
+            "roleArn": job.role_arn,
+            "status": job.status,
+            "submitTime": iso(job.submit),
+            "lastModifiedTime": iso(job.modified),
+            "inputDataConfig": {
+                "s3InputDataConfig": {"s3Uri": job.input_uri, "s3InputFormat": "JSONL"}
+            },
+            "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": job.output_uri}},
+            "timeoutDurationInHours": job.timeout_hours,
+            "jobExpirationTime": iso(job.submit + job.timeout_hours * 3600),
+            **job.counts,
+        }
+        if job.message:
+            out["message"] = job.message
+        if job.end is not None:
+            out["endTime"] = iso(job.end)
+        return out
+
+    def _info(self, job: _Job) -> JobInfo:
+        return JobInfo(
+            job.arn,
+            job.name,
+            job.model,
+            job.status,
+            job.message,
+            len(job.records or ()),
+            job.token,
+        )
+
+    # -- the runtime ------------------------------------------------------------------------
+
+    def invoke(self, model: str, body: Any) -> tuple[dict[str, Any], TokenUsage]:
+        """Answer InvokeModel; enters the call in the ledger at the on-demand price."""
+        if not _CLAUDE.fullmatch(model):
+            raise invalid("The provided model identifier is invalid.")
+        problem = _check_input(body)
+        if problem is not None:
+            raise invalid(problem[1])
+        message_id = f"msg_bdrk_{secrets.token_hex(12)}"
+        message, usage = _message(model, body, message_id)
+        self.ledger._add(
+            LedgerEntry(
+                route="direct",
+                batch_id=None,
+                custom_id=None,
+                message_id=message_id,
+                model=model,
+                result="succeeded",
+                usage=usage,
+                cost=self.config.prices.cost(model, usage, batch=False),
+                time=time.time(),
+            )
+        )
+        return message, usage
+
+
+def _check_input(body: Any) -> tuple[int, str] | None:
+    """What InvokeModel would refuse in a Claude body, as ``(400, message)``."""
+    if not isinstance(body, dict):
+        return 400, "Malformed input request: expected a JSON object."
+    if body.get("anthropic_version") != ANTHROPIC_VERSION:
+        return 400, (
+            "Malformed input request: #: required key [anthropic_version] not found"
+            if "anthropic_version" not in body
+            else f"Invalid anthropic_version {body['anthropic_version']!r}; use {ANTHROPIC_VERSION}"
+        )
+    if "model" in body:
+        return 400, "Malformed input request: #: extraneous key [model] is not permitted"
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        return 400, "Malformed input request: #/max_tokens: expected an integer >= 1"
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return 400, "Malformed input request: #/messages: expected a non-empty array"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            return 400, f"Malformed input request: #/messages/{i}/role: expected user or assistant"
+    if body.get("stream"):
+        return 400, "Malformed input request: #: extraneous key [stream] is not permitted"
+    return None
+
+
+def _message(
+    model: str, body: Mapping[str, Any], message_id: str
+) -> tuple[dict[str, Any], TokenUsage]:
+    """The echo of the last user text, as the Messages body Claude on Bedrock returns."""
+    text = last_user_text(body)
+    limit = int(body["max_tokens"]) * _CHARS_PER_TOKEN
+    stop = "end_turn"
+    if len(text) > limit:
+        text, stop = text[:limit], "max_tokens"
+    prompt = json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))
+    usage = TokenUsage(
+        max(1, len(prompt) // _CHARS_PER_TOKEN), max(1, len(text) // _CHARS_PER_TOKEN)
+    )
+    message = {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+    }
+    return message, usage
