@@ -203,6 +203,20 @@ class FleetDispatcher:
         self._new_event: Callable[[], anyio.Event] = anyio.Event
         self._c = self._stats._c
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
+        # -- begin: provider minimum batch size (min_batch_requests) --------------------------
+        # A provider may refuse batches below a size (Bedrock: 100 records a job). The queue
+        # then waits for that many calls (or its window), and a flush still smaller goes by
+        # the direct route (see _start_batch) rather than to a create that would fail.
+        self._min_batch = max(1, int(getattr(self.provider, "min_batch_requests", 1)))
+        if self._min_batch > self._max_size:
+            logger.warning(
+                "%s batches hold at least %d calls but batch_max_size allows %d: every batched "
+                "call will go by the direct route; raise batch_max_size",
+                self.provider.name,
+                self._min_batch,
+                self._max_size,
+            )
+        # -- end: provider minimum batch size -------------------------------------------------
         # One queue per batch key: a provider whose batches must not mix some requests (an
         # OpenAI batch file holds one endpoint and model) gives each kind its own queue, each
         # under the §4 rule. Most providers have one key.
@@ -445,7 +459,8 @@ class FleetDispatcher:
             if queue is None:
                 policy = self.policy
                 queue = self._queues[call.key] = FlushQueue(
-                    min_size=min(policy.batch_min_size, self._max_size),
+                    # At least the provider's minimum (see __init__), at most a full batch.
+                    min_size=min(max(policy.batch_min_size, self._min_batch), self._max_size),
                     max_size=self._max_size,
                     window=policy.batch_window_ms / 1000,
                     max_bytes=self.provider.max_batch_bytes,
@@ -458,6 +473,9 @@ class FleetDispatcher:
                 self._start_batch(calls, reason)
 
     def _start_batch(self, calls: list[_Call], reason: FlushReason) -> None:
+        if len(calls) < self._min_batch:
+            self._send_direct(calls, reason)
+            return
         batch = _Batch(calls, reason)
         for call in calls:
             call.state = _SENT
@@ -471,6 +489,34 @@ class FleetDispatcher:
         self._make_room()
         assert self._tg is not None
         self._tg.start_soon(self._run_batch, batch, name=f"llmfleet batch ({len(calls)} calls)")
+
+    # -- begin: provider minimum batch size (min_batch_requests) ------------------------------
+
+    def _send_direct(self, calls: list[_Call], reason: FlushReason) -> None:
+        """A flush smaller than the provider's smallest batch: each call goes by the direct
+        route now (its caller's budget cannot wait for more calls; the window or a deadline
+        ran out, or the fleet is draining)."""
+        c = self._c
+        c.queued -= len(calls)
+        c.below_min_batch += len(calls)
+        logger.debug(
+            "flush of %d calls (reason %s) is below the provider's minimum of %d: sent direct",
+            len(calls),
+            reason,
+            self._min_batch,
+        )
+        self._make_room()
+        assert self._tg is not None
+        for call in calls:
+            # ESCALATED: the state of a queued call answered by the direct route; a caller
+            # that leaves cancels its call (_abandon), and its deadline timer does nothing.
+            call.state = _ESCALATED
+            self._tg.start_soon(
+                partial(self._escalate, call, escalation=False),
+                name=f"llmfleet direct {call.custom_id}",
+            )
+
+    # -- end: provider minimum batch size -----------------------------------------------------
 
     def _make_room(self) -> None:
         room = self._room
@@ -549,8 +595,12 @@ class FleetDispatcher:
         logger.debug("escalating %s to the direct route", call.custom_id)
         self._tg.start_soon(self._escalate, call, name=f"llmfleet escalation {call.custom_id}")
 
-    async def _escalate(self, call: _Call) -> None:
-        """Send a call down the direct route for its caller; its batch result is dropped."""
+    async def _escalate(self, call: _Call, *, escalation: bool = True) -> None:
+        """Send a call down the direct route for its caller; its batch result is dropped.
+
+        :param escalation: count its cost as an escalation's (``False`` for a call sent
+            direct because its flush was below the provider's minimum batch).
+        """
         start = self._clock()
         with anyio.CancelScope() as scope:
             call.escalation = scope
@@ -576,7 +626,7 @@ class FleetDispatcher:
         call.state = _DONE
         call.value = value
         self._record(Route.DIRECT, "succeeded", call.model, call.arrival, value, call=call)
-        cost = self._cost_of(call.model, value, batch=False)
+        cost = self._cost_of(call.model, value, batch=False) if escalation else None
         if cost is not None:
             self._c.escalation_cost = self._c.escalation_cost + cost
         call.done.set()

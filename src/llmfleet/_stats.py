@@ -176,6 +176,7 @@ class StatsSnapshot:
     escalations: int
     escalation_cost: Cost
     routed_by_deadline: int
+    below_min_batch: int
     deadline_hits: Mapping[Route, int]
     deadline_misses: Mapping[Route, int]
 
@@ -275,6 +276,7 @@ class _Counters:
     escalations: int = 0
     escalation_cost: Cost = field(default_factory=Cost)
     routed_by_deadline: int = 0
+    below_min_batch: int = 0
     batch_items: int = 0
     batch_size_min: int | None = None
     batch_size_max: int | None = None
@@ -325,6 +327,9 @@ class FleetStats:
     #: Calls over ``sync_max_latency_ms`` routed direct because no batch could meet their
     #: budget (the turnaround estimate exceeds it).
     routed_by_deadline = _View[int]()
+    #: Batched calls sent direct because their flush was smaller than the provider's
+    #: smallest batch (``min_batch_requests``: Bedrock's 100 records a job).
+    below_min_batch = _View[int]()
 
     @property
     def deadline_hits(self) -> Mapping[Route, int]:
@@ -442,6 +447,7 @@ class FleetStats:
             escalations=c.escalations,
             escalation_cost=c.escalation_cost,
             routed_by_deadline=c.routed_by_deadline,
+            below_min_batch=c.below_min_batch,
             deadline_hits=self.deadline_hits,
             deadline_misses=self.deadline_misses,
         )
