@@ -39,6 +39,11 @@ __all__ = ["BedrockEmulator", "run_bedrock_emulator"]
 #: Credentials the stand-in's own S3 client signs with (moto checks none).
 _S3_KEY: Final = ("llmfleet-stand-in", "llmfleet-stand-in")
 _START_TIMEOUT_S: Final = 10.0
+# One botocore session for every stand-in of the process: it caches the service models it
+# loads (the first client costs ~100 ms, the next ones a few). Its create_client is not
+# thread-safe, hence the lock.
+_SESSION: list[Any] = []
+_SESSION_LOCK: Final = threading.Lock()
 
 
 def _error(error: AwsError, request_id: str) -> Response:
@@ -171,8 +176,6 @@ class BedrockEmulator:
         s3_url: str | None = None,
         host: str = "127.0.0.1",
     ) -> None:
-        import botocore.session
-
         self._config = config if config is not None else BedrockConfig()
         self._moto: Any = None
         if s3_url is None:
@@ -188,13 +191,18 @@ class BedrockEmulator:
             s3_url = f"http://{moto_host}:{moto_port}"
         #: The S3 endpoint URL (moto's).
         self.s3_url = s3_url
-        s3 = botocore.session.Session().create_client(
-            "s3",
-            region_name=self._config.region,
-            endpoint_url=s3_url,
-            aws_access_key_id=_S3_KEY[0],
-            aws_secret_access_key=_S3_KEY[1],
-        )
+        with _SESSION_LOCK:
+            if not _SESSION:
+                import botocore.session
+
+                _SESSION.append(botocore.session.Session())
+            s3 = _SESSION[0].create_client(
+                "s3",
+                region_name=self._config.region,
+                endpoint_url=s3_url,
+                aws_access_key_id=_S3_KEY[0],
+                aws_secret_access_key=_S3_KEY[1],
+            )
         self._state = BedrockState(self._config, s3)
         address, family = _loopback(host)
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
