@@ -318,7 +318,7 @@ async def test_a_job_goes_through_the_services_states_and_stops() -> None:
         control = provider(emu, bucket)._bedrock
         _put_input(emu, bucket, "job1", [_record("r1")])
         arn = control.create_model_invocation_job(**_create_args(bucket))["jobArn"]
-        seen = []
+        seen: list[str] = []
         while not seen or seen[-1] != "Completed":
             seen.append(control.get_model_invocation_job(jobIdentifier=arn)["status"])
             await anyio.sleep(0.01)
