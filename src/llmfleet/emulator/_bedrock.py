@@ -11,6 +11,7 @@ reads its input JSONL from S3 when it is validated and writes ``<job id>/<input>
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import secrets
@@ -137,7 +138,8 @@ class BedrockFault:
 class BedrockConfig:
     """How the stand-in behaves; assign fields on a running one to change it from then on.
 
-    :param turnaround_s: seconds from a job's create to its end (0: it ends when next read).
+    :param turnaround_s: seconds from a job's create to its end (0: it ends when next read;
+        ``math.inf``: it runs until a test ends, expires, fails or stops it).
     :param min_records: fewest records a job may hold (Bedrock's quota, 100 by default).
     :param max_records: most records a job may hold.
     :param stop_delay_s: seconds a stopped job stays ``Stopping``.
@@ -405,13 +407,13 @@ class BedrockState:
 
     def end(self, identifier: str, fate: str | None = None, message: str = "") -> JobInfo:
         """End a job now: by its records, or ``"expire"``, or ``"fail"`` with ``message``."""
+        now = time.time()
         with self._lock:
             job = self._job(identifier)
             if job.status not in ENDED:
-                job.fate = fate
+                job.fate = fate or "complete"
                 job.message = message
-                job.submit = time.time() - self.config.turnaround_s
-                self._advance(job, time.time())
+                self._advance(job, now)
             return self._info(job)
 
     def jobs(self) -> dict[str, JobInfo]:
@@ -430,29 +432,33 @@ class BedrockState:
     def _advance(self, job: _Job, now: float) -> None:
         if job.status in ENDED:
             return
-        if job.stop_at is not None:
-            if now >= job.stop_at + self.config.stop_delay_s:
-                self._finish(job, "Stopped", now)
-            return
         turnaround = self.config.turnaround_s
         elapsed = now - job.submit
-        if job.records is None and elapsed >= 0.1 * turnaround:
+        # Validation (reading the input) comes at a tenth of the turnaround; with no
+        # turnaround (inf: the job runs until a test ends it), at the first read.
+        validate_at = 0.1 * turnaround if turnaround != math.inf else 0.0
+        early = job.stop_at is not None or job.fate is not None  # ended by hand: now
+        if job.records is None and (elapsed >= validate_at or early):
             failure = self._validate(job)
             if failure is not None:
                 job.message = failure
                 self._finish(job, "Failed", now, validated=False)
                 return
+        if job.stop_at is not None:
+            if now >= job.stop_at + self.config.stop_delay_s:
+                self._finish(job, "Stopped", now)
+            return
         if job.fate == "fail":
             self._finish(job, "Failed", now)
             return
         if job.fate == "expire":
             self._finish(job, "Expired", now)
             return
-        if elapsed >= turnaround:
+        if elapsed >= turnaround or job.fate == "complete":
             self._finish(job, "Completed", now)
             return
         phase = "Submitted"
-        if elapsed >= 0.3 * turnaround:
+        if elapsed >= 0.3 * turnaround or (turnaround == math.inf and job.records is not None):
             phase = "InProgress"
         elif elapsed >= 0.2 * turnaround:
             phase = "Scheduled"
