@@ -85,11 +85,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--provider",
-        choices=("anthropic", "openai"),
+        choices=("anthropic", "openai", "bedrock"),
         default="anthropic",
         help=(
-            "the API the fleet talks to: anthropic (AsyncAnthropic) or openai (AsyncOpenAI, "
-            "chat completions; needs the openai package) (default: %(default)s)"
+            "the API the fleet talks to: anthropic (AsyncAnthropic), openai (AsyncOpenAI, "
+            "chat completions; needs the openai package) or bedrock (Amazon Bedrock batch "
+            "inference through botocore, against a local stand-in and moto's S3; needs "
+            "llmfleet[bedrock]) (default: %(default)s)"
         ),
     )
     demo.add_argument(
@@ -210,6 +212,19 @@ def _demo(args: argparse.Namespace) -> int:
         return _error("--backend trio needs trio: pip install trio")
     if args.provider == "openai" and importlib.util.find_spec("openai") is None:
         return _error("--provider openai needs the openai package: pip install 'llmfleet[openai]'")
+    # -- begin: Bedrock --
+    if args.provider == "bedrock":
+        missing = [m for m in ("botocore", "moto") if importlib.util.find_spec(m) is None]
+        if missing:
+            return _error(
+                f"--provider bedrock needs {', '.join(missing)}: "
+                "pip install 'llmfleet[emulator,bedrock]'"
+            )
+        if args.base_url is not None:
+            return _error(
+                "--provider bedrock runs against the embedded stand-in only (no --base-url)"
+            )
+    # -- end: Bedrock --
     key_var = "OPENAI_API_KEY" if args.provider == "openai" else "ANTHROPIC_API_KEY"
     api_key: str | None = None
     if args.base_url is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 import sys
 from collections import Counter
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
@@ -43,7 +43,7 @@ from .errors import BatchRequestError, DeadlineExceededError, FleetError
 from .pricing import Cost
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from rich.console import Console
 
@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 Scenario: TypeAlias = Literal["pooling", "deadlines"]
-ProviderName: TypeAlias = Literal["anthropic", "openai"]
+ProviderName: TypeAlias = Literal["anthropic", "openai", "bedrock"]
 DeadlineAction: TypeAlias = Literal["escalate", "wait", "fail"]
 
 CHAT_MODEL: Final = "claude-haiku-4-5"
@@ -76,7 +76,18 @@ EMULATOR_KEY: Final = "llmfleet-demo-not-a-real-key"
 API_KEY_VARS: Final[Mapping[ProviderName, str]] = {
     "anthropic": "ANTHROPIC_API_KEY",
     "openai": "OPENAI_API_KEY",
+    # -- begin: Bedrock (stand-in only; see _bedrock_vendor) --
+    "bedrock": "AWS_ACCESS_KEY_ID",
+    # -- end: Bedrock --
 }
+# -- begin: Bedrock ------------------------------------------------------------------------------
+#: The models of the two paths with ``provider="bedrock"`` (Bedrock model ids).
+BEDROCK_CHAT_MODEL: Final = "anthropic.claude-haiku-4-5-20251001-v1:0"
+BEDROCK_GRADING_MODEL: Final = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+#: The demo's stand-in account, role and bucket.
+_BEDROCK_ROLE: Final = "arn:aws:iam::123456789012:role/llmfleet-demo"
+_BEDROCK_BUCKET: Final = "llmfleet-demo"
+# -- end: Bedrock --------------------------------------------------------------------------------
 
 _QUESTIONS: Final = (
     "Which of our plans includes priority support?",
@@ -201,6 +212,12 @@ class DemoConfig:
                 f"chat_budget_ms ({self.chat_budget_ms}) must be <= sync_max_latency_ms "
                 f"({self.sync_max_latency_ms}), so that chat calls go direct"
             )
+        if self.provider == "bedrock" and self.base_url is not None:
+            # A real Bedrock needs a role, a bucket and AWS credentials, not a URL and a key.
+            raise ValueError(
+                "provider 'bedrock' runs against the embedded Bedrock stand-in only; for real "
+                "Bedrock, pass llmfleet.providers.bedrock.BedrockClient(...) to open_fleet"
+            )
         if self.base_url is not None and not self.api_key:
             raise ValueError(
                 "a real endpoint (base_url) needs an API key "
@@ -269,6 +286,8 @@ def _vendor(config: DemoConfig) -> _Vendor:
 
     :raises RuntimeError: ``provider="openai"`` without the ``openai`` package.
     """
+    if config.provider == "bedrock":
+        return _bedrock_vendor()
     if config.provider == "anthropic":
         return _Vendor(
             client=lambda key, url: anthropic.AsyncAnthropic(api_key=key, base_url=url),
@@ -311,6 +330,80 @@ def _vendor(config: DemoConfig) -> _Vendor:
         text=lambda completion: completion.choices[0].message.content or "",
         errors=(openai.APIError,),
     )
+
+
+# -- begin: Bedrock ------------------------------------------------------------------------------
+
+
+def _bedrock_vendor() -> _Vendor:
+    """Bedrock's side of the demo: a :class:`BedrockClient` to the stand-in (its URL stands
+    for the ``url`` argument; moto's S3 URL travels with it), Claude params with Bedrock ids.
+
+    :raises RuntimeError: botocore or moto is not installed.
+    """
+    try:
+        import botocore.exceptions
+        import botocore.session
+
+        from .providers.bedrock import BedrockClient
+    except ImportError as exc:
+        raise RuntimeError(
+            "the demo with provider 'bedrock' needs botocore and moto: "
+            "pip install 'llmfleet[emulator,bedrock]'"
+        ) from exc
+
+    @asynccontextmanager
+    async def client(key: str, url: str) -> AsyncIterator[BedrockClient]:
+        endpoint, _, s3_url = url.partition(" ")
+        session = botocore.session.Session()
+        session.set_credentials("llmfleet-demo", key)
+        yield BedrockClient(
+            role_arn=_BEDROCK_ROLE,
+            bucket=_BEDROCK_BUCKET,
+            endpoint_url=endpoint,
+            runtime_endpoint_url=endpoint,
+            s3_endpoint_url=s3_url,
+            session=session,
+        )
+
+    return _Vendor(
+        client=client,
+        chat=lambda history: {
+            "model": BEDROCK_CHAT_MODEL,
+            "max_tokens": 200,
+            "messages": history,
+        },
+        grade=lambda content: {
+            "model": BEDROCK_GRADING_MODEL,
+            "max_tokens": 100,
+            "system": _RUBRIC,
+            "messages": [{"role": "user", "content": content}],
+        },
+        text=_anthropic_text,
+        errors=(botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError),
+    )
+
+
+async def _start_bedrock(stack: AsyncExitStack, config: DemoConfig) -> tuple[Any, str]:
+    """Start the Bedrock stand-in (and moto's S3) for the demo; return it and the ``url``
+    the vendor's client takes (the stand-in's URL, a space, moto's)."""
+    from .emulator import BedrockConfig, run_bedrock_emulator
+
+    low, high = config.direct_latency_s
+    emulator = await stack.enter_async_context(
+        run_bedrock_emulator(
+            BedrockConfig(
+                turnaround_s=config.turnaround(),
+                direct_latency_s=lambda rng: rng.uniform(low, high),
+                seed=config.seed,
+            )
+        )
+    )
+    emulator.create_bucket(_BEDROCK_BUCKET)
+    return emulator, f"{emulator.url} {emulator.s3_url}"
+
+
+# -- end: Bedrock --------------------------------------------------------------------------------
 
 
 # -- what the run observed ------------------------------------------------------------------
@@ -716,7 +809,10 @@ async def run_demo(
     tally = _Tally()
     async with AsyncExitStack() as stack:
         emulator: Emulator | None = None
-        if config.base_url is None:
+        if config.provider == "bedrock":  # -- Bedrock: its stand-in instead of the emulator
+            emulator, url = await _start_bedrock(stack, config)
+            key, target = EMULATOR_KEY, "Bedrock stand-in"
+        elif config.base_url is None:
             low, high = config.direct_latency_s
             emulator = await stack.enter_async_context(
                 run_emulator(
@@ -827,6 +923,12 @@ def _print_intro(console: Console, config: DemoConfig, url: str) -> None:
         if config.emulated
         else f"{url} (a real endpoint: real batches, real money)"
     )
+    if config.provider == "bedrock":  # -- Bedrock: the stand-in's URL, then moto's
+        stand_in, _, s3 = url.partition(" ")
+        where = (
+            f"the Bedrock stand-in at {stand_in}, S3 from moto at {s3} (jobs end after "
+            f"{_range(config.turnaround_s)} s, 100 records at least)"
+        )
     budget = config.grading_budget_ms
     low = budget[0] if isinstance(budget, tuple) else budget
     grading = (

@@ -511,10 +511,9 @@ class FleetDispatcher:
             # ESCALATED: the state of a queued call answered by the direct route; a caller
             # that leaves cancels its call (_abandon), and its deadline timer does nothing.
             call.state = _ESCALATED
-            self._tg.start_soon(
-                partial(self._escalate, call, escalation=False),
-                name=f"llmfleet direct {call.custom_id}",
-            )
+            # Its direct price counts in escalation_cost, as an escalation's does: a batched
+            # call answered at the direct route's price (the money batching did not save).
+            self._tg.start_soon(self._escalate, call, name=f"llmfleet direct {call.custom_id}")
 
     # -- end: provider minimum batch size -----------------------------------------------------
 
@@ -595,12 +594,8 @@ class FleetDispatcher:
         logger.debug("escalating %s to the direct route", call.custom_id)
         self._tg.start_soon(self._escalate, call, name=f"llmfleet escalation {call.custom_id}")
 
-    async def _escalate(self, call: _Call, *, escalation: bool = True) -> None:
-        """Send a call down the direct route for its caller; its batch result is dropped.
-
-        :param escalation: count its cost as an escalation's (``False`` for a call sent
-            direct because its flush was below the provider's minimum batch).
-        """
+    async def _escalate(self, call: _Call) -> None:
+        """Send a call down the direct route for its caller; its batch result is dropped."""
         start = self._clock()
         with anyio.CancelScope() as scope:
             call.escalation = scope
@@ -626,7 +621,7 @@ class FleetDispatcher:
         call.state = _DONE
         call.value = value
         self._record(Route.DIRECT, "succeeded", call.model, call.arrival, value, call=call)
-        cost = self._cost_of(call.model, value, batch=False) if escalation else None
+        cost = self._cost_of(call.model, value, batch=False)
         if cost is not None:
             self._c.escalation_cost = self._c.escalation_cost + cost
         call.done.set()

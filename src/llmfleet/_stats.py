@@ -322,7 +322,7 @@ class FleetStats:
     #: Batched calls sent down the direct route near their deadline (DESIGN §8).
     escalations = _View[int]()
     #: What escalations cost: their direct calls, plus the batch price of results that
-    #: came anyway (and were dropped).
+    #: came anyway (and were dropped); and the direct calls of ``below_min_batch``.
     escalation_cost = _View[Cost]()
     #: Calls over ``sync_max_latency_ms`` routed direct because no batch could meet their
     #: budget (the turnaround estimate exceeds it).

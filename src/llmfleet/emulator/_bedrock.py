@@ -29,6 +29,8 @@ from ._state import last_user_text
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from ._config import Duration
+
 __all__ = [
     "ERRORED",
     "UNPROCESSED",
@@ -53,8 +55,9 @@ OPERATIONS: Final = (
     "StopModelInvocationJob",
     "InvokeModel",
 )
-#: In a record's last user text: the record comes back with an ``error`` instead of output.
-ERRORED: Final = "[[errored]]"
+#: In a record's last user text (also as ``[[errored:<type>]]``): the record comes back with
+#: an ``error`` instead of output.
+ERRORED: Final = "[[errored"
 #: In a record's last user text: the job leaves it unprocessed and ends PartiallyCompleted.
 UNPROCESSED: Final = "[[unprocessed]]"
 ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
@@ -144,14 +147,17 @@ class BedrockConfig:
     :param max_records: most records a job may hold.
     :param stop_delay_s: seconds a stopped job stays ``Stopping``.
     :param direct_latency_s: seconds InvokeModel takes.
+
+    Durations are seconds, or a function drawing them from the stand-in's seeded generator
+    (per job, per call).
     :param faults: faults armed at start-up.
     """
 
-    turnaround_s: float = 0.0
+    turnaround_s: Duration = 0.0
     min_records: int = 100
     max_records: int = 50_000
     stop_delay_s: float = 0.0
-    direct_latency_s: float = 0.0
+    direct_latency_s: Duration = 0.0
     region: str = "us-east-1"
     account: str = "123456789012"
     seed: int = 0
@@ -185,6 +191,7 @@ class _Job:
     output_uri: str
     timeout_hours: int
     submit: float
+    turnaround: float
     status: str = "Submitted"
     message: str = ""
     modified: float = 0.0
@@ -313,6 +320,7 @@ class BedrockState:
                 output_uri,
                 hours,
                 now,
+                self._draw(self.config.turnaround_s),
                 modified=now,
             )
             self._jobs[arn] = job
@@ -329,6 +337,15 @@ class BedrockState:
             raise _null(f"{member}.{inner}.s3Uri")
         _pattern(f"{member}.{inner}.s3Uri", uri, _S3_URI, 1024)
         return str(uri)
+
+    def _draw(self, duration: Duration) -> float:
+        # Caller holds the lock (the generator is shared).
+        return float(duration(self._rng) if callable(duration) else duration)
+
+    def direct_latency(self) -> float:
+        """Seconds the next InvokeModel takes."""
+        with self._lock:
+            return self._draw(self.config.direct_latency_s)
 
     def _job(self, identifier: str) -> _Job:
         _pattern("jobIdentifier", identifier, _JOB_ID, 1011)
@@ -432,7 +449,7 @@ class BedrockState:
     def _advance(self, job: _Job, now: float) -> None:
         if job.status in ENDED:
             return
-        turnaround = self.config.turnaround_s
+        turnaround = job.turnaround
         elapsed = now - job.submit
         # Validation (reading the input) comes at a tenth of the turnaround; with no
         # turnaround (inf: the job runs until a test ends it), at the first read.

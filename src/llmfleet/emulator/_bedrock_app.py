@@ -123,7 +123,7 @@ def build_bedrock_app(state: BedrockState) -> Starlette:
         return JSONResponse(state.stop(request.path_params["job"]))
 
     async def invoke(request: Request, body: Any, fault: BedrockFault | None) -> Response:
-        latency = state.config.direct_latency_s
+        latency = state.direct_latency()
         if latency > 0:
             await anyio.sleep(latency)
         message, usage = state.invoke(request.path_params["model"], body)
