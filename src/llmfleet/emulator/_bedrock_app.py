@@ -256,14 +256,21 @@ class BedrockEmulator:
         if self._moto is not None:
             self._moto.stop()
 
-    def client_config(self) -> dict[str, str]:
-        """The endpoint fields of a :class:`~llmfleet.providers.bedrock.BedrockClient` that
-        reaches this stand-in."""
+    def client_config(self) -> dict[str, Any]:
+        """The fields of a :class:`~llmfleet.providers.bedrock.BedrockClient` that reaches
+        this stand-in: its endpoints, its region, and a botocore session holding made-up
+        credentials (requests are signed; the stand-in checks the signature's form only)."""
+        with _SESSION_LOCK:
+            import botocore.session
+
+            session = botocore.session.Session()
+        session.set_credentials(*_S3_KEY)
         return {
             "endpoint_url": self.url,
             "runtime_endpoint_url": self.url,
             "s3_endpoint_url": self.s3_url,
             "region": self._config.region,
+            "session": session,
         }
 
     def create_bucket(self, name: str) -> None:
