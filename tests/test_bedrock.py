@@ -342,3 +342,58 @@ async def test_a_job_goes_through_the_services_states_and_stops() -> None:
         assert job["status"] == "Stopped"
         with pytest.raises(botocore.exceptions.ClientError, match="cannot be stopped"):
             control.stop_model_invocation_job(jobIdentifier=arn2)
+
+
+# -- reading a job's output -----------------------------------------------------------------
+
+
+async def test_results_match_by_record_id_and_check_the_manifest() -> None:
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        adapter = provider(emu, bucket)
+        requests = [
+            (cid, adapter.prepare(cid, params(text))[1])
+            for cid, text in [("lf_t_1", "one"), ("lf_t_2", "two"), ("lf_t_3", "three")]
+        ]
+        arn = await adapter.create_batch(requests)
+        assert (await adapter.poll(arn)).ended
+        got = {cid: text_of(item.value) async for cid, item in adapter.results(arn)}
+        assert got == {"lf_t_1": "one", "lf_t_2": "two", "lf_t_3": "three"}
+        # Another adapter (another process) reads the same job: the records' ids come from
+        # the input file, the answers from the output.
+        again = provider(emu, bucket)
+        assert {cid async for cid, _ in again.results(arn)} == set(got)
+
+        # An output file behind its manifest (read while being written) is an error the
+        # fleet reads again; a line for an id it never sent is ignored.
+        s3 = emu._state._s3
+        job_id = arn.rsplit("/", 1)[1]
+        key = next(k for k in s3_objects(emu, bucket) if k.endswith(f"{job_id}/input.jsonl.out"))
+        lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
+        s3.put_object(Bucket=bucket, Key=key, Body=b"\n".join(lines[:2]))
+        with pytest.raises(Exception, match="2 lines for 3 processed records") as cut:
+            [item async for item in adapter.results(arn)]
+        info = adapter.classify(cut.value)
+        assert info is not None
+        assert info.kind is ErrorKind.CONNECTION
+        stranger = json.dumps({"recordId": "zz", "modelInput": {}, "modelOutput": {}})
+        s3.put_object(Bucket=bucket, Key=key, Body=b"\n".join([*lines, stranger.encode()]))
+        assert {cid async for cid, _ in adapter.results(arn)} == set(got)
+
+
+async def test_records_missing_from_a_completed_job_are_errors_of_their_own() -> None:
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        adapter = provider(emu, bucket)
+        requests = [(cid, adapter.prepare(cid, params(cid))[1]) for cid in ("lf_m_1", "lf_m_2")]
+        arn = await adapter.create_batch(requests)
+        assert (await adapter.poll(arn)).ended
+        s3 = emu._state._s3
+        job_id = arn.rsplit("/", 1)[1]
+        keys = [k for k in s3_objects(emu, bucket) if f"/{job_id}/" in k]
+        for key in keys:  # as if the job had written nothing
+            s3.delete_object(Bucket=bucket, Key=key)
+        items = {cid: item async for cid, item in adapter.results(arn)}
+        assert {cid: (i.kind, i.error_type) for cid, i in items.items()} == {
+            "lf_m_1": ("errored", "RecordNotProcessed"),
+            "lf_m_2": ("errored", "RecordNotProcessed"),
+        }
+        assert "Completed" in items["lf_m_1"].message

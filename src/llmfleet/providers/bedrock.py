@@ -346,7 +346,15 @@ class BedrockProvider:
             arn: str = response["jobArn"]
             return arn
 
-        arn: str = await self._run(create)
+        try:
+            arn: str = await self._run(create)
+        except Exception as exc:
+            info = classify_aws(exc)
+            if info is None or info.kind is not ErrorKind.CONNECTION:
+                # Refused: no job to look for later.
+                with self._lock:
+                    self._unanswered.pop(name, None)
+            raise
         with self._lock:
             self._unanswered.pop(name, None)
             self._records[arn] = ids
