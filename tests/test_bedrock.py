@@ -127,7 +127,7 @@ def test_requests_are_checked_and_prepared_as_invoke_model_bodies() -> None:
         "messages": [{"role": "user", "content": "hé"}],
         "system": "be brief",
     }
-    line = f'{{"recordId":"{b"lf_a_1".hex()}","modelInput":{body}}}\n'
+    line = f'{{"recordId":"R0000000000","modelInput":{body}}}\n'
     assert size >= len(line.encode())
     assert adapter.batch_key(params("x")) == MODEL
     assert adapter.batch_key(params("x", model="other")) != adapter.batch_key(params("x"))
@@ -186,6 +186,7 @@ async def test_the_input_and_output_files_follow_bedrocks_format() -> None:
         for line in lines:
             assert set(line) == {"recordId", "modelInput"}
             assert line["recordId"].isalnum()
+            assert len(line["recordId"]) == 11
             assert line["modelInput"]["anthropic_version"] == ANTHROPIC_VERSION
             assert "model" not in line["modelInput"]
         assert len({line["recordId"] for line in lines}) == 3
@@ -356,28 +357,27 @@ async def test_results_match_by_record_id_and_check_the_manifest() -> None:
         ]
         arn = await adapter.create_batch(requests)
         assert (await adapter.poll(arn)).ended
-        got = {cid: text_of(item.value) async for cid, item in adapter.results(arn)}
-        assert got == {"lf_t_1": "one", "lf_t_2": "two", "lf_t_3": "three"}
-        # Another adapter (another process) reads the same job: the records' ids come from
-        # the input file, the answers from the output.
-        again = provider(emu, bucket)
-        assert {cid async for cid, _ in again.results(arn)} == set(got)
-
-        # An output file behind its manifest (read while being written) is an error the
-        # fleet reads again; a line for an id it never sent is ignored.
         s3 = emu._state._s3
         job_id = arn.rsplit("/", 1)[1]
         key = next(k for k in s3_objects(emu, bucket) if k.endswith(f"{job_id}/input.jsonl.out"))
         lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()
+        # An output file behind its manifest (read while being written) is an error the
+        # fleet reads again.
         s3.put_object(Bucket=bucket, Key=key, Body=b"\n".join(lines[:2]))
         with pytest.raises(Exception, match="2 lines for 3 processed records") as cut:
             [item async for item in adapter.results(arn)]
         info = adapter.classify(cut.value)
         assert info is not None
         assert info.kind is ErrorKind.CONNECTION
-        stranger = json.dumps({"recordId": "zz", "modelInput": {}, "modelOutput": {}})
-        s3.put_object(Bucket=bucket, Key=key, Body=b"\n".join([*lines, stranger.encode()]))
-        assert {cid async for cid, _ in adapter.results(arn)} == set(got)
+        # Lines in any order, matched by recordId; a line for a record the job never had is
+        # ignored.
+        stranger = json.dumps({"recordId": "R0000000009", "modelInput": {}, "modelOutput": {}})
+        s3.put_object(Bucket=bucket, Key=key, Body=b"\n".join([*lines[::-1], stranger.encode()]))
+        got = {cid: text_of(item.value) async for cid, item in adapter.results(arn)}
+        assert got == {"lf_t_1": "one", "lf_t_2": "two", "lf_t_3": "three"}
+        # Another adapter (another process) does not know the job's records.
+        with pytest.raises(Exception, match="was not created by this adapter"):
+            [item async for item in provider(emu, bucket).results(arn)]
 
 
 async def test_records_missing_from_a_completed_job_are_errors_of_their_own() -> None:

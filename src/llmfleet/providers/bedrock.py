@@ -62,8 +62,8 @@ ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped"
 JOB_PREFIX: Final = "llmfleet-"
 # Params the SDK's create call takes as request options, not body fields.
 _REQUEST_OPTIONS: Final = ("extra_headers", "extra_query", "extra_body", "timeout")
-# `{"recordId":"…","modelInput":…}\n` around each body; a recordId is the custom_id in hex.
-_LINE_OVERHEAD: Final = len('{"recordId":"","modelInput":}\n')
+# `{"recordId":"R0000000001","modelInput":…}\n` around each body.
+_LINE_OVERHEAD: Final = len('{"recordId":"R0000000001","modelInput":}\n')
 _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 1000
 _INPUT_FILE: Final = "input.jsonl"
@@ -130,6 +130,10 @@ class BedrockClient:
             raise ValueError(f"timeout_hours must be 24 to 168, got {self.timeout_hours}")
         if self.max_direct_attempts < 1:
             raise ValueError(f"max_direct_attempts must be >= 1, got {self.max_direct_attempts}")
+
+
+class _UnknownJob(Exception):
+    """Results asked of a job this adapter did not make (a bug in the caller)."""
 
 
 class _OutputIncomplete(Exception):
@@ -262,7 +266,7 @@ class BedrockProvider:
                 f"the request params are not JSON-serializable ({exc}); a batch carries plain "
                 "JSON: pass dicts, lists, strings and numbers, or use submit_sync()"
             ) from None
-        size = len(body) + 2 * len(custom_id) + _LINE_OVERHEAD
+        size = len(body) + _LINE_OVERHEAD
         if size > MAX_FILE_BYTES:
             raise UnbatchableRequestError(
                 f"the request is {size:,} bytes, over Bedrock's {MAX_FILE_BYTES:,}-byte limit "
@@ -317,11 +321,11 @@ class BedrockProvider:
         name, token = self._names(ids)
         folder = posixpath.join(self.config.prefix, name)
         input_key = f"{folder}/{_INPUT_FILE}"
-        # custom_ids are the fleet's own lf_<hex>_<n>: nothing in them to escape. A recordId
-        # is alphanumeric (see docs/design.md), so it is the custom_id in hex.
+        # A recordId is the record's place in the job, in 11 alphanumeric characters (the
+        # user guide's format, "CALL0000001"): the adapter keeps the job's custom_ids in order.
         body = "".join(
-            f'{{"recordId":"{cid.encode().hex()}","modelInput":{json_body}}}\n'
-            for cid, (_, json_body) in requests
+            f'{{"recordId":"{_record_id(n)}","modelInput":{json_body}}}\n'
+            for n, (_, (_, json_body)) in enumerate(requests)
         ).encode()
         attempt = _Attempt(name, ids)
         _ATTEMPT.set(attempt)
@@ -417,7 +421,7 @@ class BedrockProvider:
             self._records.pop(batch_id, None)
 
     def _read_results(self, batch_id: str) -> list[tuple[str, ItemResult]]:
-        """Every record's result, read in one worker thread (three or four requests)."""
+        """Every record's result, read in one worker thread (three requests)."""
         job = self._bedrock.get_model_invocation_job(jobIdentifier=batch_id)
         status = job.get("status", "")
         input_uri = job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
@@ -427,12 +431,20 @@ class BedrockProvider:
         folder = posixpath.join(out_prefix, job_id)
         manifest = self._get(bucket, f"{folder}/manifest.json.out")
         output = self._get(bucket, f"{folder}/{posixpath.basename(input_uri)}.out")
+        with self._lock:
+            ids = self._records.get(batch_id)
+        if ids is None:
+            # A fleet reads only the jobs it made (or found again after an unanswered create).
+            raise _UnknownJob(
+                f"job {batch_id} was not created by this adapter: its records' custom_ids are "
+                "unknown here"
+            )
         results: dict[str, ItemResult] = {}
         for raw in (output or b"").splitlines():
             if not raw.strip():
                 continue
             line = json.loads(raw)
-            custom_id = _custom_id(str(line.get("recordId", "")))
+            custom_id = _custom_id(str(line.get("recordId", "")), ids)
             if custom_id is None:
                 logger.debug("ignoring an output line with recordId %r", line.get("recordId"))
                 continue
@@ -455,10 +467,6 @@ class BedrockProvider:
                 raise _OutputIncomplete(
                     f"{output_uri}: {len(results)} lines for {processed} processed records"
                 )
-        with self._lock:
-            ids = self._records.get(batch_id)
-        if ids is None:
-            ids = self._input_ids(input_uri)
         # Records with no line: why depends on how the job ended.
         for custom_id in ids:
             if custom_id not in results:
@@ -474,13 +482,6 @@ class BedrockProvider:
             raise
         data: bytes = response["Body"].read()
         return data
-
-    def _input_ids(self, input_uri: str) -> tuple[str, ...]:
-        """The custom_ids of a job this adapter did not make in this process."""
-        data = self._get(*_split(input_uri))
-        lines = [json.loads(raw) for raw in (data or b"").splitlines() if raw.strip()]
-        ids = (_custom_id(str(line.get("recordId"))) for line in lines)
-        return tuple(cid for cid in ids if cid is not None)
 
     async def cancel(self, batch_id: str) -> None:
         await self._run(lambda: self._bedrock.stop_model_invocation_job(jobIdentifier=batch_id))
@@ -566,8 +567,13 @@ def _split(uri: str) -> tuple[str, str]:
     return bucket, key.rstrip("/")
 
 
-def _custom_id(record_id: str) -> str | None:
-    try:
-        return bytes.fromhex(record_id).decode()
-    except (ValueError, UnicodeDecodeError):
+def _record_id(n: int) -> str:
+    return f"R{n:010d}"
+
+
+def _custom_id(record_id: str, ids: Sequence[str]) -> str | None:
+    """The custom_id of a record of the job whose records are ``ids``, or ``None``."""
+    if len(record_id) != 11 or record_id[0] != "R" or not record_id[1:].isdigit():
         return None
+    n = int(record_id[1:])
+    return ids[n] if n < len(ids) else None
