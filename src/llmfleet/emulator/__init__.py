@@ -22,10 +22,10 @@ from __future__ import annotations
 
 # -- the Bedrock stand-in (providers/bedrock.py's counterpart) --
 from ._bedrock import BedrockConfig as BedrockConfig
+from ._bedrock import BedrockEmulator as BedrockEmulator
 from ._bedrock import BedrockFault as BedrockFault
 from ._bedrock import JobInfo as JobInfo
-from ._bedrock_app import BedrockEmulator as BedrockEmulator
-from ._bedrock_app import run_bedrock_emulator as run_bedrock_emulator
+from ._bedrock import run_bedrock_emulator as run_bedrock_emulator
 
 # -- the Anthropic and OpenAI emulator --
 from ._config import EXTRA_LINE_CUSTOM_ID as EXTRA_LINE_CUSTOM_ID

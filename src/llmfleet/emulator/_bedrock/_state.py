@@ -1,11 +1,7 @@
-"""The Bedrock stand-in's state: batch inference jobs over S3, InvokeModel, faults, the bill.
+"""The Bedrock stand-in's state: every job's life, the armed faults, the request log, the bill.
 
-moto serves S3 but not Bedrock's invocation jobs; this serves the four job operations botocore
-calls (``CreateModelInvocationJob``, ``GetModelInvocationJob``, ``ListModelInvocationJobs``,
-``StopModelInvocationJob``) and bedrock-runtime's ``InvokeModel``, with the shapes of
-botocore's service models (``bedrock/2023-04-20``, ``bedrock-runtime/2023-09-30``). A job
-reads its input JSONL from S3 when it is validated and writes ``<job id>/<input>.out`` and
-``manifest.json.out`` to S3 when it ends, as the service does.
+A job reads its input JSONL from S3 when it is validated and writes ``<job id>/<input>.out``
+and ``manifest.json.out`` to S3 when it ends, as the service does.
 """
 
 from __future__ import annotations
@@ -13,170 +9,45 @@ from __future__ import annotations
 import json
 import math
 import random
-import re
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
+from typing import TYPE_CHECKING, Any, final
 
-from llmfleet.pricing import PriceTable, TokenUsage
+from llmfleet.pricing import TokenUsage
 
-from ._ledger import Ledger, LedgerEntry, ResultType
-from ._state import last_user_text
+from .._ledger import Ledger, LedgerEntry, ResultType
+from .._state import last_user_text
+from ._config import (
+    _CLAUDE,
+    _JOB_ID,
+    _JOB_NAME,
+    _RECORD_ID,
+    _ROLE_ARN,
+    _S3_URI,
+    _TOKEN,
+    ENDED,
+    ERRORED,
+    UNPROCESSED,
+    AwsError,
+    BedrockConfig,
+    BedrockFault,
+    JobInfo,
+    check_input,
+    echo_message,
+    invalid,
+    null,
+    pattern,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from ._config import Duration
+    from .._config import Duration
 
-__all__ = [
-    "ERRORED",
-    "UNPROCESSED",
-    "BedrockConfig",
-    "BedrockFault",
-    "BedrockState",
-    "JobInfo",
-    "Operation",
-]
-
-Operation: TypeAlias = Literal[
-    "CreateModelInvocationJob",
-    "GetModelInvocationJob",
-    "ListModelInvocationJobs",
-    "StopModelInvocationJob",
-    "InvokeModel",
-]
-OPERATIONS: Final = (
-    "CreateModelInvocationJob",
-    "GetModelInvocationJob",
-    "ListModelInvocationJobs",
-    "StopModelInvocationJob",
-    "InvokeModel",
-)
-#: In a record's last user text (also as ``[[errored:<type>]]``): the record comes back with
-#: an ``error`` instead of output.
-ERRORED: Final = "[[errored"
-#: In a record's last user text: the job leaves it unprocessed and ends PartiallyCompleted.
-UNPROCESSED: Final = "[[unprocessed]]"
-ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
-ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
-
-# The patterns of botocore's service model (bedrock 2023-04-20).
-_JOB_NAME: Final = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}")
-_ROLE_ARN: Final = re.compile(r"arn:aws(-[^:]+)?:iam::([0-9]{12})?:role/.+")
-_S3_URI: Final = re.compile(
-    r"s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](?:/[-!_*'().a-z0-9A-Z]+(?:/[-!_*'().a-z0-9A-Z]+)*)?/?"
-)
-_TOKEN: Final = re.compile(r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,254}[a-zA-Z0-9])?")
-_JOB_ID: Final = re.compile(
-    r"((arn:aws(-[^:]+)?:bedrock:[a-z0-9-]{1,20}:[0-9]{12}:model-invocation-job/)?[a-z0-9]{12})"
-)
-_RECORD_ID: Final = re.compile(r"[a-zA-Z0-9]+")
-# A Claude model id, bare or behind a cross-region inference profile (us., eu., global., …).
-_CLAUDE: Final = re.compile(r"([a-z]{2,6}\.)?anthropic\.claude-[a-z0-9.\-]+(:[0-9]+)?")
-_CHARS_PER_TOKEN: Final = 4
-
-
-class AwsError(Exception):
-    """An error answer in the shape botocore parses for rest-json services: the status, the
-    ``x-amzn-ErrorType`` header, and ``{"message": ...}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def invalid(message: str) -> AwsError:
-    return AwsError(400, "ValidationException", message)
-
-
-def _null(member: str) -> AwsError:
-    return invalid(
-        f"1 validation error detected: Value null at '{member}' failed to satisfy constraint: "
-        "Member must not be null"
-    )
-
-
-def _pattern(member: str, value: object, pattern: re.Pattern[str], max_len: int) -> None:
-    if not isinstance(value, str) or len(value) > max_len or not pattern.fullmatch(value):
-        raise invalid(
-            f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy "
-            f"constraint: Member must satisfy regular expression pattern: {pattern.pattern}"
-        )
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class BedrockFault:
-    """An injected failure on the next ``times`` calls of ``operation``.
-
-    Kinds: ``"status"`` answers ``status`` with error ``code`` (default: a 429
-    ``ThrottlingException``) and does nothing else; ``"drop"`` closes the connection with no
-    answer; ``"accept_then_drop"`` (``CreateModelInvocationJob``) creates the job, then
-    closes the connection; ``"slow"`` waits ``delay_s`` before answering.
-    """
-
-    operation: Operation
-    kind: Literal["status", "drop", "accept_then_drop", "slow"] = "status"
-    status: int = 429
-    code: str = "ThrottlingException"
-    message: str = ""
-    delay_s: float = 0.0
-    times: int = 1
-
-    def __post_init__(self) -> None:
-        if self.operation not in OPERATIONS:
-            raise ValueError(f"operation must be one of {OPERATIONS}, got {self.operation!r}")
-        if self.kind == "accept_then_drop" and self.operation != "CreateModelInvocationJob":
-            raise ValueError("accept_then_drop applies to CreateModelInvocationJob only")
-        if self.times < 1:
-            raise ValueError(f"times must be >= 1, got {self.times}")
-
-
-@dataclass(kw_only=True)
-class BedrockConfig:
-    """How the stand-in behaves; assign fields on a running one to change it from then on.
-
-    :param turnaround_s: seconds from a job's create to its end (0: it ends when next read;
-        ``math.inf``: it runs until a test ends, expires, fails or stops it).
-    :param min_records: fewest records a job may hold (Bedrock's quota, 100 by default).
-    :param max_records: most records a job may hold.
-    :param stop_delay_s: seconds a stopped job stays ``Stopping``.
-    :param direct_latency_s: seconds InvokeModel takes.
-
-    Durations are seconds, or a function drawing them from the stand-in's seeded generator
-    (per job, per call).
-    :param faults: faults armed at start-up.
-    """
-
-    turnaround_s: Duration = 0.0
-    min_records: int = 100
-    max_records: int = 50_000
-    stop_delay_s: float = 0.0
-    direct_latency_s: Duration = 0.0
-    region: str = "us-east-1"
-    account: str = "123456789012"
-    seed: int = 0
-    prices: PriceTable = field(default_factory=PriceTable)
-    faults: tuple[BedrockFault, ...] = ()
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class JobInfo:
-    """A snapshot of one job, for tests."""
-
-    arn: str
-    name: str
-    model: str
-    status: str
-    message: str
-    records: int
-    client_token: str
+__all__ = ["BedrockState"]
 
 
 @dataclass
@@ -270,13 +141,13 @@ class BedrockState:
             raise invalid("The request body is not a valid JSON object.")
         for member in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig"):
             if body.get(member) is None:
-                raise _null(member)
+                raise null(member)
         name, role, model = body["jobName"], body["roleArn"], body["modelId"]
-        _pattern("jobName", name, _JOB_NAME, 63)
-        _pattern("roleArn", role, _ROLE_ARN, 2048)
+        pattern("jobName", name, _JOB_NAME, 63)
+        pattern("roleArn", role, _ROLE_ARN, 2048)
         token = body.get("clientRequestToken")
         if token is not None:
-            _pattern("clientRequestToken", token, _TOKEN, 256)
+            pattern("clientRequestToken", token, _TOKEN, 256)
         if not isinstance(model, str) or not _CLAUDE.fullmatch(model):
             raise invalid(
                 f"The provided model identifier is invalid: {model!r} (the llmfleet stand-in "
@@ -331,11 +202,11 @@ class BedrockState:
     def _uri(body: Mapping[str, Any], member: str, inner: str) -> str:
         config = body[member]
         if not isinstance(config, dict) or not isinstance(config.get(inner), dict):
-            raise _null(f"{member}.{inner}")
+            raise null(f"{member}.{inner}")
         uri = config[inner].get("s3Uri")
         if uri is None:
-            raise _null(f"{member}.{inner}.s3Uri")
-        _pattern(f"{member}.{inner}.s3Uri", uri, _S3_URI, 1024)
+            raise null(f"{member}.{inner}.s3Uri")
+        pattern(f"{member}.{inner}.s3Uri", uri, _S3_URI, 1024)
         return str(uri)
 
     def _draw(self, duration: Duration) -> float:
@@ -348,7 +219,7 @@ class BedrockState:
             return self._draw(self.config.direct_latency_s)
 
     def _job(self, identifier: str) -> _Job:
-        _pattern("jobIdentifier", identifier, _JOB_ID, 1011)
+        pattern("jobIdentifier", identifier, _JOB_ID, 1011)
         job = self._jobs.get(identifier)
         if job is None:
             job = next((j for j in self._jobs.values() if j.job_id == identifier), None)
@@ -542,7 +413,7 @@ class BedrockState:
                     ledger.append(self._entry(job, record_id, unanswered, TokenUsage()))
                 continue
             counts["processed"] += 1
-            problem = _check_input(model_input)
+            problem = check_input(model_input)
             if problem is None and ERRORED in text:
                 problem = (500, "Internal error processing the record (injected by the stand-in).")
             if problem is not None:
@@ -557,7 +428,7 @@ class BedrockState:
             else:
                 counts["success"] += 1
                 message_id = f"msg_bdrk_{secrets.token_hex(12)}"
-                output, usage = _message(job.model, model_input, message_id)
+                output, usage = echo_message(job.model, model_input, message_id)
                 counts["input"] += usage.input_tokens
                 counts["output"] += usage.output_tokens
                 line = {"recordId": record_id, "modelInput": model_input, "modelOutput": output}
@@ -664,11 +535,11 @@ class BedrockState:
         """Answer InvokeModel; enters the call in the ledger at the on-demand price."""
         if not _CLAUDE.fullmatch(model):
             raise invalid("The provided model identifier is invalid.")
-        problem = _check_input(body)
+        problem = check_input(body)
         if problem is not None:
             raise invalid(problem[1])
         message_id = f"msg_bdrk_{secrets.token_hex(12)}"
-        message, usage = _message(model, body, message_id)
+        message, usage = echo_message(model, body, message_id)
         self.ledger._add(
             LedgerEntry(
                 route="direct",
@@ -683,55 +554,3 @@ class BedrockState:
             )
         )
         return message, usage
-
-
-def _check_input(body: Any) -> tuple[int, str] | None:
-    """What InvokeModel would refuse in a Claude body, as ``(400, message)``."""
-    if not isinstance(body, dict):
-        return 400, "Malformed input request: expected a JSON object."
-    if body.get("anthropic_version") != ANTHROPIC_VERSION:
-        return 400, (
-            "Malformed input request: #: required key [anthropic_version] not found"
-            if "anthropic_version" not in body
-            else f"Invalid anthropic_version {body['anthropic_version']!r}; use {ANTHROPIC_VERSION}"
-        )
-    if "model" in body:
-        return 400, "Malformed input request: #: extraneous key [model] is not permitted"
-    max_tokens = body.get("max_tokens")
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        return 400, "Malformed input request: #/max_tokens: expected an integer >= 1"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return 400, "Malformed input request: #/messages: expected a non-empty array"
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            return 400, f"Malformed input request: #/messages/{i}/role: expected user or assistant"
-    if body.get("stream"):
-        return 400, "Malformed input request: #: extraneous key [stream] is not permitted"
-    return None
-
-
-def _message(
-    model: str, body: Mapping[str, Any], message_id: str
-) -> tuple[dict[str, Any], TokenUsage]:
-    """The echo of the last user text, as the Messages body Claude on Bedrock returns."""
-    text = last_user_text(body)
-    limit = int(body["max_tokens"]) * _CHARS_PER_TOKEN
-    stop = "end_turn"
-    if len(text) > limit:
-        text, stop = text[:limit], "max_tokens"
-    prompt = json.dumps(body.get("messages", [])) + json.dumps(body.get("system", ""))
-    usage = TokenUsage(
-        max(1, len(prompt) // _CHARS_PER_TOKEN), max(1, len(text) // _CHARS_PER_TOKEN)
-    )
-    message = {
-        "id": message_id,
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": stop,
-        "stop_sequence": None,
-        "usage": {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-    }
-    return message, usage

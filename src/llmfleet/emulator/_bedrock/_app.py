@@ -23,16 +23,17 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._app import _drop
-from ._bedrock import AwsError, BedrockConfig, BedrockFault, BedrockState, JobInfo, invalid
-from ._server import _loopback, _Protocol, _Server
+from .._app import _drop
+from .._server import _loopback, _Protocol, _Server
+from ._config import AwsError, BedrockConfig, BedrockFault, JobInfo, invalid
+from ._state import BedrockState
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
     from starlette.requests import Request
 
-    from ._ledger import Ledger
+    from .._ledger import Ledger
 
 __all__ = ["BedrockEmulator", "run_bedrock_emulator"]
 
