@@ -180,6 +180,7 @@ class StatsSnapshot:
     escalations: int
     escalation_cost: Cost
     routed_by_deadline: int
+    below_min_batch: int
     deadline_hits: Mapping[Route, int]
     deadline_misses: Mapping[Route, int]
 
@@ -279,6 +280,7 @@ class _Counters:
     escalations: int = 0
     escalation_cost: Cost = field(default_factory=Cost)
     routed_by_deadline: int = 0
+    below_min_batch: int = 0
     batch_items: int = 0
     batch_size_min: int | None = None
     batch_size_max: int | None = None
@@ -324,11 +326,14 @@ class FleetStats:
     #: Batched calls sent down the direct route near their deadline (docs/design.md §8).
     escalations = _View[int]()
     #: What escalations cost: their direct calls, plus the batch price of results that
-    #: came anyway (and were dropped).
+    #: came anyway (and were dropped); and the direct calls of ``below_min_batch``.
     escalation_cost = _View[Cost]()
     #: Calls over ``sync_max_latency_ms`` routed direct because no batch could meet their
     #: budget (the turnaround estimate exceeds it).
     routed_by_deadline = _View[int]()
+    #: Batched calls sent direct because their flush was smaller than the provider's
+    #: smallest batch (``min_batch_requests``: Bedrock's 100 records a job).
+    below_min_batch = _View[int]()
 
     @property
     def deadline_hits(self) -> Mapping[Route, int]:
@@ -446,6 +451,7 @@ class FleetStats:
             escalations=c.escalations,
             escalation_cost=c.escalation_cost,
             routed_by_deadline=c.routed_by_deadline,
+            below_min_batch=c.below_min_batch,
             deadline_hits=self.deadline_hits,
             deadline_misses=self.deadline_misses,
         )
@@ -555,6 +561,14 @@ class FleetStats:
 
     def _routed_by_deadline(self) -> None:
         self._c.routed_by_deadline += 1
+
+    def _below_min_batch(self, size: int) -> None:
+        """``size`` queued calls left the queue for the direct route: their flush was smaller
+        than the provider's smallest batch (their direct price counts in ``escalation_cost``
+        through :meth:`_escalation_answered`)."""
+        c = self._c
+        c.queued -= size
+        c.below_min_batch += size
 
     def _api_request(self, endpoint: str) -> None:
         """One request to a batch endpoint (``create``, ``status``, ``list``, ...)."""

@@ -1,0 +1,150 @@
+"""The dispatcher's hook for providers with a smallest batch (``min_batch_requests``, Bedrock's
+100 records a job): the queue waits for that many calls, and a smaller flush goes direct.
+
+On the in-memory fake, in virtual time, on both backends.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+from llmfleet import Route, RoutingPolicy, open_fleet
+
+from fakes import FakeMessage, FakeProvider, request
+
+
+def policy(**kw: Any) -> RoutingPolicy:
+    base: dict[str, Any] = {
+        "sync_max_latency_ms": 0,
+        "batch_min_size": 2,
+        "batch_max_size": 10,
+        "batch_window_ms": 1_000,
+        "poll_interval_ms": 100,
+        "poll_max_interval_ms": 400,
+        "batch_api_rpm": None,
+    }
+    base.update(kw)
+    return RoutingPolicy(**base)
+
+
+async def _submit_all(fleet: Any, texts: list[str], out: dict[str, Any]) -> None:
+    async def one(text: str) -> None:
+        out[text] = await fleet.submit_batch(**request(text))
+
+    async with anyio.create_task_group() as tg:
+        for text in texts:
+            tg.start_soon(one, text)
+
+
+async def test_the_queue_waits_for_the_minimum_not_the_policys_smaller_size() -> None:
+    fake = FakeProvider(turnaround=1.0, min_batch_requests=5)
+    out: dict[str, Any] = {}
+    start = anyio.current_time()
+    async with open_fleet(fake, policy=policy(batch_min_size=2)) as fleet:
+        # Two calls reach the policy's batch_min_size, not the provider's minimum: no flush.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_submit_all, fleet, ["a", "b"], out)
+            await anyio.sleep(0.5)
+            assert fake.creates == []
+            assert fleet.stats.queued == 2
+            # Three more make five: one batch, at once.
+            tg.start_soon(_submit_all, fleet, ["c", "d", "e"], out)
+    assert [at - start for at, _, _ in fake.creates] == [pytest.approx(0.5)]
+    assert [len(ids) for _, _, ids in fake.creates] == [5]
+    assert all(isinstance(v, FakeMessage) and v.route == "batch" for v in out.values())
+    assert fleet.stats.below_min_batch == 0
+
+
+async def test_a_window_flush_below_the_minimum_goes_direct() -> None:
+    fake = FakeProvider(turnaround=100.0, min_batch_requests=5, direct_latency=0.25)
+    out: dict[str, Any] = {}
+    start = anyio.current_time()
+    async with open_fleet(fake, policy=policy(batch_window_ms=1_000)) as fleet:
+        await _submit_all(fleet, ["a", "b", "c"], out)
+    took = anyio.current_time() - start
+    assert fake.creates == []
+    # Sent direct when the window ran out, each answered by the direct route.
+    assert [at - start for at, _ in fake.direct_calls] == [pytest.approx(1.0)] * 3
+    assert {text: (v.route, v.text) for text, v in out.items()} == {t: ("direct", t) for t in "abc"}
+    assert took == pytest.approx(1.25)
+    stats = fleet.stats
+    assert stats.below_min_batch == 3
+    assert stats.escalations == 0
+    # Not escalations, but batched calls answered at the direct price: in escalation_cost.
+    assert stats.escalation_cost.list_price > 0
+    assert stats.escalation_cost == stats.snapshot().cost[Route.DIRECT]
+    assert stats.batches_submitted == 0
+    assert stats.queued == 0
+    # They count as direct-route answers (tokens, waits), and as batched calls submitted.
+    snap = stats.snapshot()
+    assert snap.wait_ms[Route.DIRECT].count == 3
+    assert stats.batched_calls == 3
+
+
+async def test_a_drain_below_the_minimum_goes_direct_and_a_full_batch_does_not() -> None:
+    fake = FakeProvider(turnaround=1.0, min_batch_requests=3)
+    out: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+        async with open_fleet(fake, policy=policy(batch_min_size=3, batch_max_size=3)) as fleet:
+            tg.start_soon(_submit_all, fleet, ["a", "b", "c", "d"], out)
+            await anyio.wait_all_tasks_blocked()
+            # Three made a batch; the fourth waits for more, until the block ends and the
+            # queue drains: alone, it goes direct.
+            assert fleet.stats.queued == 1
+    assert [len(ids) for _, _, ids in fake.creates] == [3]
+    routes = sorted(v.route for v in out.values())
+    assert routes == ["batch", "batch", "batch", "direct"]
+    assert {text: v.text for text, v in out.items()} == {t: t for t in "abcd"}
+    assert fleet.stats.below_min_batch == 1
+    assert fleet.stats.flushes["drain"] == 0  # a flush sent direct is no batch
+
+
+async def test_a_deadline_flush_below_the_minimum_goes_direct_before_the_window() -> None:
+    fake = FakeProvider(turnaround=10.0, min_batch_requests=50)
+    pol = policy(batch_window_ms=60_000, expected_turnaround_ms=10_000, sync_max_latency_ms=100)
+    start = anyio.current_time()
+    async with open_fleet(fake, policy=pol) as fleet:
+        reply = await fleet.submit(latency_budget_ms=15_000, **request("soon"))
+    assert isinstance(reply, FakeMessage)
+    assert reply.route == "direct"
+    # Flushed at deadline - turnaround = 5 s (not the 60 s window), and sent direct.
+    assert [at - start for at, _ in fake.direct_calls] == [pytest.approx(5.0)]
+    assert fake.creates == []
+
+
+async def test_a_caller_leaving_its_below_minimum_direct_call_withdraws_it() -> None:
+    fake = FakeProvider(min_batch_requests=5, direct_latency=10.0)
+    async with open_fleet(fake, policy=policy(batch_window_ms=100)) as fleet:
+        with anyio.move_on_after(1.0) as scope:
+            await fleet.submit_batch(**request("gone"))
+    assert scope.cancelled_caught
+    assert len(fake.direct_calls) == 1  # it had started, at the window's end
+    stats = fleet.stats
+    assert stats.withdrawn == 1
+    assert stats.succeeded == 0
+    assert stats.below_min_batch == 1
+
+
+async def test_a_minimum_over_batch_max_size_warns(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeProvider(min_batch_requests=100)
+    with caplog.at_level(logging.WARNING, logger="llmfleet"):
+        async with open_fleet(fake, policy=policy(batch_max_size=10)) as fleet:
+            reply = await fleet.submit_batch(**request("x"))
+    assert "every batched call will go by the direct route" in caplog.text
+    assert isinstance(reply, FakeMessage)
+    assert reply.route == "direct"
+    assert fleet.stats.below_min_batch == 1
+
+
+async def test_without_a_minimum_nothing_changes() -> None:
+    fake = FakeProvider(turnaround=1.0)
+    async with open_fleet(fake, policy=policy(batch_min_size=1)) as fleet:
+        reply = await fleet.submit_batch(**request("one"))
+    assert isinstance(reply, FakeMessage)
+    assert reply.route == "batch"
+    assert len(fake.creates) == 1
+    assert fleet.stats.below_min_batch == 0
