@@ -6,15 +6,19 @@ On the in-memory fake, in virtual time, on both backends.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from llmfleet import Route, RoutingPolicy, open_fleet
 
-from fakes import FakeMessage, FakeProvider, request
+from fakes import FakeMessage, FakeProvider, request, text_of
+from model import Item, simulate
 
 
 def policy(**kw: Any) -> RoutingPolicy:
@@ -148,3 +152,72 @@ async def test_without_a_minimum_nothing_changes() -> None:
     assert reply.route == "batch"
     assert len(fake.creates) == 1
     assert fleet.stats.below_min_batch == 0
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+async def test_every_flush_below_the_minimum_goes_direct_and_every_caller_is_answered(
+    data: st.DataObject,
+) -> None:
+    """Against the pure model of docs/design.md §4 with the queue's size raised to the
+    provider's minimum: the fleet creates exactly the model's flushes that reach the minimum,
+    at the model's instants, and sends the calls of every other flush direct at its instant."""
+    max_size = data.draw(st.integers(1, 8), label="max_size")
+    minimum = data.draw(st.integers(1, max_size + 1), label="min_batch_requests")
+    policy_min = data.draw(st.integers(1, max_size), label="batch_min_size")
+    window_ms = data.draw(st.integers(0, 20).map(lambda k: 2 * k + 1), label="window_ms")
+    gaps = data.draw(st.lists(st.integers(0, 6), min_size=1, max_size=30), label="gaps")
+    arrivals = list(itertools.accumulate(2 * g for g in gaps))
+    fake = FakeProvider(turnaround=0.005, min_batch_requests=minimum)
+    rules = policy(
+        batch_min_size=policy_min,
+        batch_max_size=max_size,
+        batch_window_ms=window_ms,
+        poll_interval_ms=3,
+        poll_max_interval_ms=10,
+    )
+    out: dict[int, Any] = {}
+    order: list[int] = []
+    async with open_fleet(fake, policy=rules) as fleet:
+        start = anyio.current_time()
+
+        async def caller(i: int) -> None:
+            order.append(i)
+            out[i] = await fleet.submit_batch(**request(f"call-{i}"))
+
+        async with anyio.create_task_group() as tg:
+            for i, at in enumerate(arrivals):
+                if i == 0 or at != arrivals[i - 1]:
+                    await anyio.sleep_until(start + at / 1000)
+                tg.start_soon(caller, i)
+    run = simulate(
+        [Item(i, float(arrivals[i])) for i in order],
+        min_size=min(max(policy_min, minimum), max_size),
+        max_size=max_size,
+        window=float(window_ms),
+    )
+    batched = [f for f in run.flushes if len(f.items) >= minimum]
+    direct = [f for f in run.flushes if len(f.items) < minimum]
+
+    # Milliseconds since the start; looptime keeps asyncio's clock in whole microseconds, so
+    # an instant may come a microsecond late there (flushes fall on whole milliseconds).
+    def ms(at: float) -> float:
+        return round((at - start) * 1000, 2)
+
+    creates = [
+        (ms(at), sorted(text_of(p) for _, p in fake.batches[bid].requests))
+        for at, bid, _ in fake.creates
+    ]
+    assert sorted(creates) == sorted(
+        (f.at, sorted(f"call-{i.index}" for i in f.items)) for f in batched
+    )
+    sent_direct = [(ms(at), text_of(p)) for at, p in fake.direct_calls]
+    assert sorted(sent_direct) == sorted((f.at, f"call-{i.index}") for f in direct for i in f.items)
+    assert all(len(ids) >= minimum for _, _, ids in fake.creates)
+    assert {i: out[i].text for i in out} == {i: f"call-{i}" for i in range(len(arrivals))}
+    routes = {i: out[i].route for i in out}
+    assert sum(r == "direct" for r in routes.values()) == fleet.stats.below_min_batch
