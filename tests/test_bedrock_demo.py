@@ -9,7 +9,8 @@ from decimal import Decimal
 import pytest
 
 from llmfleet._cli import main
-from llmfleet._demo import DemoConfig, report_json, run_demo
+from llmfleet._demo import DemoConfig, report_json
+from llmfleet._demo.run import run_demo
 
 from test_demo import check_figures, check_ledger
 

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import anyio
+import hypothesis.internal.conjecture.optimiser
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,11 @@ from llmfleet import Route, RoutingPolicy, open_fleet
 
 from fakes import FakeMessage, FakeProvider, request, text_of
 from model import Item, simulate
+
+# Imported now, not by hypothesis deep inside the first property's run: CPython 3.11.7 can
+# then fail to compile it ("SystemError: AST constructor recursion depth mismatch", fixed in
+# 3.11.8), which fails the property at random.
+assert hypothesis.internal.conjecture.optimiser.Optimiser is not None
 
 
 def policy(**kw: Any) -> RoutingPolicy:
