@@ -266,7 +266,6 @@ async def test_the_stand_in_refuses_bad_creates_as_the_service_does() -> None:
             assert exc.response["Error"]["Code"] == "ValidationException"
             assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 400
             assert needle in exc.response["Error"]["Message"]
-            assert adapter.classify(exc) == adapter.classify(exc)  # stable
             info = adapter.classify(exc)
             assert info is not None
             assert info.kind is ErrorKind.FATAL
@@ -315,7 +314,7 @@ async def test_an_invalid_input_file_fails_the_job_at_validation(
 
 
 async def test_a_job_goes_through_the_services_states_and_stops() -> None:
-    async with stand_in(BedrockConfig(min_records=1, turnaround_s=0.4)) as (emu, bucket):
+    async with stand_in(BedrockConfig(min_records=1, turnaround_s=1.0)) as (emu, bucket):
         control = provider(emu, bucket)._bedrock
         _put_input(emu, bucket, "job1", [_record("r1")])
         arn = control.create_model_invocation_job(**_create_args(bucket))["jobArn"]
@@ -323,10 +322,13 @@ async def test_a_job_goes_through_the_services_states_and_stops() -> None:
         while not seen or seen[-1] != "Completed":
             seen.append(control.get_model_invocation_job(jobIdentifier=arn)["status"])
             await anyio.sleep(0.01)
+        # Forward only, through the service's states (0.1 s each for the first three, then
+        # InProgress until the turnaround is over).
         order = ["Submitted", "Validating", "Scheduled", "InProgress", "Completed"]
-        assert [s for s in order if s in seen] == sorted(set(seen), key=order.index)
-        assert seen[0] == "Submitted"
-        assert {"Validating", "InProgress"} <= set(seen)
+        steps = [order.index(status) for status in seen]
+        assert steps == sorted(steps)
+        assert seen[0] in ("Submitted", "Validating")
+        assert "InProgress" in seen
         # Listing: newest first, filtered by name.
         _put_input(emu, bucket, "job2", [_record("r1")])
         arn2 = control.create_model_invocation_job(**_create_args(bucket, "job2"))["jobArn"]
