@@ -31,13 +31,26 @@ from llmfleet.emulator._app import build_app
 from llmfleet.emulator._state import State
 from llmfleet.providers import BatchStatus, ErrorInfo, ItemResult, Provider, adapter_for
 
+from bedrock_env import MODEL as BEDROCK_MODEL
+from bedrock_env import inline, shared_stand_in
+from bedrock_env import provider as bedrock_provider
 from fakes import FakeMessage, FakeProvider, request, text_of
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 
-__all__ = ["ADAPTERS", "ANTHROPIC", "ERRORED", "FAKE", "KINDS", "OPENAI", "Kind", "Recorder"]
+__all__ = [
+    "ADAPTERS",
+    "ANTHROPIC",
+    "BEDROCK",
+    "ERRORED",
+    "FAKE",
+    "KINDS",
+    "OPENAI",
+    "Kind",
+    "Recorder",
+]
 
 #: Put in a request's text, it makes that request come back errored, on every kind.
 ERRORED = "[[errored]]"
@@ -229,6 +242,26 @@ def _openai_reply(value: Any) -> tuple[str, str | None]:
     return content, None
 
 
+# -- Bedrock over its stand-in, botocore in line ------------------------------------------------
+
+
+@asynccontextmanager
+async def _open_bedrock(turnaround: float) -> AsyncIterator[Recorder]:
+    """The Bedrock adapter over the shared stand-in (jobs end when next read; a fresh bucket
+    each time) and moto's S3, real
+    HTTP on 127.0.0.1, with botocore called in line: the loop's thread blocks for each
+    request's few milliseconds, so the test's virtual clock stands still meanwhile, as it does
+    for the in-process ASGI transport of the other adapters. Jobs of one record are allowed
+    (the properties cut batches of 1 to 8 calls)."""
+    await anyio.lowlevel.checkpoint()
+    emu, bucket = shared_stand_in()
+    yield Recorder(bedrock_provider(emu, bucket, run_sync=inline))
+
+
+def _bedrock_request(text: str) -> dict[str, Any]:
+    return {**request(text), "model": BEDROCK_MODEL}
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -277,13 +310,22 @@ OPENAI = Kind(
     lambda index: ("server_error", "server_error (injected by the llmfleet emulator)."),
     max_examples=15,
 )
+BEDROCK = Kind(
+    "bedrock",
+    _open_bedrock,
+    _bedrock_request,
+    _anthropic_reply,
+    lambda index: ("500", "Internal error processing the record (injected by the stand-in)."),
+    max_examples=5,
+)
 ADAPTERS = [ANTHROPIC, OPENAI]
 KINDS = [FAKE, *ADAPTERS]
 
 
 def _decoded(prepared: Any) -> dict[str, Any]:
     """A prepared request is the adapter's own: a dict (the fake), its encoded JSON
-    (Anthropic) or ``((endpoint, model), encoded JSON)`` (OpenAI)."""
+    (Anthropic), ``((endpoint, model), encoded JSON)`` (OpenAI) or ``(model, encoded
+    modelInput)`` (Bedrock)."""
     if isinstance(prepared, dict):
         return dict(prepared)
     if isinstance(prepared, tuple):

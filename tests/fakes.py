@@ -79,6 +79,8 @@ class FakeProvider:
     list_page_size: int = 1000
     max_batch_requests: int = 100_000
     max_batch_bytes: int = 10**9
+    #: The fewest requests a batch may hold (Bedrock's min_batch_requests); 1: no minimum.
+    min_batch_requests: int = 1
     batches: dict[str, FakeBatch] = field(default_factory=dict)
     creates: list[tuple[float, str, list[str]]] = field(default_factory=list)
     direct_calls: list[tuple[float, dict[str, Any]]] = field(default_factory=list)

@@ -339,12 +339,12 @@ README_BLOCKS = [
 
 @pytest.mark.parametrize(
     ("index", "expect"),
-    [(0, "batches_submitted=1"), (1, "batches_submitted=1")],
-    ids=["anthropic-quickstart", "openai"],
+    [(0, "batches_submitted=1"), (1, "batches_submitted=1"), (2, "batches_submitted=1")],
+    ids=["anthropic-quickstart", "openai", "bedrock"],
 )
 def test_readme_examples_run(index: int, expect: str) -> None:
     """Each README example runs as written (so the page cannot rot)."""
-    assert len(README_BLOCKS) == 2, "README.md should hold two runnable examples"
+    assert len(README_BLOCKS) == 3, "README.md should hold three runnable examples"
     result = subprocess.run(
         [sys.executable, "-W", "error", "-c", README_BLOCKS[index]],
         capture_output=True,

@@ -191,7 +191,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help=(
             "a real endpoint instead of the emulator; the API key is read from "
-            + ", ".join(f"{p.key_var} with --provider {name}" for name, p in PROVIDERS.items())
+            + ", ".join(
+                f"{p.key_var} with --provider {name}"
+                for name, p in PROVIDERS.items()
+                if p.emulator_only is None
+            )
             + ", required. Real batches, real (small) charges"
         ),
     )
@@ -291,6 +295,10 @@ def _demo(args: argparse.Namespace) -> int:
     needed = provider.missing(args.provider)
     if needed is not None:
         return _error(needed)
+    if args.base_url is not None and provider.emulator_only is not None:
+        return _error(
+            f"--provider {args.provider} takes no --base-url: it {provider.emulator_only}"
+        )
     key_var = provider.key_var
     api_key: str | None = None
     if args.base_url is not None:

@@ -128,6 +128,25 @@ class Deadlines:
         logger.debug("escalating %s to the direct route", call.custom_id)
         tg.start_soon(self.escalate, call, name=f"llmfleet escalation {call.custom_id}")
 
+    def send_direct(self, calls: list[Call], reason: str, minimum: int) -> None:
+        """Send a flush smaller than the provider's smallest batch (``min_batch_requests``)
+        down the direct route, each call now: its caller cannot wait for more calls (the
+        window or a deadline ran out, or the fleet is draining). Each call is then answered
+        as an escalated one is (a caller who leaves cancels its direct call, its deadline
+        timer does nothing, its direct price counts in ``escalation_cost``), but it is not
+        counted as an escalation: the fleet counted it in ``below_min_batch``."""
+        tg = self.tg
+        assert tg is not None  # the flusher flushes only while the fleet runs
+        logger.debug(
+            "flush of %d calls (reason %s) is below the provider's minimum of %d: sent direct",
+            len(calls),
+            reason,
+            minimum,
+        )
+        for call in calls:
+            call.move(ESCALATED)
+            tg.start_soon(self.escalate, call, name=f"llmfleet direct {call.custom_id}")
+
     async def escalate(self, call: Call) -> None:
         """Send a call down the direct route for its caller; its batch result is dropped."""
         provider = self._provider

@@ -98,6 +98,17 @@ class FleetDispatcher:
         # The direct route's own estimator, kept at hand for its hot path.
         self._direct_latency = self._deadlines.direct_latency
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
+        # A provider may refuse batches below a size (Bedrock: 100 records a job): the queue
+        # then waits for that many calls (or its window), and a smaller flush goes direct.
+        self._min_batch = max(1, int(getattr(self.provider, "min_batch_requests", 1)))
+        if self._min_batch > self._max_size:
+            logger.warning(
+                "%s batches hold at least %d calls but batch_max_size allows %d: every batched "
+                "call will go by the direct route; raise batch_max_size",
+                self.provider.name,
+                self._min_batch,
+                self._max_size,
+            )
         # One queue per batch key: a provider whose batches must not mix some requests (an
         # OpenAI batch file holds one endpoint and model) gives each kind its own queue, each
         # under the §4 rule. Most providers have one key.
@@ -353,7 +364,8 @@ class FleetDispatcher:
             if queue is None:
                 policy = self.policy
                 queue = self._queues[call.key] = FlushQueue(
-                    min_size=min(policy.batch_min_size, self._max_size),
+                    # At least the provider's minimum (see __init__), at most a full batch.
+                    min_size=min(max(policy.batch_min_size, self._min_batch), self._max_size),
                     max_size=self._max_size,
                     window=policy.batch_window_ms / 1000,
                     max_bytes=self.provider.max_batch_bytes,
@@ -376,7 +388,13 @@ class FleetDispatcher:
         """Start the task of one batch of queued calls; with ``batch_id``, of a batch the
         provider already has (it is not created again); with ``flush`` too, of a batch an
         earlier fleet journaled, re-attached (its results answer its calls' keys when they
-        are submitted)."""
+        are submitted). A new flush smaller than the provider's smallest batch goes by the
+        direct route instead (``min_batch_requests``)."""
+        if len(calls) < self._min_batch and batch_id is None:
+            self._stats._below_min_batch(len(calls))
+            self._make_room()
+            self._deadlines.send_direct(calls, reason, self._min_batch)
+            return
         ctx = self._ctx
         assert ctx is not None
         assert self._tg is not None

@@ -180,6 +180,7 @@ class StatsSnapshot:
     escalations: int
     escalation_cost: Cost
     routed_by_deadline: int
+    below_min_batch: int
     deadline_hits: Mapping[Route, int]
     deadline_misses: Mapping[Route, int]
     from_journal: int = 0
@@ -283,6 +284,7 @@ class _Counters:
     routed_by_deadline: int = 0
     from_journal: int = 0
     reattached_batches: int = 0
+    below_min_batch: int = 0
     batch_items: int = 0
     batch_size_min: int | None = None
     batch_size_max: int | None = None
@@ -328,7 +330,7 @@ class FleetStats:
     #: Batched calls sent down the direct route near their deadline (docs/design.md §8).
     escalations = _View[int]()
     #: What escalations cost: their direct calls, plus the batch price of results that
-    #: came anyway (and were dropped).
+    #: came anyway (and were dropped); and the direct calls of ``below_min_batch``.
     escalation_cost = _View[Cost]()
     #: Calls over ``sync_max_latency_ms`` routed direct because no batch could meet their
     #: budget (the turnaround estimate exceeds it).
@@ -338,6 +340,9 @@ class FleetStats:
     from_journal = _View[int]()
     #: Batches of an earlier run that this fleet re-attached to through its journal.
     reattached_batches = _View[int]()
+    #: Batched calls sent direct because their flush was smaller than the provider's
+    #: smallest batch (``min_batch_requests``: Bedrock's 100 records a job).
+    below_min_batch = _View[int]()
 
     @property
     def deadline_hits(self) -> Mapping[Route, int]:
@@ -455,6 +460,7 @@ class FleetStats:
             escalations=c.escalations,
             escalation_cost=c.escalation_cost,
             routed_by_deadline=c.routed_by_deadline,
+            below_min_batch=c.below_min_batch,
             deadline_hits=self.deadline_hits,
             deadline_misses=self.deadline_misses,
             from_journal=c.from_journal,
@@ -584,6 +590,13 @@ class FleetStats:
         c = self._c
         c.in_flight_batches += 1
         c.reattached_batches += 1
+    def _below_min_batch(self, size: int) -> None:
+        """``size`` queued calls left the queue for the direct route: their flush was smaller
+        than the provider's smallest batch (their direct price counts in ``escalation_cost``
+        through :meth:`_escalation_answered`)."""
+        c = self._c
+        c.queued -= size
+        c.below_min_batch += size
 
     def _api_request(self, endpoint: str) -> None:
         """One request to a batch endpoint (``create``, ``status``, ``list``, ...)."""

@@ -1,6 +1,7 @@
 """List prices, and what a call costs at them.
 
-Prices are USD per million tokens (MTok), from Anthropic's and OpenAI's public pricing pages.
+Prices are USD per million tokens (MTok), from Anthropic's, OpenAI's and Amazon Bedrock's
+public pricing pages.
 The batch route is billed at half of every rate (:data:`BATCH_DISCOUNT`), on both. OpenAI has
 no cache-write premium: its ``cache_write`` is its input rate, its ``cache_read`` the cached
 input rate. Costs are :class:`~decimal.Decimal`
@@ -90,6 +91,27 @@ class Cost:
         return Cost(self.list_price + other.list_price, self.paid + other.paid)
 
 
+# Bedrock's on-demand prices for Claude are Anthropic's list prices; from Claude Sonnet 4.5
+# and Haiku 4.5 on, its regional endpoints (and geography profiles) cost 10 % more than the
+# global ones (global.anthropic.…). Batch inference is half of either, as everywhere.
+_BEDROCK_GEOS: Final = ("", "us.", "eu.", "apac.", "jp.", "au.", "us-gov.")
+_BEDROCK_GLOBAL: Final = {
+    "claude-opus-4-5": ModelPrice.of("5", "25", "6.25", "0.50"),
+    "claude-sonnet-4-5": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-haiku-4-5": ModelPrice.of("1", "5", "1.25", "0.10"),
+}
+_BEDROCK_REGIONAL: Final = {
+    "claude-opus-4-5": ModelPrice.of("5.50", "27.50", "6.875", "0.55"),
+    "claude-sonnet-4-5": ModelPrice.of("3.30", "16.50", "4.125", "0.33"),
+    "claude-haiku-4-5": ModelPrice.of("1.10", "5.50", "1.375", "0.11"),
+    "claude-opus-4-1": ModelPrice.of("15", "75", "18.75", "1.50"),
+    "claude-opus-4-20250514": ModelPrice.of("15", "75", "18.75", "1.50"),
+    "claude-sonnet-4-20250514": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-3-7-sonnet": ModelPrice.of("3", "15", "3.75", "0.30"),
+    "claude-3-5-haiku": ModelPrice.of("0.80", "4", "1", "0.08"),
+    "claude-3-haiku": ModelPrice.of("0.25", "1.25", "0.30", "0.03"),
+}
+
 #: Current list prices (USD/MTok), keyed by model id or id prefix.
 DEFAULT_PRICES: Final[Mapping[str, ModelPrice]] = {
     "claude-opus-4-5": ModelPrice.of("5", "25", "6.25", "0.50"),
@@ -117,6 +139,14 @@ DEFAULT_PRICES: Final[Mapping[str, ModelPrice]] = {
     "gpt-4o-mini": ModelPrice.of("0.15", "0.60", "0.15", "0.075"),
     "o4-mini": ModelPrice.of("1.10", "4.40", "1.10", "0.275"),
     "o4-mini-deep-research": ModelPrice.of("2", "8", "2", "0.50"),
+    **{
+        # Amazon Bedrock's Claude model ids (llmfleet.providers.bedrock), bare (in-region) and
+        # behind the cross-region inference profiles (us., eu., …).
+        f"{geo}anthropic.{model}": price
+        for geo in _BEDROCK_GEOS
+        for model, price in _BEDROCK_REGIONAL.items()
+    },
+    **{f"global.anthropic.{model}": price for model, price in _BEDROCK_GLOBAL.items()},
 }
 
 

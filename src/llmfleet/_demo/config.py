@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
 
 from .._policy import RoutingPolicy
+from . import bedrock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping
+    from contextlib import AsyncExitStack
 
     from ..emulator import Duration
 
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 Scenario: TypeAlias = Literal["pooling", "deadlines"]
-ProviderName: TypeAlias = Literal["anthropic", "openai"]
+ProviderName: TypeAlias = Literal["anthropic", "openai", "bedrock"]
 DeadlineAction: TypeAlias = Literal["escalate", "wait", "fail"]
 
 CHAT_MODEL: Final = "claude-haiku-4-5"
@@ -55,7 +57,8 @@ class DemoProvider:
     without it.
     """
 
-    #: The SDK's import name (checked before the demo runs), and how to install it.
+    #: The SDK's import name (checked before the demo runs, with ``needs``), and how to
+    #: install them.
     package: str
     install: str
     #: The environment variable a real endpoint's key is read from.
@@ -73,12 +76,25 @@ class DemoProvider:
     emulator_path: str = ""
     #: What the ``--provider`` help says of it.
     summary: str = ""
+    #: Other modules it needs besides ``package``.
+    needs: tuple[str, ...] = ()
+    #: Starts the provider's own stand-in on the stack instead of the emulator, and returns
+    #: it (its ``ledger`` is the bill) and the URL for ``client``; ``None``: the emulator.
+    stand_in: Callable[[AsyncExitStack, DemoConfig], Awaitable[tuple[Any, str]]] | None = None
+    #: What the introduction calls the emulator (or stand-in) at a URL, given the turnaround.
+    where: Callable[[str, str], str] = lambda url, turnaround: (
+        f"the emulator at {url} (batches end after {turnaround} s)"
+    )
+    #: Why a real endpoint cannot be used (``"runs against ... only"``); ``None``: it can.
+    emulator_only: str | None = None
 
     def missing(self, name: str) -> str | None:
         """What to install before the demo can talk to provider ``name``; ``None``: nothing."""
-        if importlib.util.find_spec(self.package) is not None:
+        absent = [m for m in (self.package, *self.needs) if importlib.util.find_spec(m) is None]
+        if not absent:
             return None
-        return f"--provider {name} needs the {self.package} package: {self.install}"
+        what = f"the {absent[0]} package" if len(absent) == 1 else ", ".join(absent)
+        return f"--provider {name} needs {what}: {self.install}"
 
 
 def _anthropic_client(key: str, url: str) -> Any:
@@ -147,6 +163,36 @@ PROVIDERS: Final[Mapping[ProviderName, DemoProvider]] = {
         emulator_path="/v1",
         summary="AsyncOpenAI, chat completions",
     ),
+    "bedrock": DemoProvider(
+        package="botocore",
+        needs=("moto",),
+        install="pip install 'llmfleet[emulator,bedrock]'",
+        key_var="AWS_ACCESS_KEY_ID",
+        client=bedrock.client,
+        chat=lambda history: {
+            "model": bedrock.CHAT_MODEL,
+            "max_tokens": 200,
+            "messages": history,
+        },
+        grade=lambda rubric, content: {
+            "model": bedrock.GRADING_MODEL,
+            "max_tokens": 100,
+            "system": rubric,
+            "messages": [{"role": "user", "content": content}],
+        },
+        text=_anthropic_text,
+        errors=bedrock.errors,
+        stand_in=bedrock.start,
+        where=bedrock.where,
+        emulator_only=(
+            "runs against the embedded Bedrock stand-in only; for real Bedrock, pass "
+            "llmfleet.providers.bedrock.BedrockClient(...) to open_fleet"
+        ),
+        summary=(
+            "Amazon Bedrock batch inference through botocore, against a local stand-in and "
+            "moto's S3; needs llmfleet[bedrock]"
+        ),
+    ),
 }
 
 #: What each scenario changes from :class:`DemoConfig`'s defaults (see :meth:`DemoConfig.preset`).
@@ -182,8 +228,9 @@ class DemoConfig:
     ``grading_budget_ms``). :meth:`preset` gives a scenario's values.
 
     :param scenario: ``"pooling"`` or ``"deadlines"``: what the report dwells on.
-    :param provider: a key of :data:`PROVIDERS`: ``"anthropic"`` (``AsyncAnthropic``) or
-        ``"openai"`` (``AsyncOpenAI``, chat completions with :data:`OPENAI_MODEL`).
+    :param provider: a key of :data:`PROVIDERS`: ``"anthropic"`` (``AsyncAnthropic``),
+        ``"openai"`` (``AsyncOpenAI``, chat completions with :data:`OPENAI_MODEL`) or
+        ``"bedrock"`` (``BedrockClient``, against the Bedrock stand-in only).
     :param agents: chat agents; each makes ``turns`` calls one after another (direct route).
     :param turns: calls per chat agent.
     :param calls: calls in the grading burst (batch route).
@@ -242,6 +289,9 @@ class DemoConfig:
                 f"chat_budget_ms ({self.chat_budget_ms}) must be <= sync_max_latency_ms "
                 f"({self.sync_max_latency_ms}), so that chat calls go direct"
             )
+        emulator_only = PROVIDERS[self.provider].emulator_only
+        if self.base_url is not None and emulator_only is not None:
+            raise ValueError(f"provider {self.provider!r} {emulator_only}")
         if self.base_url is not None and not self.api_key:
             raise ValueError(
                 f"a real endpoint (base_url) needs an API key ({PROVIDERS[self.provider].key_var})"

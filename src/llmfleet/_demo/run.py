@@ -24,7 +24,7 @@ from .report import DemoReport, EscalationFigures, LedgerFigures
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..emulator import Emulator
+    from ..emulator import Emulator, Ledger
     from .config import DemoConfig
     from .render import LiveView
 
@@ -51,7 +51,12 @@ async def run_demo(
     tally = Tally()
     async with AsyncExitStack() as stack:
         emulator: Emulator | None = None
-        if config.base_url is None:
+        ledger_of: Ledger | None = None
+        if config.base_url is None and vendor.stand_in is not None:
+            # The provider's own stand-in in place of the emulator (Bedrock's, over moto).
+            stand_in, url = await vendor.stand_in(stack, config)
+            ledger_of, key, target = stand_in.ledger, EMULATOR_KEY, f"{config.provider} stand-in"
+        elif config.base_url is None:
             low, high = config.direct_latency_s
             emulator = await stack.enter_async_context(
                 run_emulator(
@@ -63,6 +68,7 @@ async def run_demo(
                 )
             )
             url, key, target = emulator.url + vendor.emulator_path, EMULATOR_KEY, "emulator"
+            ledger_of = emulator.ledger
         else:
             assert config.api_key is not None  # DemoConfig checked it
             url, key, target = config.base_url, config.api_key, config.base_url
@@ -93,8 +99,8 @@ async def run_demo(
             view.draw()  # the final counts, before the display stops
             view.progress.stop()
         ledger: LedgerFigures | None = None
-        if emulator is not None:
-            ledger = _ledger_figures(emulator, tally.unused_ids)
+        if ledger_of is not None:
+            ledger = _ledger_figures(ledger_of, tally.unused_ids)
     stats = fleet.stats.snapshot()
     return DemoReport(
         config=config,
@@ -119,8 +125,7 @@ async def run_demo(
     )
 
 
-def _ledger_figures(emulator: Emulator, unused_ids: set[str]) -> LedgerFigures:
-    bill = emulator.ledger
+def _ledger_figures(bill: Ledger, unused_ids: set[str]) -> LedgerFigures:
     # One read of the entries: the bill of batches that ended by now, all of it.
     entries = bill.entries
     cost = dict.fromkeys(Route, Cost())

@@ -81,7 +81,7 @@ def _per_route(title: str, names: tuple[str, ...]) -> tuple[str, tuple[Column, .
 def intro(config: DemoConfig, url: str) -> Line:
     """One paragraph: what runs, against what."""
     where = (
-        f"the emulator at {url} (batches end after {span(config.turnaround_s)} s)"
+        config.vendor.where(url, span(config.turnaround_s))
         if config.emulated
         else f"{url} (a real endpoint: real batches, real money)"
     )

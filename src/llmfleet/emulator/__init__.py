@@ -17,6 +17,10 @@ streams, transient 404s, slow answers) can be injected per endpoint; every reque
 
 From a shell: ``python -m llmfleet.emulator --port 8787``.
 
+Amazon Bedrock has a stand-in of its own (:func:`run_bedrock_emulator`): its batch inference
+job API and InvokeModel, over S3 served by moto, on a server of its own (it needs botocore
+and moto, the ``bedrock`` extra).
+
 Serving needs the ``emulator`` extra (starlette, uvicorn): :func:`run_emulator`,
 :func:`start_emulator` and :class:`Emulator` are imported on first use, and without the extra
 that use raises :class:`ImportError` saying what to install. The configuration, the ledger and
@@ -28,6 +32,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from ._anthropic import BatchInfo as BatchInfo
+from ._bedrock_params import BedrockConfig as BedrockConfig
+from ._bedrock_params import BedrockFault as BedrockFault
+from ._bedrock_params import JobInfo as JobInfo
 from ._config import EXTRA_LINE_CUSTOM_ID as EXTRA_LINE_CUSTOM_ID
 from ._config import Duration as Duration
 from ._config import EmulatorConfig as EmulatorConfig
@@ -43,6 +50,8 @@ from ._ledger import Route as Route
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from ._bedrock_server import BedrockEmulator as BedrockEmulator
+    from ._bedrock_server import run_bedrock_emulator as run_bedrock_emulator
     from ._server import Emulator as Emulator
     from ._server import run_emulator as run_emulator
     from ._server import start_emulator as start_emulator
@@ -50,17 +59,22 @@ if TYPE_CHECKING:
 __all__ = [
     "EXTRA_LINE_CUSTOM_ID",
     "BatchInfo",
+    "BedrockConfig",
+    "BedrockEmulator",
+    "BedrockFault",
     "Duration",
     "Emulator",
     "EmulatorConfig",
     "Endpoint",
     "Fault",
     "FaultKind",
+    "JobInfo",
     "Ledger",
     "LedgerEntry",
     "RecordedRequest",
     "ResultType",
     "Route",
+    "run_bedrock_emulator",
     "run_emulator",
     "start_emulator",
 ]
@@ -68,6 +82,8 @@ __all__ = [
 #: What to install to serve the emulator.
 INSTALL_HINT: Final = "pip install 'llmfleet[emulator]'"
 _SERVED: Final = frozenset({"Emulator", "run_emulator", "start_emulator"})
+#: The Bedrock stand-in's server (it needs botocore and moto too: the ``bedrock`` extra).
+_BEDROCK_SERVED: Final = frozenset({"BedrockEmulator", "run_bedrock_emulator"})
 _EXTRA: Final = ("starlette", "uvicorn")
 
 
@@ -91,4 +107,9 @@ def _serving() -> ModuleType:
 def __getattr__(name: str) -> Any:
     if name in _SERVED:
         return getattr(_serving(), name)
+    if name in _BEDROCK_SERVED:
+        _serving()  # the same hint without the emulator extra
+        from . import _bedrock_server
+
+        return getattr(_bedrock_server, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

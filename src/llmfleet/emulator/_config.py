@@ -33,6 +33,12 @@ Endpoint: TypeAlias = Literal[
     "openai_batch_retrieve",
     "openai_batch_list",
     "openai_batch_cancel",
+    # The Bedrock stand-in's operations (_bedrock.py; its own server, over moto's S3).
+    "bedrock_job_create",
+    "bedrock_job_get",
+    "bedrock_job_list",
+    "bedrock_job_stop",
+    "bedrock_invoke",
 ]
 FaultKind: TypeAlias = Literal[
     "status",
@@ -54,7 +60,7 @@ _KIND_ENDPOINTS: Final[dict[str, tuple[str, ...]]] = {
     "status": ENDPOINTS,
     "slow": ENDPOINTS,
     "drop": ENDPOINTS,
-    "accept_then_drop": ("batch_create", "openai_batch_create"),
+    "accept_then_drop": ("batch_create", "openai_batch_create", "bedrock_job_create"),
     "accept_then_slow": ("batch_create", "openai_batch_create"),
     "cut_stream": ("batch_results", "openai_file_content"),
     "transient_404": (

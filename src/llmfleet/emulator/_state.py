@@ -13,6 +13,11 @@ How a vendor plugs in:
 - its endpoint names in ``_config.Endpoint`` (faults and counts are per endpoint), one
   attribute here, its routes in ``_app.build_app``, and a property on ``_server.Emulator``
   for the test's controls.
+
+The Bedrock stand-in is the exception: its jobs read and write S3, so it serves on a server
+of its own (``_bedrock_server``, beside moto's S3) over a :class:`~._core.Core` of its own,
+with the same pieces otherwise (``_bedrock.py``, ``_bedrock_params.py``, ``_bedrock_routes.py``
+with its :class:`~._wire.Dialect`, ``bedrock_*`` endpoints in ``_config.Endpoint``).
 """
 
 from __future__ import annotations

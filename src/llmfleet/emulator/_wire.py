@@ -85,10 +85,18 @@ class Dialect:
     #: Whether a request carries credentials (the emulator checks no more than that).
     authenticated: Callable[[Request], bool] = api_key_or_bearer
     unauthenticated_message: str = _UNAUTHENTICATED
+    #: The status of a request without credentials (AWS: 403).
+    unauthenticated_status: int = 401
+    #: Headers every error answer carries besides the error's own (AWS: the error code in
+    #: ``x-amzn-ErrorType``); ``None``: none.
+    error_headers: Callable[[ApiError], dict[str, str]] | None = None
 
     def respond(self, error: ApiError) -> Response:
         """The answer to ``error``, in this dialect."""
-        return JSONResponse(self.error_body(error), status_code=error.status, headers=error.headers)
+        headers = error.headers
+        if self.error_headers is not None:
+            headers = {**headers, **self.error_headers(error)}
+        return JSONResponse(self.error_body(error), status_code=error.status, headers=headers)
 
 
 @final
@@ -291,7 +299,12 @@ def endpoint(
             await anyio.sleep(fault.delay_s)
         if not dialect.authenticated(request):
             error_type, code = dialect.unauthenticated
-            raise ApiError(401, error_type, dialect.unauthenticated_message, code=code)
+            raise ApiError(
+                dialect.unauthenticated_status,
+                error_type,
+                dialect.unauthenticated_message,
+                code=code,
+            )
         if too_large:
             raise ApiError(413, dialect.too_large_type, _TOO_LARGE)
         if needs_json and body is None:

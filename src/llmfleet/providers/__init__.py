@@ -30,8 +30,8 @@ __all__ = [
 def adapter_for(client: Any) -> Provider:
     """The adapter for ``client``.
 
-    :param client: an ``anthropic.AsyncAnthropic``, an ``openai.AsyncOpenAI``, or any
-        :class:`Provider`.
+    :param client: an ``anthropic.AsyncAnthropic``, an ``openai.AsyncOpenAI``, a
+        :class:`~llmfleet.providers.bedrock.BedrockClient`, or any :class:`Provider`.
     :raises TypeError: no adapter knows this client (the message lists what is accepted).
     """
     if isinstance(client, Provider):
@@ -59,7 +59,13 @@ def adapter_for(client: Any) -> Provider:
             raise TypeError(
                 "open_fleet needs an async client: pass openai.AsyncOpenAI(), not OpenAI()"
             )
+    bedrock = sys.modules.get("llmfleet.providers.bedrock")
+    if bedrock is not None and isinstance(client, bedrock.BedrockClient):
+        # A BedrockClient is the adapter's own config object: its module is loaded already.
+        provider: Provider = bedrock.BedrockProvider(client)
+        return provider
     raise TypeError(
         f"open_fleet cannot drive a {type(client).__name__}: pass anthropic.AsyncAnthropic(), "
-        "openai.AsyncOpenAI() or an object implementing llmfleet.providers.Provider"
+        "openai.AsyncOpenAI(), llmfleet.providers.bedrock.BedrockClient(...) or an object "
+        "implementing llmfleet.providers.Provider"
     )

@@ -1,0 +1,579 @@
+"""The Amazon Bedrock adapter: Claude through ``InvokeModel`` and batch inference jobs
+(``CreateModelInvocationJob``), over botocore.
+
+``open_fleet(BedrockClient(role_arn=..., bucket=...))`` picks this adapter. A batch is a JSONL
+file in S3 with one ``{"recordId", "modelInput"}`` line per call (``modelInput`` is the
+InvokeModel body: the Messages params without ``model``, with ``anthropic_version``), and a
+job over it; the job writes ``<output prefix>/<job id>/<input file>.out`` (one line per
+record, in any order, each with ``modelOutput`` or ``error``) and ``manifest.json.out``. A job
+holds one model, so :meth:`BedrockProvider.batch_key` is the model id.
+
+Both routes return ``anthropic.types.Message``: a batch record's ``modelOutput`` is the same
+Messages body InvokeModel returns, so a caller cannot tell which route answered.
+
+botocore is synchronous: every AWS call runs in a worker thread (``anyio.to_thread``), so the
+adapter works under asyncio and trio alike. Requests to the batch control plane and to S3 go
+out once (no botocore retry): the fleet retries them itself, within its request budget.
+
+Wire facts it relies on (from botocore's service model ``bedrock/2023-04-20`` and the Bedrock
+user guide) are listed in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+import logging
+import posixpath
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
+
+import anyio
+import anyio.to_thread
+import botocore.exceptions
+import botocore.session
+from anthropic.types import Message
+from botocore.config import Config
+
+from ..errors import UnbatchableRequestError, excerpt
+from ._base import BatchStatus, ErrorInfo, ErrorKind, ItemResult
+from ._json import encode
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
+
+__all__ = ["ANTHROPIC_VERSION", "BedrockClient", "BedrockProvider", "RunSync"]
+
+logger = logging.getLogger("llmfleet")
+
+#: The ``anthropic_version`` every Claude body on Bedrock carries.
+ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
+#: Bedrock's defaults per job: at least 100 records (a service quota), at most 50,000, and
+#: 1 GB per input file.
+MIN_RECORDS: Final = 100
+MAX_RECORDS: Final = 50_000
+MAX_FILE_BYTES: Final = 1024**3
+#: Job states after which a job does nothing more.
+ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
+#: The prefix of every job name this adapter makes (ListModelInvocationJobs filters on it).
+JOB_PREFIX: Final = "llmfleet-"
+# Params the SDK's create call takes as request options, not body fields.
+_REQUEST_OPTIONS: Final = ("extra_headers", "extra_query", "extra_body", "timeout")
+# `{"recordId":"R0000000001","modelInput":…}\n` around each body.
+_LINE_OVERHEAD: Final = len('{"recordId":"R0000000001","modelInput":}\n')
+_CLOCK_SLACK_S: Final = 5.0
+_LIST_PAGE: Final = 1000
+_INPUT_FILE: Final = "input.jsonl"
+
+#: Runs a blocking function without blocking the event loop: ``anyio.to_thread.run_sync``
+#: unless told otherwise (see :class:`BedrockProvider`).
+RunSync: TypeAlias = "Callable[[Callable[[], Any]], Awaitable[Any]]"
+# A prepared request: its model id and its modelInput as JSON.
+_Prepared: TypeAlias = tuple[str, str]
+
+
+@final
+@dataclass(frozen=True, kw_only=True)
+class BedrockClient:
+    """Where and how the fleet reaches Bedrock: pass it to :func:`~llmfleet.open_fleet`.
+
+    Credentials come from botocore's usual chain (environment, profile, instance role), or
+    from ``session``.
+
+    :param role_arn: the IAM service role Bedrock assumes to read and write the bucket.
+    :param bucket: the S3 bucket for job inputs and outputs.
+    :param prefix: the key prefix under which each job gets ``<prefix>/<job name>/``.
+    :param region: the AWS region of Bedrock and the bucket.
+    :param min_batch_requests: the fewest records a job may hold (Bedrock's quota, 100 by
+        default): a smaller flush goes by the direct route instead.
+    :param max_batch_requests: the most records a job may hold (Bedrock's quota).
+    :param timeout_hours: the job's ``timeoutDurationInHours`` (24 to 168).
+    :param endpoint_url: the Bedrock control plane's URL, for a stand-in.
+    :param runtime_endpoint_url: bedrock-runtime's URL (InvokeModel), for a stand-in.
+    :param s3_endpoint_url: S3's URL, for a stand-in.
+    :param session: the botocore session to make clients from (default: a new one).
+    :param read_timeout: seconds botocore waits for an answer.
+    :param max_direct_attempts: attempts botocore makes at a direct InvokeModel call.
+    """
+
+    role_arn: str
+    bucket: str
+    prefix: str = "llmfleet"
+    region: str = "us-east-1"
+    min_batch_requests: int = MIN_RECORDS
+    max_batch_requests: int = MAX_RECORDS
+    timeout_hours: int = 24
+    endpoint_url: str | None = None
+    runtime_endpoint_url: str | None = None
+    s3_endpoint_url: str | None = None
+    session: Any = field(default=None, repr=False, compare=False)
+    read_timeout: float = 60.0
+    max_direct_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.role_arn.startswith("arn:") or ":role/" not in self.role_arn:
+            raise ValueError(
+                f"role_arn must be an IAM role ARN (arn:aws:iam::<account>:role/<name>), "
+                f"got {self.role_arn!r}"
+            )
+        if not self.bucket or "/" in self.bucket:
+            raise ValueError(f"bucket must be a bucket name (no s3://, no /), got {self.bucket!r}")
+        if not 1 <= self.min_batch_requests <= self.max_batch_requests:
+            raise ValueError(
+                "need 1 <= min_batch_requests <= max_batch_requests, got "
+                f"{self.min_batch_requests} and {self.max_batch_requests}"
+            )
+        if not 24 <= self.timeout_hours <= 168:
+            raise ValueError(f"timeout_hours must be 24 to 168, got {self.timeout_hours}")
+        if self.max_direct_attempts < 1:
+            raise ValueError(f"max_direct_attempts must be >= 1, got {self.max_direct_attempts}")
+
+
+class _UnknownJob(Exception):
+    """Results asked of a job this adapter did not make (a bug in the caller)."""
+
+
+class _OutputIncomplete(Exception):
+    """The job's output file holds fewer records than its manifest says were processed (a
+    read that raced the write): read it again."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """The job one batch task is creating: its name and its records' custom_ids."""
+
+    name: str
+    ids: tuple[str, ...]
+
+
+# As in the OpenAI adapter: find_batch() runs in the task that sent the unanswered create,
+# and a context variable carries that create's job name to it.
+_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
+    "llmfleet_bedrock_attempt", default=None
+)
+
+
+async def _to_thread(fn: Callable[[], Any]) -> Any:
+    # abandon_on_cancel: a cancelled caller leaves at once; botocore's own timeouts end the
+    # thread's request later. The fleet shields what it must see through (a create).
+    return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True)
+
+
+@final
+class BedrockProvider:
+    """Adapter over Bedrock's InvokeModel and batch inference jobs (docs/design.md §7).
+
+    **Idempotency.** A job's name and ``clientRequestToken`` are derived from its records'
+    custom_ids, so the same flush sent twice is the same job: after an unanswered create,
+    :meth:`find_batch` finds it by name (``ListModelInvocationJobs nameContains``), and a
+    create sent again is answered with the job already made.
+
+    :param client: where Bedrock is, and the job limits.
+    :param run_sync: how blocking botocore calls run (default: in a worker thread). Tests
+        with a virtual clock pass a runner that calls in line, so that no clock jumps while
+        a thread works.
+    """
+
+    name = "bedrock"
+    # GetModelInvocationJob, the manifest, the output file.
+    results_requests = 3
+    max_batch_bytes = MAX_FILE_BYTES
+
+    def __init__(self, client: BedrockClient, *, run_sync: RunSync | None = None) -> None:
+        if not isinstance(client, BedrockClient):
+            raise TypeError(f"client must be a BedrockClient, got {type(client).__name__}")
+        self.config = client
+        self.min_batch_requests = client.min_batch_requests
+        self.max_batch_requests = client.max_batch_requests
+        self._run = _to_thread if run_sync is None else run_sync
+        session = client.session if client.session is not None else botocore.session.Session()
+        # Batch endpoints and S3: one attempt each (see the module docstring).
+        once = Config(
+            retries={"total_max_attempts": 1},
+            read_timeout=client.read_timeout,
+            # Many jobs are polled and fetched at once, each from its own thread.
+            max_pool_connections=32,
+        )
+        direct = Config(
+            retries={"total_max_attempts": client.max_direct_attempts, "mode": "standard"},
+            read_timeout=client.read_timeout,
+            max_pool_connections=64,
+        )
+        # Clients are made here, on one thread: botocore's sessions are not thread-safe, its
+        # clients are.
+        self._bedrock = session.create_client(
+            "bedrock", region_name=client.region, endpoint_url=client.endpoint_url, config=once
+        )
+        self._runtime = session.create_client(
+            "bedrock-runtime",
+            region_name=client.region,
+            endpoint_url=client.runtime_endpoint_url,
+            config=direct,
+        )
+        self._s3 = session.create_client(
+            "s3", region_name=client.region, endpoint_url=client.s3_endpoint_url, config=once
+        )
+        self._lock = threading.Lock()
+        # The custom_ids of each job this adapter made or found, until its results are read.
+        self._records: dict[str, tuple[str, ...]] = {}
+        # Creates that got no answer, by job name: the fallback for a find_batch() called
+        # outside the task that sent the create.
+        self._unanswered: dict[str, tuple[str, ...]] = {}
+
+    def __repr__(self) -> str:
+        return f"<BedrockProvider region={self.config.region!r} bucket={self.config.bucket!r}>"
+
+    # -- requests -------------------------------------------------------------------------
+
+    def check(self, params: Mapping[str, Any]) -> None:
+        if params.get("stream"):
+            raise UnbatchableRequestError(
+                "stream=True is not supported: the fleet returns whole messages. Call "
+                "InvokeModelWithResponseStream yourself for streaming."
+            )
+        model = params.get("model")
+        if not isinstance(model, str) or not model:
+            raise UnbatchableRequestError(
+                "model= is required: pass a Bedrock model id or inference profile "
+                "(e.g. model='anthropic.claude-haiku-4-5-20251001-v1:0')"
+            )
+        options = [key for key in _REQUEST_OPTIONS if key in params]
+        if options:
+            raise UnbatchableRequestError(
+                f"{', '.join(options)} {'is an' if len(options) == 1 else 'are'} SDK request "
+                "option(s) Bedrock cannot carry; put body fields in the params themselves"
+            )
+
+    def batch_key(self, params: Mapping[str, Any]) -> Hashable:
+        """Requests with equal keys may share a job: one job, one model."""
+        return self.model_of(params)
+
+    def model_of(self, params: Mapping[str, Any]) -> str:
+        return str(params.get("model", ""))
+
+    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, _Prepared]:
+        if params.get("max_tokens") == 0:
+            raise UnbatchableRequestError(
+                "max_tokens=0 is not allowed in a batch; use max_tokens >= 1 or submit_sync()"
+            )
+        try:
+            body = encode(model_input(params))
+        except (TypeError, ValueError) as exc:
+            raise UnbatchableRequestError(
+                f"the request params are not JSON-serializable ({exc}); a batch carries plain "
+                "JSON: pass dicts, lists, strings and numbers, or use submit_sync()"
+            ) from None
+        size = len(body) + _LINE_OVERHEAD
+        if size > MAX_FILE_BYTES:
+            raise UnbatchableRequestError(
+                f"the request is {size:,} bytes, over Bedrock's {MAX_FILE_BYTES:,}-byte limit "
+                f"per input file (starts {excerpt(body)}); use submit_sync() or make it smaller"
+            )
+        return size, (self.model_of(params), body)
+
+    def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
+        usage = getattr(value, "usage", None)
+        if usage is None:
+            return None
+        return (
+            usage.input_tokens or 0,
+            usage.output_tokens or 0,
+            getattr(usage, "cache_creation_input_tokens", None) or 0,
+            getattr(usage, "cache_read_input_tokens", None) or 0,
+        )
+
+    # -- the direct route -----------------------------------------------------------------
+
+    async def call(self, params: Mapping[str, Any]) -> Message:
+        body = encode(model_input(params)).encode()
+        model = self.model_of(params)
+
+        def invoke() -> bytes:
+            response = self._runtime.invoke_model(
+                modelId=model, body=body, contentType="application/json", accept="application/json"
+            )
+            payload: bytes = response["body"].read()
+            return payload
+
+        payload = await self._run(invoke)
+        return Message.model_validate_json(payload)
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def _names(self, ids: Sequence[str]) -> tuple[str, str]:
+        """The job name and clientRequestToken of a flush: the same records, the same job."""
+        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        return f"{JOB_PREFIX}{digest[:40]}", digest[:64]
+
+    def _uri(self, key: str) -> str:
+        return f"s3://{self.config.bucket}/{key}"
+
+    async def create_batch(self, requests: Sequence[tuple[str, _Prepared]]) -> str:
+        ids = tuple(cid for cid, _ in requests)
+        models = {model for _, (model, _) in requests}
+        if len(models) != 1:
+            # batch_key keeps models apart; reaching here is a bug in the caller.
+            raise ValueError(f"one job runs one model, got {sorted(models)}")
+        (model,) = models
+        name, token = self._names(ids)
+        folder = posixpath.join(self.config.prefix, name)
+        input_key = f"{folder}/{_INPUT_FILE}"
+        # A recordId is the record's place in the job, in 11 alphanumeric characters (the
+        # user guide's format, "CALL0000001"): the adapter keeps the job's custom_ids in order.
+        body = "".join(
+            f'{{"recordId":"{_record_id(n)}","modelInput":{json_body}}}\n'
+            for n, (_, (_, json_body)) in enumerate(requests)
+        ).encode()
+        attempt = _Attempt(name, ids)
+        _ATTEMPT.set(attempt)
+        with self._lock:
+            self._unanswered[name] = ids
+        config = self.config
+
+        def create() -> str:
+            # The same bytes under the same key on every attempt: a second put is harmless.
+            self._s3.put_object(Bucket=config.bucket, Key=input_key, Body=body)
+            response = self._bedrock.create_model_invocation_job(
+                jobName=name,
+                clientRequestToken=token,
+                roleArn=config.role_arn,
+                modelId=model,
+                inputDataConfig={
+                    "s3InputDataConfig": {"s3Uri": self._uri(input_key), "s3InputFormat": "JSONL"}
+                },
+                outputDataConfig={"s3OutputDataConfig": {"s3Uri": self._uri(f"{folder}/output/")}},
+                timeoutDurationInHours=config.timeout_hours,
+            )
+            arn: str = response["jobArn"]
+            return arn
+
+        try:
+            arn: str = await self._run(create)
+        except Exception as exc:
+            info = classify_aws(exc)
+            if info is None or info.kind is not ErrorKind.CONNECTION:
+                # Refused: no job to look for later.
+                with self._lock:
+                    self._unanswered.pop(name, None)
+            raise
+        with self._lock:
+            self._unanswered.pop(name, None)
+            self._records[arn] = ids
+        return arn
+
+    async def find_batch(
+        self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]
+    ) -> str | None:
+        attempt = _ATTEMPT.get()
+        with self._lock:
+            if attempt is not None:
+                wanted = {attempt.name: attempt.ids}
+            else:
+                wanted = {n: ids for n, ids in self._unanswered.items() if len(ids) == count}
+        since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
+        for name, ids in wanted.items():
+
+            def look(name: str = name) -> list[dict[str, Any]]:
+                page = self._bedrock.list_model_invocation_jobs(
+                    nameContains=name, submitTimeAfter=since, maxResults=10
+                )
+                jobs: list[dict[str, Any]] = page.get("invocationJobSummaries", [])
+                return jobs
+
+            for job in await self._run(look):
+                arn = job["jobArn"]
+                if job.get("jobName") == name and arn not in exclude:
+                    with self._lock:
+                        self._unanswered.pop(name, None)
+                        self._records[arn] = ids
+                    return str(arn)
+        return None
+
+    async def poll(self, batch_id: str) -> BatchStatus:
+        job = await self._run(
+            lambda: self._bedrock.get_model_invocation_job(jobIdentifier=batch_id)
+        )
+        return _status(job)
+
+    async def list_page(
+        self, cursor: str | None
+    ) -> tuple[list[tuple[str, BatchStatus]], str | None]:
+        args: dict[str, Any] = {
+            "maxResults": _LIST_PAGE,
+            "sortBy": "CreationTime",
+            "sortOrder": "Descending",
+            "nameContains": JOB_PREFIX,
+        }
+        if cursor is not None:
+            args["nextToken"] = cursor
+        page = await self._run(lambda: self._bedrock.list_model_invocation_jobs(**args))
+        rows = [(job["jobArn"], _status(job)) for job in page.get("invocationJobSummaries", [])]
+        return rows, page.get("nextToken") or None
+
+    async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+        items = await self._run(lambda: self._read_results(batch_id))
+        for custom_id, item in items:
+            yield custom_id, item
+        with self._lock:
+            self._records.pop(batch_id, None)
+
+    def _read_results(self, batch_id: str) -> list[tuple[str, ItemResult]]:
+        """Every record's result, read in one worker thread (three requests)."""
+        job = self._bedrock.get_model_invocation_job(jobIdentifier=batch_id)
+        status = job.get("status", "")
+        input_uri = job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
+        output_uri = job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
+        job_id = batch_id.rsplit("/", 1)[-1]
+        bucket, out_prefix = _split(output_uri)
+        folder = posixpath.join(out_prefix, job_id)
+        manifest = self._get(bucket, f"{folder}/manifest.json.out")
+        output = self._get(bucket, f"{folder}/{posixpath.basename(input_uri)}.out")
+        with self._lock:
+            ids = self._records.get(batch_id)
+        if ids is None:
+            # A fleet reads only the jobs it made (or found again after an unanswered create).
+            raise _UnknownJob(
+                f"job {batch_id} was not created by this adapter: its records' custom_ids are "
+                "unknown here"
+            )
+        results: dict[str, ItemResult] = {}
+        for raw in (output or b"").splitlines():
+            if not raw.strip():
+                continue
+            line = json.loads(raw)
+            custom_id = _custom_id(str(line.get("recordId", "")), ids)
+            if custom_id is None:
+                logger.debug("ignoring an output line with recordId %r", line.get("recordId"))
+                continue
+            error = line.get("error")
+            if error is not None or "modelOutput" not in line:
+                error = error if isinstance(error, dict) else {}
+                results[custom_id] = ItemResult(
+                    "errored",
+                    error_type=str(error.get("errorCode", "error")),
+                    message=str(error.get("errorMessage", "no modelOutput for this record")),
+                )
+            else:
+                results[custom_id] = ItemResult(
+                    "succeeded", value=Message.model_validate(line["modelOutput"])
+                )
+        if manifest is not None:
+            counts = json.loads(manifest)
+            processed = int(counts.get("processedRecordCount", 0))
+            if len(results) < processed:
+                raise _OutputIncomplete(
+                    f"{output_uri}: {len(results)} lines for {processed} processed records"
+                )
+        # Records with no line: why depends on how the job ended.
+        for custom_id in ids:
+            if custom_id not in results:
+                results[custom_id] = _unanswered(status, str(job.get("message") or ""))
+        return list(results.items())
+
+    def _get(self, bucket: str, key: str) -> bytes | None:
+        try:
+            response = self._s3.get_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        data: bytes = response["Body"].read()
+        return data
+
+    async def cancel(self, batch_id: str) -> None:
+        await self._run(lambda: self._bedrock.stop_model_invocation_job(jobIdentifier=batch_id))
+
+    def classify(self, exc: BaseException) -> ErrorInfo | None:
+        return classify_aws(exc)
+
+
+def model_input(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The InvokeModel body of a Messages create call's params: without ``model``, with
+    ``anthropic_version`` (the caller's own, if it set one)."""
+    body = {key: value for key, value in params.items() if key != "model"}
+    body.setdefault("anthropic_version", ANTHROPIC_VERSION)
+    return body
+
+
+def classify_aws(exc: BaseException) -> ErrorInfo | None:
+    """What a botocore exception means to the dispatcher."""
+    if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
+        return ErrorInfo(ErrorKind.CONNECTION)
+    if isinstance(exc, (json.JSONDecodeError, _OutputIncomplete)):
+        # An output file cut short, or read before it was whole.
+        return ErrorInfo(ErrorKind.CONNECTION)
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = _code(exc)
+        meta = exc.response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode") or 0) or None
+        retry_after = _retry_after(meta.get("HTTPHeaders", {}))
+        if code in ("ThrottlingException", "ModelNotReadyException") or status == 429:
+            return ErrorInfo(ErrorKind.RATE_LIMITED, retry_after, status)
+        if code == "ResourceNotFoundException" or status == 404:
+            return ErrorInfo(ErrorKind.NOT_FOUND, status=status)
+        if (status is not None and status >= 500) or status == 408:
+            return ErrorInfo(ErrorKind.SERVER, retry_after, status)
+        return ErrorInfo(ErrorKind.FATAL, status=status)
+    if isinstance(exc, botocore.exceptions.BotoCoreError):
+        # No credentials, a parameter botocore refuses: trying again will not help.
+        return ErrorInfo(ErrorKind.FATAL)
+    return None
+
+
+def _code(exc: botocore.exceptions.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def _status(job: Mapping[str, Any]) -> BatchStatus:
+    state = str(job.get("status", ""))
+    ended = state in ENDED
+    end = job.get("endTime")
+    return BatchStatus(
+        ended=ended,
+        state=state,
+        ended_at=end.timestamp() if ended and isinstance(end, datetime) else None,
+    )
+
+
+def _unanswered(status: str, message: str) -> ItemResult:
+    """The result of a record the job's output does not hold."""
+    if status == "Expired":
+        return ItemResult("expired")
+    if status in ("Stopped", "Stopping"):
+        return ItemResult("canceled")
+    if status == "Failed":
+        return ItemResult("errored", error_type="JobFailed", message=message or "the job failed")
+    return ItemResult(
+        "errored",
+        error_type="RecordNotProcessed",
+        message=f"the job ended {status or 'without a status'} without processing this record",
+    )
+
+
+def _split(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` as ``(bucket, key)`` (the key without a trailing slash)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key.rstrip("/")
+
+
+def _record_id(n: int) -> str:
+    return f"R{n:010d}"
+
+
+def _custom_id(record_id: str, ids: Sequence[str]) -> str | None:
+    """The custom_id of a record of the job whose records are ``ids``, or ``None``."""
+    if len(record_id) != 11 or record_id[0] != "R" or not record_id[1:].isdigit():
+        return None
+    n = int(record_id[1:])
+    return ids[n] if n < len(ids) else None
