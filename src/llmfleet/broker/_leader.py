@@ -263,8 +263,22 @@ class Leadership:
                     break
                 await anyio.sleep(delay)
             delay = min(delay * _BACKOFF, longest)
+        # Once the results come, they are all delivered even if this leader steps down
+        # meanwhile (shielded, bounded by the lease's ttl): the batch is done with, and its
+        # record closed, rather than left for a successor to fetch again.
+        with anyio.CancelScope(shield=True) as delivering:
+            delivering.deadline = anyio.current_time() + self._ttl
+            await self._deliver_all(flush, batch_id, calls, failure)
+
+    async def _deliver_all(
+        self,
+        flush: FlushRecord,
+        batch_id: str,
+        calls: dict[str, StoredCall],
+        failure: BaseException | None,
+    ) -> None:
         if failure is None:
-            lines = cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(batch_id))
+            lines = cast("AsyncGenerator[tuple[str, ItemResult]]", self._provider.results(batch_id))
             async with aclosing(lines):
                 async for custom_id, item in lines:
                     call = calls.pop(custom_id, None)
@@ -359,10 +373,13 @@ class Leadership:
                 except Exception as exc:
                     payload = dump_error(exc)
             # Here the call has its outcome, or its caller left (payload ""): either way the
-            # entry leaves the pending list.
+            # entry leaves the pending list. Shielded: a leader stepping down still hands
+            # over what it holds (a lost lease makes these writes fail at once instead).
             self._dropped.discard(call_id)
-            await self._store.deliver(served_call(served), payload)
-            await self._provider.finished(served)
+            with anyio.CancelScope(shield=True) as delivering:
+                delivering.deadline = anyio.current_time() + self._ttl
+                await self._store.deliver(served_call(served), payload)
+                await self._provider.finished(served)
         except LEADER_LOST as exc:
             self._lose(exc)
         finally:

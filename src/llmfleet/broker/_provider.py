@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 import anyio
 
 from ..providers import ErrorInfo, ErrorKind
-from ._store import LEADER_LOST, FlushRecord, StoredCall
+from ._store import LEADER_LOST, FlushRecord, NotLeadingError, StoredCall
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping, Sequence
@@ -133,6 +133,9 @@ class LeaderProvider:
 
     async def create_batch(self, requests: Sequence[tuple[str, Any]]) -> str:
         store = self.store
+        if not store.lease.active:
+            # Stepping down: no new batch; the calls go back to the stream for the successor.
+            raise NotLeadingError("this process no longer leads the fleet")
         first = requests[0][0]
         again = self._ambiguous.pop(first, None)
         if again is not None:

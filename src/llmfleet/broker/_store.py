@@ -197,14 +197,11 @@ class RedisBatchStore:
 
     async def take_slot(self, per_minute: int | None) -> None:
         """Wait for a slot in the fleet-wide request budget (the last minute's requests of
-        every leader, kept in Redis, so a new leader does not burst)."""
+        every leader, kept in Redis, so a new leader does not burst). Fenced: only the
+        lease's holder takes slots, so its budget is the fleet's."""
         if per_minute is None:
-            if not self.lease.active:
-                raise NotLeadingError("this process no longer leads the fleet")
             return
         while True:
-            if not self.lease.active:
-                raise NotLeadingError("this process no longer leads the fleet")
             now_ms = int(time.time() * 1000)
             member = f"{now_ms}:{self.lease.value}:{next(_SEQ)}"
             wait_ms: Any = await self._scripts.take_slot(
