@@ -16,7 +16,7 @@ import re
 import secrets
 import socket
 import time
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -335,62 +335,84 @@ def _nx() -> Any:
     return PureToken.NX
 
 
+def open_broker_fleet(client: Any, **options: Any) -> AbstractAsyncContextManager[BrokeredFleet]:
+    """``open_fleet(client, broker=...)``: see :func:`llmfleet.open_fleet`. Options are
+    checked here, before the block is entered."""
+    return _run(BrokeredFleet(client, **options))
+
+
 @asynccontextmanager
-async def open_broker_fleet(client: Any, **options: Any) -> AsyncIterator[BrokeredFleet]:
-    """``open_fleet(client, broker=...)``: see :func:`llmfleet.open_fleet`."""
-    fleet = BrokeredFleet(client, **options)
-    body_error: BaseException | None = None
+async def _run(fleet: BrokeredFleet) -> AsyncIterator[BrokeredFleet]:
+    # What leaves the block leaves it as itself: coredis's client owns a task group, which
+    # would wrap an exception raised through it in an ExceptionGroup, so it is raised after.
+    error: BaseException | None = None
     async with fleet._redis:
         try:
-            await fleet._set_epoch()
-        except BROKER_DOWN as exc:
-            raise BrokerError(
-                f"cannot reach the broker ({type(exc).__name__}: {exc}); is Redis running?"
-            ) from None
-        async with fleet._local:
-            async with anyio.create_task_group() as tg:
-                fleet._tg = tg
-                await tg.start(fleet._listen)
-                await tg.start(fleet._leadership.run)
-                fleet._state = "open"
-                try:
-                    yield fleet
-                except BaseException as exc:
-                    body_error = exc
-                    fleet._state = "closed"
+            async with _serve(fleet):
+                yield fleet
+        except BaseException as exc:
+            error = exc
+    if error is not None:
+        try:
+            raise error
+        finally:
+            error = None
+
+
+@asynccontextmanager
+async def _serve(fleet: BrokeredFleet) -> AsyncIterator[None]:
+    try:
+        await fleet._set_epoch()
+    except BROKER_DOWN as exc:
+        raise BrokerError(
+            f"cannot reach the broker ({type(exc).__name__}: {exc}); is Redis running?"
+        ) from None
+    body_error: BaseException | None = None
+    async with fleet._local:
+        async with anyio.create_task_group() as tg:
+            fleet._tg = tg
+            await tg.start(fleet._listen)
+            await tg.start(fleet._leadership.run)
+            fleet._state = "open"
+            try:
+                yield
+            except BaseException as exc:
+                body_error = exc
+                fleet._state = "closed"
+                for call_id in list(fleet._slots):
+                    fleet._leave(call_id)
+                fleet._fail_waiting(
+                    lambda: FleetClosedError(
+                        "the fleet closed because the `async with` block raised; this call "
+                        "was not answered. Submit it again"
+                    )
+                )
+                with anyio.CancelScope(shield=True):
+                    await fleet._leadership.stop()
+            else:
+                fleet._state = "closed"
+                # Normal exit: every caller of this process gets its outcome from whoever
+                # leads; this process leads on meanwhile if it holds the lease.
+                fleet._answered = anyio.Event()
+                if fleet._slots:
+                    limit = math.inf if fleet._drain_timeout is None else fleet._drain_timeout
+                    with anyio.move_on_after(limit):
+                        await fleet._answered.wait()
                     for call_id in list(fleet._slots):
                         fleet._leave(call_id)
                     fleet._fail_waiting(
                         lambda: FleetClosedError(
-                            "the fleet closed because the `async with` block raised; this call "
-                            "was not answered. Submit it again"
+                            "the fleet closed after drain_timeout_ms; this call was not "
+                            "answered. Submit it again"
                         )
                     )
-                    with anyio.CancelScope(shield=True):
-                        await fleet._leadership.stop()
-                else:
-                    fleet._state = "closed"
-                    # Normal exit: every caller of this process gets its outcome from whoever
-                    # leads; this process leads on meanwhile if it holds the lease.
-                    fleet._answered = anyio.Event()
-                    if fleet._slots:
-                        limit = math.inf if fleet._drain_timeout is None else fleet._drain_timeout
-                        with anyio.move_on_after(limit):
-                            await fleet._answered.wait()
-                        for call_id in list(fleet._slots):
-                            fleet._leave(call_id)
-                        fleet._fail_waiting(
-                            lambda: FleetClosedError(
-                                "the fleet closed after drain_timeout_ms; this call was not "
-                                "answered. Submit it again"
-                            )
-                        )
-                    await fleet._leadership.stop()
-                # The listener and the lease loop stop; cancels being sent finish (shielded,
-                # bounded by CANCEL_SEND_S).
-                tg.cancel_scope.cancel()
-            if body_error is not None:
-                try:
-                    raise body_error
-                finally:
-                    body_error = None
+                await fleet._leadership.stop()
+            # The listener and the lease loop stop; cancels being sent finish (shielded,
+            # bounded by CANCEL_SEND_S).
+            tg.cancel_scope.cancel()
+        if body_error is not None:
+            # Raised inside the local fleet's block, so that it aborts too (DESIGN §5).
+            try:
+                raise body_error
+            finally:
+                body_error = None
