@@ -411,7 +411,7 @@ async def _serve(fleet: BrokeredFleet) -> AsyncIterator[None]:
             # bounded by CANCEL_SEND_S).
             tg.cancel_scope.cancel()
         if body_error is not None:
-            # Raised inside the local fleet's block, so that it aborts too (DESIGN §5).
+            # Raised inside the local fleet's block, so that it aborts too (docs/design.md §5).
             try:
                 raise body_error
             finally:

@@ -139,6 +139,7 @@ class Leadership:
     async def _lead(self, value: str) -> None:
         self._lease.value = value
         self._lease.active = True
+        self._provider.new_term()
         self.terms += 1
         logger.info("%s leads the fleet (lease %s)", self._origin, value)
         try:
@@ -371,6 +372,10 @@ class Leadership:
                     value = await self._submit(params, fields)
                     payload = dump_value(self._provider.inner, value)
                 except Exception as exc:
+                    if not self._lease.active:
+                        # Refused because this leader is stepping down (no create without the
+                        # lease): not the call's outcome. It stays pending for the successor.
+                        return
                     payload = dump_error(exc)
             # Here the call has its outcome, or its caller left (payload ""): either way the
             # entry leaves the pending list. Shielded: a leader stepping down still hands

@@ -108,6 +108,13 @@ class LeaderProvider:
 
     # -- the bookkeeping of served calls -------------------------------------------------
 
+    def new_term(self) -> None:
+        """Forget a previous term's calls: their records are in Redis, for this term's
+        takeover to pick up like any other leader's."""
+        self._served.clear()
+        self._ambiguous.clear()
+        self._pending.clear()
+
     async def finished(self, served: Served) -> None:
         """The call's outcome was delivered (or dropped): its flush may be finished."""
         if served.custom_id is not None:
