@@ -107,6 +107,24 @@ def run_case(
         )
         for n in range(processes)
     ]
+    try:
+        return _measure(redis_url, emulator, members, before, processes * calls, mode, processes)
+    finally:
+        for proc in members:  # a failed run leaves no member behind
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def _measure(
+    redis_url: str,
+    emulator: Any,
+    members: list[subprocess.Popen[str]],
+    before: Counter[str | None],
+    total: int,
+    mode: str,
+    processes: int,
+) -> dict[str, Any]:
     for proc in members:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
@@ -132,7 +150,6 @@ def run_case(
     wall = max(r["last"] for r in results) - start
     after = Counter(e.batch_id for e in emulator.ledger.select(route="batch"))
     sizes = [n - before.get(batch, 0) for batch, n in after.items() if n > before.get(batch, 0)]
-    total = processes * calls
     return {
         "processes": processes,
         "mode": mode,

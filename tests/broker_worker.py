@@ -32,7 +32,7 @@ async def main(config: dict[str, Any]) -> None:
             client,
             policy=policy,
             broker=config["redis"],
-            lease_ttl_ms=config.get("lease_ttl_ms", 1000),
+            lease_ttl_ms=config.get("lease_ttl_ms", 3000),
             broker_timeout_ms=config.get("broker_timeout_ms", 5000),
         ) as fleet,
     ):

@@ -57,6 +57,21 @@ def emulator_factory() -> Iterator[Callable[[float], Emulator]]:
         emu.close()
 
 
+#: Every worker a test started: killed at its end if still running (a failed test must
+#: not leave processes behind).
+_STARTED: list[Worker] = []
+
+
+@pytest.fixture(autouse=True)
+def _reap_workers() -> Iterator[None]:
+    yield
+    while _STARTED:
+        worker = _STARTED.pop()
+        if worker.process.poll() is None:
+            worker.process.kill()
+        worker.process.communicate()
+
+
 def start_workers(
     count: int, calls: int, redis: RedisServer, emu: Emulator, backend: str, **extra: Any
 ) -> list[Worker]:
@@ -68,7 +83,9 @@ def start_workers(
         "policy": policy(extra.pop("size", count * calls)),
         **extra,
     }
-    return [Worker(f"w{n}", config) for n in range(count)]
+    workers = [Worker(f"w{n}", config) for n in range(count)]
+    _STARTED.extend(workers)
+    return workers
 
 
 def wait_for(predicate: Callable[[], bool], limit_s: float, what: str) -> None:
