@@ -29,12 +29,12 @@ BACKENDS = ["asyncio", "trio"]
 MESSAGE = "anthropic.types.message.Message"
 
 
-def policy(size: int) -> dict[str, Any]:
-    """Flushes by size only (the window is far longer than a test): each flush is exactly
-    ``size`` calls, whichever processes they came from."""
+def policy(size: int, window_ms: int = 600_000) -> dict[str, Any]:
+    """By default flushes by size only (the window is far longer than a test): each flush is
+    exactly ``size`` calls, whichever processes they came from."""
     return {
         "sync_max_latency_ms": 1_000,
-        "batch_window_ms": 600_000,
+        "batch_window_ms": window_ms,
         "batch_min_size": size,
         "batch_max_size": size,
         "poll_interval_ms": 50,
@@ -80,7 +80,7 @@ def start_workers(
         "emulator": emu.url,
         "backend": backend,
         "calls": calls,
-        "policy": policy(extra.pop("size", count * calls)),
+        "policy": policy(extra.pop("size", count * calls), extra.pop("window_ms", 600_000)),
         **extra,
     }
     workers = [Worker(f"w{n}", config) for n in range(count)]
@@ -234,3 +234,37 @@ def test_redis_restart_that_loses_the_state_fails_calls_clearly(
                     assert line["text"].endswith(line["want"])
         assert errors > 0  # the calls were in the batch the lost state knew of
         assert emu.ledger.batches_created == 1  # the fleet sent nothing twice
+
+
+def test_killed_leader_with_calls_not_yet_flushed_loses_none(
+    tmp_path: Path, emulator_factory: Callable[[float], Emulator]
+) -> None:
+    """kill -9 the leader while the calls wait in its queue (before any create): a survivor
+    claims the calls left pending and sends them again, in one batch, billed once."""
+    emu = emulator_factory(0.2)
+    with redis_server(tmp_path) as redis:
+        workers = start_workers(
+            4, 5, redis, emu, "trio", size=100, window_ms=3_000, lease_ttl_ms=1000
+        )
+        wait_for(lambda: pending_in_group(redis) == 20, 60, "the leader to read all 20 calls")
+        assert emu.ledger.batches_created == 0
+        leader_pid = lease_holder_pid(redis)
+        (leader,) = [w for w in workers if w.pid == leader_pid]
+        leader.kill9()
+        survivors = [w for w in workers if w is not leader]
+        for worker in survivors:
+            assert worker.finish(60) == 0, worker.stderr[-3000:]
+        for worker in survivors:
+            assert_own_answers(worker, 5)
+        assert_billed_once(emu, batches=1, calls=20)
+
+
+def pending_in_group(redis: RedisServer) -> int:
+    async def get(client: coredis.Redis[str]) -> Any:
+        try:
+            summary = await client.xpending("llmfleet:{default}:calls", "leaders")
+        except Exception:  # the group does not exist yet
+            return 0
+        return summary.pending if summary is not None else 0
+
+    return int(redis.run(get))
