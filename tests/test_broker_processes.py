@@ -262,7 +262,7 @@ def test_killed_leader_with_calls_not_yet_flushed_loses_none(
 def pending_in_group(redis: RedisServer) -> int:
     async def get(client: coredis.Redis[str]) -> Any:
         try:
-            summary = await client.xpending("llmfleet:{default}:calls", "leaders")
+            summary: Any = await client.xpending("llmfleet:{default}:calls", "leaders")
         except Exception:  # the group does not exist yet
             return 0
         return summary.pending if summary is not None else 0
