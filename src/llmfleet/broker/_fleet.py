@@ -363,6 +363,8 @@ async def _run(fleet: BrokeredFleet) -> AsyncIterator[BrokeredFleet]:
 async def _serve(fleet: BrokeredFleet) -> AsyncIterator[None]:
     try:
         await fleet._set_epoch()
+        with anyio.fail_after(fleet._timeout):
+            await fleet._scripts.load()
     except BROKER_DOWN as exc:
         raise BrokerError(
             f"cannot reach the broker ({type(exc).__name__}: {exc}); is Redis running?"

@@ -150,6 +150,21 @@ class Scripts:
         self.drop_flush = redis.register_script(_DROP_FLUSH)
         self.deliver = redis.register_script(_DELIVER)
         self.take_slot = redis.register_script(_TAKE_SLOT)
+        self._redis = redis
+
+    async def load(self) -> None:
+        """Load every script up front (else each one's first call is refused, then retried)."""
+        for script in (
+            self.acquire,
+            self.renew,
+            self.release,
+            self.fenced,
+            self.put_flush,
+            self.drop_flush,
+            self.deliver,
+            self.take_slot,
+        ):
+            await self._redis.script_load(script.script)
 
 
 def _errors() -> tuple[type[BaseException], ...]:
