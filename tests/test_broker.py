@@ -269,3 +269,71 @@ def test_outcomes_round_trip_as_the_sdks_type_and_our_typed_errors() -> None:
     assert type(foreign) is FleetError
     assert "KeyError" in str(foreign)
     assert dump_params({"a": [1, "b"]}) == '{"a":[1,"b"]}'
+
+
+async def test_takeover_adopts_a_batch_its_dead_leader_created_but_never_recorded(
+    redis: RedisServer,
+) -> None:
+    """A leader recorded a flush, sent its create, and died before recording the batch id:
+    the next leader finds the batch (by size and time), re-attaches to it and answers the
+    caller from it, and creates nothing."""
+    import json
+
+    import coredis
+
+    from llmfleet.broker._redis import GROUP
+    from llmfleet.broker._store import StoredCall
+
+    keys = Keys.of("default")
+    call_id, origin = "gone.1", "gone"
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.2)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        raw: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
+        async with raw:
+            scripts = Scripts(raw)
+            await raw.xgroup_create(keys.calls, GROUP, identifier="0", mkstream=True)
+            entry_id = await raw.xadd(
+                keys.calls,
+                {
+                    "t": "call",
+                    "id": call_id,
+                    "o": origin,
+                    "p": json.dumps(params("adopt me")),
+                    "b": "",
+                    "a": repr(time.time()),
+                },
+            )
+            await raw.xreadgroup(GROUP, "dead-leader", streams={keys.calls: ">"}, count=10)
+            dead = Lease()
+            dead.value = await scripts.acquire(
+                keys=[keys.lease, keys.fence], args=["dead-leader", 60_000]
+            )
+            flush = FlushRecord(
+                flush_id="f-dead",
+                created_after=time.time(),
+                calls=[StoredCall("lf_dead_1", call_id, str(entry_id), origin)],
+            )
+            await RedisBatchStore(raw, keys, scripts, dead).record_intent(flush)
+            # The create it sent, through the SDK as the adapter would.
+            request: Any = {"custom_id": "lf_dead_1", "params": params("adopt me")}
+            await client.messages.batches.create(requests=[request])
+            await raw.delete([keys.lease])  # its lease runs out
+
+            async with open_fleet(client, policy=policy(), broker=redis.url) as fleet:
+                with anyio.fail_after(30):
+                    while True:
+                        reply = await raw.xread({keys.results(origin): "0-0"}, count=1)
+                        if reply:
+                            break
+                        await anyio.sleep(0.05)
+                assert fleet.terms_led == 1
+            (entry,) = reply[keys.results(origin)]
+            assert entry.field_values["id"] == call_id
+            provider = adapter_for(client)
+            value, error = load_outcome(provider, str(entry.field_values["r"]))
+            assert error is None
+            assert text_of(value).endswith("adopt me")
+            assert emu.ledger.batches_created == 1  # adopted, never created again
+            assert await raw.hgetall(keys.flushes) == {}

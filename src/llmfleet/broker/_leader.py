@@ -224,11 +224,12 @@ class Leadership:
         provider = self._provider
         while True:
             try:
-                found = await provider.inner.find_batch(
+                # Through the wrapper: a list request counts in the fleet's budget too.
+                found = await provider.find_batch(
                     count=len(flush.calls), created_after=flush.created_after, exclude=exclude
                 )
             except Exception as exc:
-                if provider.classify(exc) is None:
+                if provider.classify(exc) is None or isinstance(exc, LEADER_LOST):
                     raise
                 found = None
             # A create sent just before its sender died may land late: keep looking a while.
