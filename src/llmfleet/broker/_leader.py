@@ -203,7 +203,7 @@ class Leadership:
                 await self._store.record_created(flush, found)
             logger.info("re-attaching to batch %s (%d calls)", flush.batch_id, len(flush.calls))
             attached.update(call.entry_id for call in flush.calls)
-            tg.start_soon(self._reattach, flush)
+            tg.start_soon(self._reattach_or_step_down, flush)
         start = "0-0"
         while True:
             reply: Any = await self._redis.xautoclaim(
@@ -237,6 +237,17 @@ class Leadership:
                 return found
             await anyio.sleep(delay)
             delay = min(delay * 2, RECONCILE_WINDOW_S / 4)
+
+    async def _reattach_or_step_down(self, flush: FlushRecord) -> None:
+        try:
+            await self._reattach(flush)
+        except LEADER_LOST as exc:
+            self._lose(exc)
+        except Exception as exc:
+            # Not a rule above (a bug, an error the adapter cannot classify): the record
+            # stays, for the next term to try again; this one ends rather than the fleet.
+            logger.exception("re-attaching to batch %s failed", flush.batch_id)
+            self._lose(exc)
 
     async def _reattach(self, flush: FlushRecord) -> None:
         """Poll a recorded batch to its end and deliver its results (never re-create it)."""
