@@ -114,14 +114,28 @@ def assert_billed_once(emu: Emulator, batches: int, calls: int) -> None:
     assert ledger.select(route="direct") == ()
 
 
-def lease_holder_pid(redis: RedisServer) -> int:
+def lease_holder(redis: RedisServer) -> tuple[int, str]:
+    """The pid and fleet name (origin) of the process holding the lease."""
+
     async def get(client: coredis.Redis[str]) -> Any:
         return await client.get("llmfleet:{default}:lease")
 
     value = redis.run(get)
     assert value, "nobody holds the lease"
     # "<fencing token>:<host>-<pid>-<random>"
-    return int(str(value).split(":", 1)[1].rsplit("-", 2)[1])
+    origin = str(value).split(":", 1)[1]
+    return int(origin.rsplit("-", 2)[1]), origin
+
+
+def lease_holder_pid(redis: RedisServer) -> int:
+    return lease_holder(redis)[0]
+
+
+def results_waiting(redis: RedisServer, origin: str) -> int:
+    async def get(client: coredis.Redis[str]) -> Any:
+        return await client.xlen(f"llmfleet:{{default}}:results:{origin}")
+
+    return int(redis.run(get))
 
 
 def open_flushes(redis: RedisServer) -> dict[str, str]:
@@ -167,7 +181,7 @@ def test_killed_leader_is_taken_over_without_loss_or_double_billing(
             10,
             "the batch id to be recorded",
         )
-        leader_pid = lease_holder_pid(redis)
+        leader_pid, leader_origin = lease_holder(redis)
         (leader,) = [w for w in workers if w.pid == leader_pid]
         leader.kill9()
         survivors = [w for w in workers if w is not leader]
@@ -176,6 +190,9 @@ def test_killed_leader_is_taken_over_without_loss_or_double_billing(
         assert leader.finish(10) != 0
         for worker in survivors:
             assert_own_answers(worker, 5)
+        # The dead process's 5 answers were delivered too, to its results stream, where
+        # they wait unread until they expire.
+        assert results_waiting(redis, leader_origin) == 5
         # 0 lost (above), 0 billed twice: one batch, each of its 20 calls billed once (the
         # dead process's 5 included: they ran, and their results expire unread).
         assert_billed_once(emu, batches=1, calls=20)
