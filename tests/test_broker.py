@@ -337,3 +337,53 @@ async def test_takeover_adopts_a_batch_its_dead_leader_created_but_never_recorde
             assert text_of(value).endswith("adopt me")
             assert emu.ledger.batches_created == 1  # adopted, never created again
             assert await raw.hgetall(keys.flushes) == {}
+
+
+async def test_a_leader_cancelled_from_outside_hands_its_batch_over_uncancelled(
+    redis: RedisServer,
+) -> None:
+    """The leading process's fleet is cancelled (its own callers gone) while a batch of
+    another process's calls runs: the batch is not cancelled at the provider; the other
+    process takes the lease, re-attaches, and its callers get their answers."""
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=1.0)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        answers: dict[int, str] = {}
+        leading = anyio.Event()
+
+        async def leader() -> None:
+            with anyio.CancelScope() as scope:
+                async with open_fleet(
+                    client, policy=policy(), broker=redis.url, lease_ttl_ms=1000
+                ) as fleet:
+                    while not fleet.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                        await anyio.sleep(0.01)
+                    leading.set()
+                    while emu.ledger.batches_created == 0:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                    scope.cancel()
+                    await anyio.sleep_forever()
+
+        async def member() -> None:
+            await leading.wait()
+            async with open_fleet(
+                client, policy=policy(), broker=redis.url, lease_ttl_ms=1000
+            ) as fleet:
+
+                async def one(i: int) -> None:
+                    answers[i] = text_of(await fleet.submit_batch(**params(f"m{i}")))
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(10):
+                        tg.start_soon(one, i)
+                assert fleet.terms_led >= 1
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader)
+                tg.start_soon(member)
+        assert sorted(answers) == list(range(10))
+        assert all(text.endswith(f"m{i}") for i, text in answers.items())
+        assert emu.ledger.batches_created == 1
+        assert {e.result for e in emu.ledger.select(route="batch")} == {"succeeded"}

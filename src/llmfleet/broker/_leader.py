@@ -399,6 +399,13 @@ class Leadership:
                 await self._provider.finished(served)
         except LEADER_LOST as exc:
             self._lose(exc)
+        except BaseException:
+            # Cancelled from outside its own scope: the term is ending (a step-down, or the
+            # process's fleet cancelled). Marked before the cancellation unwinds further, so
+            # the batch this call leaves is not cancelled at the provider: it is the
+            # successor's to re-attach (only a caller's own cancel withdraws a call).
+            self._lease.active = False
+            raise
         finally:
             self._serving.pop(call_id, None)
 
