@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 
-from .._dispatcher import FleetDispatcher
+from .. import FleetDispatcher
 from .._policy import RoutingPolicy
 from ..errors import BrokerError, FleetClosedError
 from ..providers import adapter_for

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 import anyio
 
-from .._dispatcher import NOT_FOUND_GRACE_S, RECONCILE_FIRST_S, RECONCILE_WINDOW_S
 from ..errors import (
     BatchRequestCanceledError,
     BatchRequestError,
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
     from coredis.response.types import StreamEntry
 
-    from .._dispatcher import FleetDispatcher
+    from .. import FleetDispatcher
     from .._policy import RoutingPolicy
     from ..providers import ItemResult
     from ._provider import LeaderProvider
@@ -49,6 +48,12 @@ __all__ = ["Leadership"]
 
 logger = logging.getLogger("llmfleet.broker")
 
+# As in the one-process fleet (its NOT_FOUND_GRACE_S, RECONCILE_WINDOW_S, RECONCILE_FIRST_S):
+# a 404 this soon after create is the provider's lag; after an unanswered create, how long to
+# keep looking for the batch it may have made, and the first pause between looks.
+NOT_FOUND_GRACE_S: Final = 60.0
+RECONCILE_WINDOW_S: Final = 5.0
+RECONCILE_FIRST_S: Final = 0.25
 #: Entries read from the calls stream at once (a burst lands in one read, so in one flush).
 READ_COUNT: Final = 1000
 #: How long a read blocks; also how soon a leader notices it should stop reading.
