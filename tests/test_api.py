@@ -31,6 +31,8 @@ ERROR_NAMES = (
     "BatchSubmitError",
     # DESIGN §8 (issue 8): deadline_action="fail".
     "DeadlineExceededError",
+    # open_fleet(broker=...): Redis failed or lost the fleet.
+    "BrokerError",
     "BatchResultError",
     "BatchRequestError",
     "BatchRequestExpiredError",

@@ -18,7 +18,7 @@ import secrets
 import sys
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final, overload
 
 import anyio
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._stats import Outcome
+    from .broker import BrokeredFleet
 
 __all__ = ["FleetDispatcher", "open_fleet"]
 
@@ -540,6 +541,8 @@ async def _run(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
     await anyio.lowlevel.checkpoint()
 
 
+# -- open_fleet(broker=...): one fleet across processes (src/llmfleet/broker/) -------------
+@overload
 def open_fleet(
     client: Any,
     *,
@@ -547,7 +550,33 @@ def open_fleet(
     drain_timeout_ms: int | None = None,
     prices: PriceTable | None = None,
     on_result: OnResult | None = None,
-) -> AbstractAsyncContextManager[FleetDispatcher]:
+    broker: None = None,
+) -> AbstractAsyncContextManager[FleetDispatcher]: ...
+@overload
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    broker: str,
+    broker_name: str = "default",
+    lease_ttl_ms: int = 10_000,
+    broker_timeout_ms: int = 30_000,
+) -> AbstractAsyncContextManager[BrokeredFleet]: ...
+
+
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    broker: str | None = None,
+    **broker_options: Any,
+) -> AbstractAsyncContextManager[FleetDispatcher] | AbstractAsyncContextManager[BrokeredFleet]:
     """Open a fleet over ``client``: an async context manager yielding a :class:`FleetDispatcher`.
 
     The fleet owns a task group (the flusher and one task per in-flight batch) that lives as
@@ -566,8 +595,28 @@ def open_fleet(
         ``None`` (default) waits for every batch to end.
     :param prices: the price table for cost figures (default: list prices).
     :param on_result: called with a :class:`~llmfleet.ResultEvent` as each call ends.
+    :param broker: a Redis URL (``"redis://host:6379/0"``, needs ``llmfleet[redis]``): the
+        fleet spans every process that opens it there (see the README, "One fleet across
+        processes"); it yields a :class:`~llmfleet.broker.BrokeredFleet`. Its options:
+        ``broker_name`` (fleets sharing one Redis), ``lease_ttl_ms`` (how soon a dead
+        leader's work is taken over), ``broker_timeout_ms`` (how long calls wait for an
+        unreachable Redis before :class:`~llmfleet.BrokerError`).
     :raises TypeError: no adapter knows this client.
     """
+    if broker is not None:
+        from .broker import open_broker_fleet
+
+        return open_broker_fleet(
+            client,
+            broker=broker,
+            policy=policy,
+            drain_timeout_ms=drain_timeout_ms,
+            prices=prices,
+            on_result=on_result,
+            **broker_options,
+        )
+    if broker_options:
+        raise TypeError(f"{', '.join(sorted(broker_options))}: only with open_fleet(broker=...)")
     fleet = FleetDispatcher(
         client,
         policy=policy,

@@ -8,6 +8,7 @@
     ├── FleetClosedError
     ├── BatchSubmitError
     ├── DeadlineExceededError            (deadline_action="fail": the budget ran out)
+    ├── BrokerError                      (open_fleet(broker=...): Redis failed or lost the fleet)
     └── BatchResultError                 (carries batch_id, custom_id)
         ├── BatchRequestError            (errored: error_type, message)
         ├── BatchRequestExpiredError
@@ -29,6 +30,7 @@ __all__ = [
     "BatchResultError",
     "BatchResultMissingError",
     "BatchSubmitError",
+    "BrokerError",
     "DeadlineExceededError",
     "FleetClosedError",
     "FleetError",
@@ -79,6 +81,12 @@ class DeadlineExceededError(FleetError):
 
     Retry with a longer budget, use ``deadline_action="escalate"``, or call ``submit_sync``.
     """
+
+
+class BrokerError(FleetError):
+    """The fleet's broker (Redis, ``open_fleet(broker=...)``) could not carry this call: it was
+    unreachable for longer than ``broker_timeout_ms``, or it restarted and lost the fleet's
+    state. The call may or may not have run; submit it again."""
 
 
 class BatchResultError(FleetError):
