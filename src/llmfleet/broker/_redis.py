@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
 
+import anyio
+
 from ..errors import BrokerError
 
 if TYPE_CHECKING:
@@ -168,14 +170,17 @@ class Scripts:
 
 
 def _errors() -> tuple[type[BaseException], ...]:
+    # A connection torn down under a request (its client's own tasks cancelled, as when the
+    # fleet is cancelled from outside) raises anyio's ClosedResourceError/BrokenResourceError.
+    torn = (anyio.ClosedResourceError, anyio.BrokenResourceError)
     try:
         import coredis.exceptions as exc
     except ImportError:  # pragma: no cover - coredis is needed to get this far
-        return (OSError,)
-    return (exc.RedisError, OSError, TimeoutError)
+        return (OSError, *torn)
+    return (exc.RedisError, OSError, TimeoutError, *torn)
 
 
-#: What a lost or failing Redis raises through coredis.
+#: What a lost or failing Redis raises through coredis (or through a torn connection).
 BROKER_ERRORS: Final[tuple[type[BaseException], ...]] = _errors()
 #: The same, and a Redis that does not answer in time (``anyio.fail_after``).
 BROKER_DOWN: Final[tuple[type[BaseException], ...]] = (TimeoutError, *BROKER_ERRORS)
