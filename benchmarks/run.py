@@ -41,6 +41,7 @@ SECTIONS = (
     "polls",
     "inflight",
     "http_burst",
+    "broker",
 )
 #: Sections with a 0.1.0 part, run together in one ``legacy_runner.py`` process (http_burst's
 #: 0.1.0 part runs apart, against that section's own emulator).
@@ -324,6 +325,8 @@ def main() -> int:
         emu.close()
     if "http_burst" in only:
         raw["http_burst"] = run_http_burst(legacy_python, 1_000 if args.quick else 10_000)
+    if "broker" in only:
+        raw["broker"] = run_json(sys.executable, "bench_broker.py", *quick)
     if args.save_json:
         args.save_json.write_text(json.dumps(raw, indent=1))
 
@@ -348,6 +351,8 @@ def main() -> int:
         report_inflight(rep, raw["inflight"], targets)
     if "http_burst" in raw:
         report_http_burst(rep, raw["http_burst"], targets)
+    if "broker" in raw:
+        report_broker(rep, raw["broker"])
     rep.table(
         "Targets",
         "ratio = measured / limit for upper limits, limit / measured for lower ones: "
@@ -886,6 +891,31 @@ def report_inflight(rep: Report, inflight: dict[str, Any], t: Targets) -> None:
             t.note(name, f"{lag:.1f} s", f"{limit:.1f} s", lag / limit, "budget-bound")
         else:
             t.check(name, f"{lag:.1f} s", f"{limit:.1f} s", lag / limit, ok)
+
+
+def report_broker(rep: Report, broker: dict[str, Any]) -> None:
+    calls, size = broker["calls_per_process"], broker["batch_max_size"]
+    rows: list[Row] = [
+        [
+            r["processes"],
+            "one fleet (Redis)" if r["mode"] == "broker" else "a fleet per process",
+            r["calls"],
+            r["wall_s"],
+            r["calls_per_s"],
+            r["batches"],
+            r["fewest_batches"],
+            f"{r['fill'] * 100:.0f} %",
+            r["wrong_answers"],
+        ]
+        for r in broker["rows"]
+    ]
+    rep.table(
+        f"11. One fleet across processes: calls/s and batch fill for 1-8 processes × {calls} calls (open_fleet(broker=...))",
+        f"""A redis-server of our own (no persistence) and the emulator (batches end 0.2 s after create) serve P member processes. Each opens the fleet (broker: open_fleet(client, broker=...), one leader forms every batch; per process: a plain open_fleet, each pooling alone), waits for a start signal in Redis, submits {calls} calls at once with submit_batch and waits for every answer.
+        RoutingPolicy(batch_max_size={size}, batch_min_size={size}, batch_window_ms=1_000, first poll 0.1 s, no request budget). calls/s = P·{calls} / (last answer − start signal). Fill = mean batch size / {size}; fewest = ⌈P·{calls} / {size}⌉. Wrong answers: answers not echoing their own call's text (must be 0).""",
+        ["P", "mode", "calls", "wall s", "calls/s", "batches", "fewest", "fill", "wrong"],
+        rows,
+    )
 
 
 def report_http_burst(rep: Report, burst: dict[str, Any], t: Targets) -> None:

@@ -34,6 +34,8 @@ ERROR_NAMES = (
     "DeadlineExceededError",
     # The durable journal (docs/journal.md): a corrupt, foreign or busy journal file.
     "JournalError",
+    # open_fleet(broker=...): Redis failed or lost the fleet.
+    "BrokerError",
     "BatchResultError",
     "BatchRequestError",
     "BatchRequestExpiredError",

@@ -20,6 +20,7 @@ from .errors import BatchRequestExpiredError as BatchRequestExpiredError
 from .errors import BatchResultError as BatchResultError
 from .errors import BatchResultMissingError as BatchResultMissingError
 from .errors import BatchSubmitError as BatchSubmitError
+from .errors import BrokerError as BrokerError
 from .errors import DeadlineExceededError as DeadlineExceededError
 from .errors import FleetClosedError as FleetClosedError
 from .errors import FleetError as FleetError
@@ -37,6 +38,7 @@ __all__ = [
     "BatchResultError",
     "BatchResultMissingError",
     "BatchSubmitError",
+    "BrokerError",
     "DeadlineExceededError",
     "FleetClosedError",
     "FleetDispatcher",

@@ -16,7 +16,7 @@ import math
 import secrets
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, final, overload
 
 import anyio
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from ._stats import Outcome
     from .journal import FlushRecord, Journal
+    from .broker import BrokeredFleet
 
 __all__ = ["FleetDispatcher", "open_fleet"]
 
@@ -606,6 +607,8 @@ async def _run_open(
     await anyio.lowlevel.checkpoint()
 
 
+# -- open_fleet(broker=...): one fleet across processes (src/llmfleet/broker/) -------------
+@overload
 def open_fleet(
     client: Any,
     *,
@@ -614,7 +617,34 @@ def open_fleet(
     prices: PriceTable | None = None,
     on_result: OnResult | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
-) -> AbstractAsyncContextManager[FleetDispatcher]:
+    broker: None = None,
+) -> AbstractAsyncContextManager[FleetDispatcher]: ...
+@overload
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    broker: str,
+    broker_name: str = "default",
+    lease_ttl_ms: int = 10_000,
+    broker_timeout_ms: int = 30_000,
+) -> AbstractAsyncContextManager[BrokeredFleet]: ...
+
+
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    broker: str | None = None,
+    **broker_options: Any,
+) -> AbstractAsyncContextManager[FleetDispatcher] | AbstractAsyncContextManager[BrokeredFleet]:
     """Open a fleet over ``client``: an async context manager yielding a :class:`FleetDispatcher`.
 
     The fleet owns a task group (the flusher and one task per in-flight batch) that lives as
@@ -637,9 +667,34 @@ def open_fleet(
         fleet records every batch before creating it and every result as it arrives, and
         on opening re-attaches to the batches an earlier fleet left running (they are never
         created again) and answers calls whose result is stored (docs/journal.md).
+    :param broker: a Redis URL (``"redis://host:6379/0"``, needs ``llmfleet[redis]``): the
+        fleet spans every process that opens it there (see the README, "One fleet across
+        processes"); it yields a :class:`~llmfleet.broker.BrokeredFleet`. Its options:
+        ``broker_name`` (fleets sharing one Redis), ``lease_ttl_ms`` (how soon a dead
+        leader's work is taken over), ``broker_timeout_ms`` (how long calls wait for an
+        unreachable Redis before :class:`~llmfleet.BrokerError`).
     :raises TypeError: no adapter knows this client.
     :raises JournalError: the journal cannot be used (at ``async with``).
     """
+    if broker is not None:
+        if journal is not None:
+            raise TypeError(
+                "open_fleet(broker=...) keeps its batch records in Redis; pass journal= only to a"
+                " one-process fleet"
+            )
+        from .broker import open_broker_fleet
+
+        return open_broker_fleet(
+            client,
+            broker=broker,
+            policy=policy,
+            drain_timeout_ms=drain_timeout_ms,
+            prices=prices,
+            on_result=on_result,
+            **broker_options,
+        )
+    if broker_options:
+        raise TypeError(f"{', '.join(sorted(broker_options))}: only with open_fleet(broker=...)")
     fleet = FleetDispatcher(
         client,
         policy=policy,

@@ -9,6 +9,7 @@
     ├── BatchSubmitError
     ├── DeadlineExceededError            (deadline_action="fail": the budget ran out)
     ├── JournalError                     (a journal file is corrupt, foreign, or in use)
+    ├── BrokerError                      (open_fleet(broker=...): Redis failed or lost the fleet)
     └── BatchResultError                 (carries batch_id, custom_id)
         ├── BatchRequestError            (errored: error_type, message)
         ├── BatchRequestExpiredError
@@ -30,6 +31,7 @@ __all__ = [
     "BatchResultError",
     "BatchResultMissingError",
     "BatchSubmitError",
+    "BrokerError",
     "DeadlineExceededError",
     "FleetClosedError",
     "FleetError",
@@ -87,6 +89,10 @@ class JournalError(FleetError):
     """A journal cannot be used: the file is corrupt, not a journal, written by a newer
     llmfleet or for another provider, or in use by another process (the message says which,
     and what to do)."""
+class BrokerError(FleetError):
+    """The fleet's broker (Redis, ``open_fleet(broker=...)``) could not carry this call: it was
+    unreachable for longer than ``broker_timeout_ms``, or it restarted and lost the fleet's
+    state. The call may or may not have run; submit it again."""
 
 
 class BatchResultError(FleetError):

@@ -1,0 +1,389 @@
+"""The broker in one process: several fleets on one real redis-server, the lease's fencing,
+and what travels through Redis (real SDK over HTTP to the emulator, real clocks)."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pytest
+from anthropic import AsyncAnthropic
+from anthropic.types import Message
+
+from llmfleet import (
+    BatchRequestError,
+    BatchSubmitError,
+    BrokerError,
+    FleetClosedError,
+    FleetError,
+    RoutingPolicy,
+    UnbatchableRequestError,
+    open_fleet,
+)
+from llmfleet.broker import BrokeredFleet
+from llmfleet.broker._codec import dump_error, dump_params, dump_value, load_outcome
+from llmfleet.broker._redis import Keys, Scripts
+from llmfleet.broker._store import FlushRecord, Lease, NotLeadingError, RedisBatchStore
+from llmfleet.emulator import EmulatorConfig, run_emulator
+from llmfleet.providers import adapter_for
+
+from broker_support import RedisServer, redis_server
+from e2e import KEY, MODEL, params, text_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    import coredis
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    # Real clocks: Redis and the emulator answer over real sockets.
+    return str(request.param)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with redis_server(tmp_path) as server:
+        yield server
+
+
+def policy(**overrides: Any) -> RoutingPolicy:
+    fields: dict[str, Any] = {
+        "sync_max_latency_ms": 1_000,
+        "batch_window_ms": 60_000,
+        "batch_min_size": 10,
+        "batch_max_size": 10,
+        "poll_interval_ms": 20,
+        "poll_max_interval_ms": 100,
+        "batch_api_rpm": None,
+    } | overrides
+    return RoutingPolicy(**fields)
+
+
+async def pending_calls(client: coredis.Redis[str]) -> int:
+    return int(await client.xlen(Keys.of("default").calls))
+
+
+async def test_fleets_share_one_batch_and_each_caller_gets_its_own_answer(
+    redis: RedisServer,
+) -> None:
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.1)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        answers: dict[str, str] = {}
+
+        async def member(name: str) -> None:
+            async with open_fleet(client, policy=policy(), broker=redis.url) as fleet:
+                assert isinstance(fleet, BrokeredFleet)
+
+                async def one(i: int) -> None:
+                    message = await fleet.submit(latency_budget_ms=600_000, **params(f"{name}{i}"))
+                    assert type(message) is Message
+                    answers[f"{name}{i}"] = text_of(message)
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(5):
+                        tg.start_soon(one, i)
+                # The direct route stays in this process.
+                assert text_of(await fleet.submit_sync(**params(f"{name}-direct")))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(member, "a")
+                tg.start_soon(member, "b")
+        assert sorted(answers) == sorted(f"{n}{i}" for n in "ab" for i in range(5))
+        assert all(text.endswith(key) for key, text in answers.items())
+        assert emu.ledger.batches_created == 1  # 5 + 5 calls, flushed at 10: one batch
+        assert len(emu.ledger.select(route="direct")) == 2
+        assert await _pending(redis) == 0
+
+
+async def test_item_errors_and_refused_batches_come_back_as_the_same_typed_errors(
+    redis: RedisServer,
+) -> None:
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.1, errored_ratio=1.0)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+        open_fleet(client, policy=policy(batch_min_size=1), broker=redis.url) as fleet,
+    ):
+        with anyio.fail_after(30), pytest.raises(BatchRequestError) as caught:
+            await fleet.submit_batch(**params("x"))
+        assert caught.value.batch_id.startswith("msgbatch_")
+        assert caught.value.error_type == "api_error"
+        with pytest.raises(UnbatchableRequestError):
+            await fleet.submit_batch(**params("x"), stream=True)
+        with pytest.raises(UnbatchableRequestError, match="JSON"):
+            await fleet.submit_batch(**params("x"), metadata={"user_id": object()})
+
+
+async def test_a_cancelled_caller_is_withdrawn_fleet_wide(redis: RedisServer) -> None:
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.1)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        async with open_fleet(client, policy=policy(), broker=redis.url) as fleet:
+            with anyio.move_on_after(0.5):
+                await fleet.submit_batch(**params("never sent"))
+            # The leader reads the cancel and withdraws the call from its queue.
+            with anyio.fail_after(10):
+                # Polling: the state watched is in Redis (no event to wait on).
+                while await _pending(redis):  # noqa: ASYNC110
+                    await anyio.sleep(0.02)
+        assert emu.ledger.batches_created == 0
+        with pytest.raises(FleetClosedError):
+            await fleet.submit_batch(**params("late"))
+
+
+async def _pending(redis: RedisServer) -> int:
+    import coredis
+
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
+    async with client:
+        return await pending_calls(client)
+
+
+async def test_a_stale_leaders_writes_are_refused(redis: RedisServer) -> None:
+    import coredis
+
+    keys = Keys.of("fence")
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
+    async with client:
+        scripts = Scripts(client)
+        old, new = Lease(), Lease()
+        old.value = await scripts.acquire(keys=[keys.lease, keys.fence], args=["old", 60_000])
+        old.active = True
+        # Held: nobody else gets it.
+        assert await scripts.acquire(keys=[keys.lease, keys.fence], args=["new", 60_000]) is None
+        # The old holder stalls past its ttl; another takes the lease with a higher token.
+        await client.delete([keys.lease])
+        new.value = await scripts.acquire(keys=[keys.lease, keys.fence], args=["new", 60_000])
+        new.active = True
+        assert int(new.value.split(":")[0]) > int(old.value.split(":")[0])
+        stale = RedisBatchStore(client, keys, scripts, old)
+        fresh = RedisBatchStore(client, keys, scripts, new)
+        flush = FlushRecord(flush_id="f1", created_after=time.time())
+        with pytest.raises(NotLeadingError):
+            await stale.record_intent(flush)
+        assert old.active is False  # refused once, it stops acting as the leader
+        with pytest.raises(NotLeadingError):
+            await stale.take_slot(100)
+        await fresh.record_intent(flush)
+        assert [f.flush_id for f in await fresh.load()] == ["f1"]
+        with pytest.raises(NotLeadingError):
+            await stale.record_finished("f1")
+        await fresh.record_finished("f1")
+        assert await fresh.load() == []
+
+
+async def test_the_request_budget_carries_over_to_a_new_leader(redis: RedisServer) -> None:
+    import coredis
+
+    keys = Keys.of("budget")
+    client: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
+    async with client:
+        scripts = Scripts(client)
+        first = Lease()
+        first.value = await scripts.acquire(keys=[keys.lease, keys.fence], args=["a", 60_000])
+        await RedisBatchStore(client, keys, scripts, first).take_slot(2)
+        await RedisBatchStore(client, keys, scripts, first).take_slot(2)
+        await client.delete([keys.lease])
+        second = Lease()
+        second.value = await scripts.acquire(keys=[keys.lease, keys.fence], args=["b", 60_000])
+        # Two requests in the last minute, a budget of two: the new leader must wait ~60 s.
+        wait_ms: Any = await scripts.take_slot(
+            keys=[keys.lease, keys.requests], args=[second.value, int(time.time() * 1000), 2, "x"]
+        )
+        assert 55_000 < int(wait_ms) <= 60_000
+        with anyio.move_on_after(0.3) as waited:
+            await RedisBatchStore(client, keys, scripts, second).take_slot(2)
+        assert waited.cancelled_caught
+
+
+# coredis 6.9 leaves a connection's memory streams unclosed when the connect fails; they
+# warn when collected. Not ours to fix: collected (and ignored) here, in this test.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_an_unreachable_broker_is_a_clear_error_at_open() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    async with AsyncAnthropic(api_key=KEY, base_url="http://127.0.0.1:9") as client:
+        with anyio.fail_after(10), pytest.raises(BrokerError, match="cannot reach the broker"):
+            async with open_fleet(
+                client, broker=f"redis://127.0.0.1:{port}", broker_timeout_ms=500
+            ):
+                pass
+    gc.collect()
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"broker": "http://localhost:6379"}, ValueError, "Redis URL"),
+        ({"broker": "redis://x", "broker_name": "a b"}, ValueError, "broker_name"),
+        ({"broker": "redis://x", "lease_ttl_ms": 0}, ValueError, "lease_ttl_ms"),
+        ({"broker": "redis://x", "broker_timeout_ms": 0.5}, ValueError, "broker_timeout_ms"),
+        ({"lease_ttl_ms": 1000}, TypeError, "only with open_fleet"),
+    ],
+)
+def test_broker_options_are_checked(options: dict[str, Any], error: type, match: str) -> None:
+    client = AsyncAnthropic(api_key=KEY, base_url="http://127.0.0.1:9")
+    with pytest.raises(error, match=match):
+        open_fleet(client, **options)
+
+
+def test_outcomes_round_trip_as_the_sdks_type_and_our_typed_errors() -> None:
+    provider = adapter_for(AsyncAnthropic(api_key=KEY, base_url="http://127.0.0.1:9"))
+    message = Message.model_validate(
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [{"type": "text", "text": "hi"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 3, "output_tokens": 1},
+        }
+    )
+    value, error = load_outcome(provider, dump_value(provider, message))
+    assert error is None
+    assert type(value) is Message
+    assert value == message
+    for original in (
+        BatchRequestError("api_error", "boom", batch_id="b1", custom_id="c1"),
+        BatchSubmitError("refused", batch_size=3),
+        UnbatchableRequestError("too big"),
+    ):
+        _, rebuilt = load_outcome(provider, dump_error(original))
+        assert type(rebuilt) is type(original)
+        assert str(rebuilt) == str(original)
+        for name in ("batch_id", "custom_id", "error_type", "batch_size"):
+            assert getattr(rebuilt, name, None) == getattr(original, name, None)
+    _, foreign = load_outcome(provider, dump_error(KeyError("x")))
+    assert type(foreign) is FleetError
+    assert "KeyError" in str(foreign)
+    assert dump_params({"a": [1, "b"]}) == '{"a":[1,"b"]}'
+
+
+async def test_takeover_adopts_a_batch_its_dead_leader_created_but_never_recorded(
+    redis: RedisServer,
+) -> None:
+    """A leader recorded a flush, sent its create, and died before recording the batch id:
+    the next leader finds the batch (by size and time), re-attaches to it and answers the
+    caller from it, and creates nothing."""
+    import json
+
+    import coredis
+
+    from llmfleet.broker._redis import GROUP
+    from llmfleet.broker._store import StoredCall
+
+    keys = Keys.of("default")
+    call_id, origin = "gone.1", "gone"
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.2)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        raw: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
+        async with raw:
+            scripts = Scripts(raw)
+            await raw.xgroup_create(keys.calls, GROUP, identifier="0", mkstream=True)
+            entry_id = await raw.xadd(
+                keys.calls,
+                {
+                    "t": "call",
+                    "id": call_id,
+                    "o": origin,
+                    "p": json.dumps(params("adopt me")),
+                    "b": "",
+                    "a": repr(time.time()),
+                },
+            )
+            await raw.xreadgroup(GROUP, "dead-leader", streams={keys.calls: ">"}, count=10)
+            dead = Lease()
+            dead.value = await scripts.acquire(
+                keys=[keys.lease, keys.fence], args=["dead-leader", 60_000]
+            )
+            flush = FlushRecord(
+                flush_id="f-dead",
+                created_after=time.time(),
+                calls=[StoredCall("lf_dead_1", call_id, str(entry_id), origin)],
+            )
+            await RedisBatchStore(raw, keys, scripts, dead).record_intent(flush)
+            # The create it sent, through the SDK as the adapter would.
+            request: Any = {"custom_id": "lf_dead_1", "params": params("adopt me")}
+            await client.messages.batches.create(requests=[request])
+            await raw.delete([keys.lease])  # its lease runs out
+
+            async with open_fleet(client, policy=policy(), broker=redis.url) as fleet:
+                with anyio.fail_after(30):
+                    while True:
+                        reply = await raw.xread({keys.results(origin): "0-0"}, count=1)
+                        if reply:
+                            break
+                        await anyio.sleep(0.05)
+                assert fleet.terms_led == 1
+            (entry,) = reply[keys.results(origin)]
+            assert entry.field_values["id"] == call_id
+            provider = adapter_for(client)
+            value, error = load_outcome(provider, str(entry.field_values["r"]))
+            assert error is None
+            assert text_of(value).endswith("adopt me")
+            assert emu.ledger.batches_created == 1  # adopted, never created again
+            assert await raw.hgetall(keys.flushes) == {}
+
+
+async def test_a_leader_cancelled_from_outside_hands_its_batch_over_uncancelled(
+    redis: RedisServer,
+) -> None:
+    """The leading process's fleet is cancelled (its own callers gone) while a batch of
+    another process's calls runs: the batch is not cancelled at the provider; the other
+    process takes the lease, re-attaches, and its callers get their answers."""
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=1.0)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        answers: dict[int, str] = {}
+        leading = anyio.Event()
+
+        async def leader() -> None:
+            with anyio.CancelScope() as scope:
+                async with open_fleet(
+                    client, policy=policy(), broker=redis.url, lease_ttl_ms=1000
+                ) as fleet:
+                    while not fleet.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                        await anyio.sleep(0.01)
+                    leading.set()
+                    while emu.ledger.batches_created == 0:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                    scope.cancel()
+                    await anyio.sleep_forever()
+
+        async def member() -> None:
+            await leading.wait()
+            async with open_fleet(
+                client, policy=policy(), broker=redis.url, lease_ttl_ms=1000
+            ) as fleet:
+
+                async def one(i: int) -> None:
+                    answers[i] = text_of(await fleet.submit_batch(**params(f"m{i}")))
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(10):
+                        tg.start_soon(one, i)
+                assert fleet.terms_led >= 1
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader)
+                tg.start_soon(member)
+        assert sorted(answers) == list(range(10))
+        assert all(text.endswith(f"m{i}") for i, text in answers.items())
+        assert emu.ledger.batches_created == 1
+        assert {e.result for e in emu.ledger.select(route="batch")} == {"succeeded"}
