@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._stats import Outcome
-    from .journal import FlushRecord, Journal
     from .broker import BrokeredFleet
+    from .journal import FlushRecord, Journal
 
 __all__ = ["FleetDispatcher", "open_fleet"]
 

@@ -590,6 +590,7 @@ class FleetStats:
         c = self._c
         c.in_flight_batches += 1
         c.reattached_batches += 1
+
     def _below_min_batch(self, size: int) -> None:
         """``size`` queued calls left the queue for the direct route: their flush was smaller
         than the provider's smallest batch (their direct price counts in ``escalation_cost``

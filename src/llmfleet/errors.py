@@ -89,6 +89,8 @@ class JournalError(FleetError):
     """A journal cannot be used: the file is corrupt, not a journal, written by a newer
     llmfleet or for another provider, or in use by another process (the message says which,
     and what to do)."""
+
+
 class BrokerError(FleetError):
     """The fleet's broker (Redis, ``open_fleet(broker=...)``) could not carry this call: it was
     unreachable for longer than ``broker_timeout_ms``, or it restarted and lost the fleet's
