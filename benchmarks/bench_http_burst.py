@@ -1,4 +1,4 @@
-"""The hidden-from-nobody check (issue 7): a burst in batches of 100 over HTTP, ours side.
+"""Budget check (docs/design.md §5.4): a burst in batches of 100 over HTTP, ours side.
 
 The real SDK (``AsyncAnthropic``) against the emulator (another process; ``run.py`` starts
 one whose batches end 0.2 s after their create, with no rate limit of its own). N callers

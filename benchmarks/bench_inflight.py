@@ -1,4 +1,5 @@
-"""Batches in flight (issue 7): batch-endpoint traffic and the lag from a batch's end to its
+"""Batches in flight (docs/design.md §5.4): batch-endpoint traffic and the lag from a batch's
+end to its
 callers, in virtual time.
 
 N lanes each keep one batch in flight for a simulated duration: a lane submits a call

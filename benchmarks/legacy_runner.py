@@ -14,7 +14,7 @@ same way:
   calls ``close()`` once every caller has enqueued: the tail leaves at once (its drain), not
   after the window;
 - memory per queued item;
-- ``--only http_burst`` (issue 7's check, against ``bench_http_burst.py``): ``--callers`` N
+- ``--only http_burst`` (docs/design.md §5.4, against ``bench_http_burst.py``): ``--callers`` N
   callers ``submit`` at once through the real SDK against the emulator at ``--url``, in
   batches of 100 at the same best settings. 0.1.0 keeps one batch in flight: create, poll
   until it ended (no sleep between polls), download, then the next. It iterates

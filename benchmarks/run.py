@@ -841,7 +841,7 @@ def report_inflight(rep: Report, inflight: dict[str, Any], t: Targets) -> None:
         )
         lag_rows.append((f"N={n:,}, {rpm:,}/min", lag, limit, ok))
     rep.table(
-        "9. Batches in flight (issue 7): requests a minute and end-to-caller lag (virtual time)",
+        "9. Batches in flight (docs/design.md §5.4): requests a minute and end-to-caller lag (virtual time)",
         f"""N lanes each keep one batch in flight: a lane submits a call (submit_batch), waits for its result and submits the next; lane i starts at i/N of a turnaround. batch_max_size=1 (each call its own batch), batch_window_ms=0, batch_api_rpm = the budget, deadline_action="wait".
         Fake client, batches end {turnaround:.0f} s after their create; trio MockClock with autojump, {inflight["duration_s"]:.0f} s simulated per row; every batch-endpoint request logged with its virtual time.
         Per minute (the run's whole minutes): busiest minute of all batch-endpoint requests (target: ≤ the budget) and of status requests (retrieve + list: should grow with list pages, 1,000 batches a page, not with batches); mean per minute by kind. Mean in flight = batch-seconds in flight / duration (a budget too small for N holds it below N).
@@ -939,7 +939,7 @@ def report_http_burst(rep: Report, burst: dict[str, Any], t: Targets) -> None:
         for who, settings, r in runs
     ]
     rep.table(
-        f"10. A {n:,}-call burst in batches of 100 over HTTP vs 0.1.0 (issue 7; batches end {burst['turnaround_s']} s after create)",
+        f"10. A {n:,}-call burst in batches of 100 over HTTP vs 0.1.0 (docs/design.md §5.4; batches end {burst['turnaround_s']} s after create)",
         f"""{n:,} callers all submit(latency_budget_ms=3_600_000) at once through the real SDK (AsyncAnthropic) against one emulator process (its rate limit off): 0.1.0 first, then ours on asyncio and trio. One run each, GC on.
         Wall and CPU (the client's process) from the first spawn to the last caller holding its result; a failed call fails the run.
         ours: RoutingPolicy(batch_max_size=100, batch_min_size=100, batch_window_ms=1_000, batch_api_rpm=4_000), the rest default (first status refresh 1 s after a create). 4,000 a minute is a real higher-tier batch limit; the 100 creates and 100 downloads of a 10k burst alone are 4 minutes' worth of the default 50 a minute.

@@ -1,4 +1,4 @@
-"""The fleet end to end (DESIGN §1–§6): the real ``anthropic`` SDK over loopback HTTP to the
+"""The fleet end to end (docs/design.md §1–§6): the real ``anthropic`` SDK over loopback HTTP to the
 emulator, on asyncio and trio.
 
 These tests run on real clocks: the emulator serves from its own thread, and a virtual clock
@@ -94,7 +94,7 @@ async def call(
 
 
 async def test_both_routes_return_the_same_sdk_message_type() -> None:
-    """DESIGN §1: submit() returns ``anthropic.types.Message`` on both routes."""
+    """docs/design.md §1: submit() returns ``anthropic.types.Message`` on both routes."""
     async with (
         run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
         AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
@@ -118,7 +118,7 @@ async def test_both_routes_return_the_same_sdk_message_type() -> None:
 
 
 async def test_burst_coalesces_into_ceil_n_over_max_batches() -> None:
-    """DESIGN §4 G6: 23 calls submitted in one tick → ⌈23/5⌉ = 5 batches, in FIFO order."""
+    """docs/design.md §4 G6: 23 calls submitted in one tick → ⌈23/5⌉ = 5 batches, in FIFO order."""
     n, size = 23, 5
     texts = [f"burst {i}" for i in range(n)]
     out: Outcomes = {}
@@ -142,7 +142,7 @@ async def test_burst_coalesces_into_ceil_n_over_max_batches() -> None:
 
 
 async def test_window_flushes_a_short_queue() -> None:
-    """DESIGN §4 G3: two calls, far below batch_min_size, leave after the 100 ms window."""
+    """docs/design.md §4 G3: two calls, far below batch_min_size, leave after the 100 ms window."""
     out: Outcomes = {}
     async with (
         run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
@@ -161,7 +161,7 @@ async def test_window_flushes_a_short_queue() -> None:
 
 
 async def test_errored_and_expired_items_fail_only_their_callers() -> None:
-    """DESIGN §5 results: errored → BatchRequestError(error_type, message), expired →
+    """docs/design.md §5 results: errored → BatchRequestError(error_type, message), expired →
     BatchRequestExpiredError, for those callers only; the others get their messages."""
     texts = ["fine", "boom [[errored]]", "bad [[errored:invalid_request_error]]", "[[expired]]"]
     out: Outcomes = {}
@@ -193,7 +193,7 @@ async def test_errored_and_expired_items_fail_only_their_callers() -> None:
 
 
 async def test_caller_cancelled_while_queued_never_reaches_the_server() -> None:
-    """DESIGN §5 caller cancelled, phase *queued*: withdrawn, its text in no batch create."""
+    """docs/design.md §5 caller cancelled, phase *queued*: withdrawn, its text in no create."""
     out: Outcomes = {}
     async with (
         run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
@@ -212,7 +212,7 @@ async def test_caller_cancelled_while_queued_never_reaches_the_server() -> None:
 
 
 async def test_all_callers_of_an_in_flight_batch_leave_so_it_is_cancelled() -> None:
-    """DESIGN §5 caller cancelled, phase *polling*: when the last live caller leaves, the
+    """docs/design.md §5 caller cancelled, phase *polling*: when the last live caller leaves, the
     fleet cancels the batch with the provider; while one caller stays, it does not."""
     out: Outcomes = {}
     async with (
@@ -249,7 +249,7 @@ async def test_all_callers_of_an_in_flight_batch_leave_so_it_is_cancelled() -> N
 
 
 async def test_normal_exit_drains_the_queue_and_waits_for_every_caller() -> None:
-    """DESIGN §5 normal exit: queued calls are flushed at once (reason ``drain``), and the
+    """docs/design.md §5 normal exit: queued calls are flushed at once (reason ``drain``), and the
     block returns only when every caller has its outcome."""
     texts = [f"drain {i}" for i in range(4)]
     out: Outcomes = {}
@@ -271,7 +271,7 @@ async def test_normal_exit_drains_the_queue_and_waits_for_every_caller() -> None
 
 
 async def test_stats_tokens_and_cost_equal_the_emulator_ledger_exactly() -> None:
-    """DESIGN §6: tokens and cost per route equal the provider's bill, to the last Decimal
+    """docs/design.md §6: tokens and cost per route equal the provider's bill, to the last Decimal
     digit; the batch route is paid at half the list price."""
     out: Outcomes = {}
     async with (
@@ -310,7 +310,8 @@ async def test_stats_tokens_and_cost_equal_the_emulator_ledger_exactly() -> None
 
 
 async def test_api_key_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
-    """DESIGN §5: the API key is in no recorded request, exception, repr or DEBUG log record,
+    """docs/design.md §5: the API key is in no recorded request, exception, repr or DEBUG log
+    record,
     over every path that builds a message: direct errors, refused and ambiguous creates,
     failed polls, errored items, a cut stream, cancellation."""
     caplog.set_level(logging.DEBUG, logger="llmfleet")
@@ -367,7 +368,7 @@ async def test_api_key_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
 
 @pytest.mark.parametrize("anyio_backend", ["trio"])
 async def test_results_stream_is_closed_when_the_fleet_stops_reading() -> None:
-    """DESIGN §5 results, phase *results*: reading stops after the last caller's line; every
+    """docs/design.md §5 results, phase *results*: reading stops after the last caller's line; every
     generator under the results stream must be closed then, not left to the garbage
     collector (trio reports those with a ResourceWarning, an error under this suite)."""
     with warnings.catch_warnings(record=True) as caught:

@@ -1,4 +1,4 @@
-"""The public surface: exports, docstrings, and the error tree of DESIGN §5."""
+"""The public surface: exports, docstrings, and the error tree of docs/design.md §5."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ ERROR_NAMES = (
     "UnbatchableRequestError",
     "FleetClosedError",
     "BatchSubmitError",
-    # DESIGN §8 (issue 8): deadline_action="fail".
+    # docs/design.md §8: deadline_action="fail".
     "DeadlineExceededError",
     # The durable journal (docs/journal.md): a corrupt, foreign or busy journal file.
     "JournalError",

@@ -1,4 +1,4 @@
-"""DESIGN §8 (issue 8): the latency budget is a promise. Virtual time, both backends."""
+"""docs/design.md §8: the latency budget is a promise. Virtual time, both backends."""
 
 from __future__ import annotations
 

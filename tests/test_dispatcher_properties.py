@@ -1,4 +1,4 @@
-"""G1–G7 of DESIGN §4 on the real dispatcher, in virtual time, on asyncio and trio.
+"""G1–G7 of docs/design.md §4 on the real dispatcher, in virtual time, on asyncio and trio.
 
 Generated arrival schedules (with bursts and cancellations) are played against
 ``open_fleet(provider)``; the batches the provider receives must be exactly the batches the

@@ -1,4 +1,4 @@
-"""The emulator's batch-endpoint rate limit and per-minute counts (issue 7), over real HTTP."""
+"""The emulator's batch-endpoint rate limit and per-minute counts (docs/design.md §5.4), HTTP."""
 
 from __future__ import annotations
 

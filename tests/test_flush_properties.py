@@ -1,4 +1,4 @@
-"""G1–G6 of DESIGN §4 on the pure flush rule, over generated arrival and cancel schedules."""
+"""G1–G6 (docs/design.md §4) on the pure flush rule, over generated arrivals and cancels."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def schedules(draw: st.DrawFn) -> tuple[list[Item], dict[str, int]]:
         t += gap if draw(st.booleans()) else 0
         size = draw(st.integers(50, min(250, max_bytes - ENVELOPE_BYTES)))
         cancel = draw(st.one_of(st.none(), st.integers(0, 60)))
-        # DESIGN §8: some calls must leave by their deadline minus the expected turnaround.
+        # docs/design.md §8: some calls must leave by their deadline minus the expected turnaround.
         urgent = draw(st.one_of(st.none(), st.integers(0, 60)))
         items.append(
             Item(
@@ -63,7 +63,7 @@ def check_guarantees(items: list[Item], run: Run, policy: dict[str, int]) -> Non
             # G3 window: never later than arrival + window, exactly.
             assert flush.at <= item.arrival + window
             assert flush.at >= item.arrival
-            # §8 (issue 8): never later than deadline - estimate, when there is one.
+            # docs/design.md §8: never later than deadline - estimate, when there is one.
             assert flush.at <= item.flush_by
     # G4 eager: after each instant, fewer than min_size calls remain queued.
     for at, length in run.queue_lengths:

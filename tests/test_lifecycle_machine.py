@@ -1,4 +1,4 @@
-"""The fleet's lifecycle (DESIGN §4–§5) as a hypothesis state machine on a manual trio clock.
+"""The fleet's lifecycle (docs/design.md §4–§5) as a hypothesis state machine, manual trio clock.
 
 Rules submit calls (bursts), cancel callers, advance time, end batches at the provider, make
 the next create fail, and close or abort the fleet. After every step the fleet is checked

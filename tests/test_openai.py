@@ -1,4 +1,5 @@
-"""The OpenAI adapter end to end (DESIGN §9): the real ``openai`` SDK over loopback HTTP to the
+"""The OpenAI adapter end to end (docs/design.md §9): the real ``openai`` SDK over loopback HTTP to
+the
 emulator's OpenAI routes, on asyncio and trio; and the adapter's own rules, offline.
 
 These tests run on real clocks: the emulator serves from its own thread, and a virtual clock
@@ -157,7 +158,8 @@ def dispatcher_groups_by_key() -> bool:
 async def test_both_routes_return_the_sdk_type(
     emu: Emulator, client: AsyncOpenAI, make: Callable[..., dict[str, Any]], kind: type
 ) -> None:
-    """DESIGN §1, §9: ChatCompletion for ``messages``, Response for ``input``, on both routes,
+    """docs/design.md §1, §9: ChatCompletion for ``messages``, Response for ``input``, on both
+    routes,
     with the same fields and usage."""
     async with open_fleet(client, policy=policy()) as fleet:
         direct = await fleet.submit(latency_budget_ms=None, **make("same text"))
@@ -193,7 +195,7 @@ async def test_both_routes_return_the_sdk_type(
 async def test_burst_coalesces_and_a_short_queue_leaves_on_the_window(
     emu: Emulator, client: AsyncOpenAI
 ) -> None:
-    """DESIGN §4: 7 calls in one tick with batches of 3 → 3 batches (2 by size, 1 by window)."""
+    """docs/design.md §4: 7 calls in one tick, batches of 3 → 3 batches (2 by size, 1 by window)."""
     out: Outcomes = {}
     keys = [f"burst {i}" for i in range(7)]
     async with (
@@ -361,7 +363,7 @@ async def test_expiry_of_a_whole_batch_and_of_marked_requests(client: AsyncOpenA
 
 
 async def test_all_callers_gone_cancels_the_batch_and_an_external_cancel_reaches_callers() -> None:
-    """DESIGN §5: when every caller of an in-flight batch has left, the batch is cancelled
+    """docs/design.md §5: when every caller of an in-flight batch has left, the batch is cancelled
     with the provider; a batch cancelled by someone else gives BatchRequestCanceledError to
     the requests it never ran (they have no line: the adapter reads them from the input)."""
     async with run_emulator(EmulatorConfig(turnaround_s=None)) as emu:
@@ -395,7 +397,7 @@ async def test_all_callers_gone_cancels_the_batch_and_an_external_cancel_reaches
 
 
 async def test_drain_flushes_the_queue_on_exit(emu: Emulator, client: AsyncOpenAI) -> None:
-    """DESIGN §5: normal exit flushes the queue at once (reason drain) and waits for results."""
+    """docs/design.md §5: normal exit flushes the queue at once (drain) and waits for results."""
     out: Outcomes = {}
     async with anyio.create_task_group() as tg:
         async with open_fleet(client, policy=policy(batch_window_ms=30_000)) as fleet:
@@ -416,7 +418,7 @@ async def test_drain_flushes_the_queue_on_exit(emu: Emulator, client: AsyncOpenA
 async def test_create_refused_is_batch_submit_error_and_nothing_is_left_behind(
     emu: Emulator, client: AsyncOpenAI
 ) -> None:
-    """DESIGN §5: an error status on create fails exactly that batch's callers with
+    """docs/design.md §5: an error status on create fails exactly that batch's callers with
     BatchSubmitError (cause: the SDK error), sent once; the uploaded file is deleted."""
     emu.add_fault(Fault("openai_batch_create", "status", status=500))
     out: Outcomes = {}
@@ -438,7 +440,7 @@ async def test_create_refused_is_batch_submit_error_and_nothing_is_left_behind(
 async def test_ambiguous_create_is_reconciled_by_its_tag_not_by_count(
     emu: Emulator, client: AsyncOpenAI
 ) -> None:
-    """DESIGN §5: the create's connection drops after the batch was made. The fleet lists
+    """docs/design.md §5: the create's connection drops after the batch was made. The fleet lists
     batches and adopts its own by the metadata tag, even though a newer batch of the same
     size (someone else's) is listed first; exactly one batch is made for the flush."""
     emu.add_fault(Fault("openai_batch_create", "accept_then_drop"))
@@ -479,7 +481,7 @@ async def test_ambiguous_create_is_reconciled_by_its_tag_not_by_count(
 
 
 async def test_a_cut_download_is_fetched_again(emu: Emulator, client: AsyncOpenAI) -> None:
-    """DESIGN §5: an output file download that breaks mid-way is fetched again for the
+    """docs/design.md §5: an output file download that breaks mid-way is fetched again for the
     requests still unresolved."""
     emu.add_fault(Fault("openai_file_content", "cut_stream"))
     out: Outcomes = {}
@@ -496,7 +498,8 @@ async def test_a_cut_download_is_fetched_again(emu: Emulator, client: AsyncOpenA
 
 
 async def test_stats_cost_equals_the_emulator_ledger(emu: Emulator, client: AsyncOpenAI) -> None:
-    """DESIGN §6: tokens and cost per route equal the emulator's bill exactly; the batch route
+    """docs/design.md §6: tokens and cost per route equal the emulator's bill exactly; the batch
+    route
     is paid at half the list price."""
     out: Outcomes = {}
     async with open_fleet(client, policy=policy(batch_min_size=4)) as fleet:

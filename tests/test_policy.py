@@ -1,4 +1,4 @@
-"""RoutingPolicy (DESIGN §3): defaults, validation naming the field, frozen, keyword-only."""
+"""RoutingPolicy (docs/design.md §3): defaults, validation naming the field, frozen, kw-only."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ FIELDS = (
     "poll_max_interval_ms",
     "max_queued",
 )
-# Added by issue 7: the shared request budget for the batch endpoints (None = no limit).
+# docs/design.md §5.4: the shared request budget for the batch endpoints (None = no limit).
 ALL_FIELDS = (
     *FIELDS,
     "batch_api_rpm",
-    # Added by issue 8 (DESIGN §8): what the latency budget promises.
+    # The fields of docs/design.md §8: what the latency budget promises.
     "deadline_action",
     "expected_turnaround_ms",
     "escalation_margin_ms",

@@ -1,4 +1,4 @@
-"""Faults × phases (issue 5, DESIGN §5): the fleet through the real ``anthropic`` SDK against
+"""Faults × phases (docs/design.md §5): the fleet through the real ``anthropic`` SDK against
 the emulator's injected faults, in each phase of a call's life, on asyncio and trio.
 
 Phases: *direct* (the direct route), *create* (a batch create in flight), *poll* (the batch
@@ -281,7 +281,8 @@ async def test_create_dropped_unanswered_is_sent_again_once() -> None:
 
 async def test_create_timing_out_then_carried_out_late_is_billed_once() -> None:
     """Fault: slow create (0.6 s) past the client's timeout (0.3 s), phase *create*. The
-    provider carries the create out after the client gave up, as a real server may. DESIGN §5:
+    provider carries the create out after the client gave up, as a real server may.
+    docs/design.md §5:
     exactly one batch is ever billed for one flush."""
     out: Outcomes = {}
     async with (

@@ -1,4 +1,5 @@
-"""The soak (issue 5): many calls from many agents through the real SDK against the emulator
+"""The soak (docs/design.md §10): many calls from many agents through the real SDK against the
+emulator
 with random faults, checking that nothing is lost, duplicated, hung or billed twice, that
 memory stays flat, and that the API key shows up nowhere.
 

@@ -4,7 +4,7 @@ Polling each batch on its own clock costs a request per batch per interval (a hu
 batches polled every second is 6,000 requests a minute) against batch endpoints limited per
 organisation. The board refreshes them all at once: ``retrieve`` while one or two are in
 flight, ``list`` pages (newest first, stopping once every in-flight id is seen) beyond that,
-at the cadence of the youngest batch's backoff (issue 7, DESIGN §5 poll).
+at the cadence of the youngest batch's backoff (docs/design.md §5 poll).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ logger = logging.getLogger("llmfleet")
 
 #: Batches in flight up to which the board retrieves each one instead of listing.
 RETRIEVE_UP_TO: Final = 2
-#: A 404 this soon after create is the provider's lag, not a deleted batch (wire reference).
+#: A 404 this soon after create is the provider's lag, not a deleted batch (docs/design.md §A).
 NOT_FOUND_GRACE_S: Final = 60.0
 #: Non-transient status errors in a row before a batch's callers are told.
 FATAL_LIMIT: Final = 5

@@ -2,7 +2,7 @@
 
 Batch endpoints are rate-limited per organisation (as low as 50 requests a minute), while a
 fleet may have hundreds of batches in flight. Every batch-endpoint request (create, status,
-results, cancel) first takes a slot here; the direct route is not counted (issue 7).
+results, cancel) first takes a slot here; the direct route is not counted (docs/design.md §5.4).
 """
 
 from __future__ import annotations

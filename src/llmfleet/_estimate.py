@@ -1,4 +1,4 @@
-"""What the fleet has learnt of latencies: a decayed high quantile per model (DESIGN §8).
+"""What the fleet has learnt of latencies: a decayed high quantile per model (docs/design.md §8).
 
 Pure: observations and the clock come in as arguments, so convergence is tested without
 sleeping.

@@ -1,4 +1,4 @@
-"""The pure flush rule of DESIGN §4: when queued calls leave the queue, and in which batches.
+"""The pure flush rule (docs/design.md §4): when queued calls leave the queue, in which batches.
 
 Nothing here awaits or reads a clock: the dispatcher passes ``now`` in, so the rule is tested
 in plain code over generated schedules (G1–G6) and reused unchanged by the real flusher.
@@ -29,7 +29,7 @@ class Queueable(Protocol):
     arrival: float
     #: Bytes the call adds to a batch body (its entry plus a separator).
     size: int
-    #: Latest instant it may be flushed to meet its deadline (``inf``: none), DESIGN §8.
+    #: Latest instant it may be flushed to meet its deadline (``inf``: none), docs/design.md §8.
     flush_by: float
 
 

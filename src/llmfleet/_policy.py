@@ -16,7 +16,7 @@ MAX_BATCH_REQUESTS: Final = 100_000
 @final
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RoutingPolicy:
-    """Where each call goes and when queued calls are flushed (DESIGN §3).
+    """Where each call goes and when queued calls are flushed (docs/design.md §3).
 
     Frozen and validated at construction: a bad field raises :class:`~llmfleet.PolicyError`
     naming the field and the reason.
@@ -34,7 +34,7 @@ class RoutingPolicy:
     :param batch_api_rpm: most requests a minute to the provider's batch endpoints (create,
         status, results, cancel), shared by the whole fleet; ``None`` for no limit. The
         direct route is not counted.
-    :param deadline_action: what a batched call's budget promises (DESIGN §8):
+    :param deadline_action: what a batched call's budget promises (docs/design.md §8):
         ``"escalate"`` (default) sends a call still unresolved near its deadline down the
         direct route; ``"fail"`` raises :class:`~llmfleet.DeadlineExceededError` at the
         deadline; ``"wait"`` only routes by the budget and then waits as long as it takes.

@@ -1,4 +1,4 @@
-"""The one protocol every provider adapter implements (DESIGN §7).
+"""The one protocol every provider adapter implements (docs/design.md §7).
 
 The dispatcher speaks only this protocol: it knows no vendor, and an adapter knows no queue.
 """

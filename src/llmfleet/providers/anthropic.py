@@ -1,6 +1,6 @@
 """The Anthropic adapter: Messages and Message Batches through ``anthropic.AsyncAnthropic``.
 
-Wire facts it relies on are in ``shared/reference/anthropic-batches.md``.
+Wire facts it relies on are in docs/design.md §A.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ _STATUS_PAGE: Final = 1000
 
 @final
 class AnthropicProvider:
-    """Adapter over ``anthropic.AsyncAnthropic`` (DESIGN §7).
+    """Adapter over ``anthropic.AsyncAnthropic`` (docs/design.md §7).
 
     Batch creates go out with ``max_retries=0``: the API has no idempotency key, so an SDK
-    retry after a timeout could create, and bill, a second batch (DESIGN §5). The dispatcher
+    retry after a timeout could create, and bill, a second batch (docs/design.md §5). The dispatcher
     reconciles an ambiguous create with :meth:`find_batch` instead.
     """
 
@@ -199,7 +199,7 @@ class AnthropicProvider:
                 else:
                     yield line.custom_id, ItemResult(result.type)
         finally:
-            # A read or decode error leaves the response open (see the wire reference).
+            # A read or decode error leaves the response open (docs/design.md §A).
             await decoder.close()
 
     async def cancel(self, batch_id: str) -> None:

@@ -1,5 +1,5 @@
 """The OpenAI adapter: Chat Completions and Responses, direct or through the Batch API, over
-``openai.AsyncOpenAI`` (DESIGN §9).
+``openai.AsyncOpenAI`` (docs/design.md §9).
 
 **Endpoint choice.** ``submit(**params)`` takes the keyword arguments of
 ``client.chat.completions.create`` or of ``client.responses.create``, and the adapter tells
@@ -12,7 +12,7 @@ Params that name both, or neither, are refused with :class:`~llmfleet.Unbatchabl
 One OpenAI batch holds requests to one endpoint and one model, so :meth:`batch_key` says which
 requests may share a batch.
 
-Wire facts it relies on are in ``shared/reference/openai-batch.md``.
+Wire facts it relies on are in docs/design.md §B.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class _Attempt:
 
 
 # Each flushed batch is created by its own task, and that task both sends the creates and
-# looks for the batch after an ambiguous one (DESIGN §5). A context variable carries the tag
+# looks for the batch after an ambiguous one (docs/design.md §5). A context variable carries the tag
 # from create_batch to find_batch within that task, which the protocol's find_batch(count=…)
 # cannot: a retry of the same requests reuses the tag and the uploaded file.
 _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
@@ -95,7 +95,7 @@ _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
 
 @final
 class OpenAIProvider:
-    """Adapter over ``openai.AsyncOpenAI`` (DESIGN §7, §9).
+    """Adapter over ``openai.AsyncOpenAI`` (docs/design.md §7, §9).
 
     A batch is a JSONL file uploaded with ``purpose="batch"`` and a batch created over it with
     an opaque ``metadata`` tag. Every batch-endpoint request goes out once (``max_retries=0``):
