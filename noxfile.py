@@ -108,8 +108,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(python=CURRENT, default=False)
 def soak(session: nox.Session) -> None:
     """The soak (docs/design.md §10): 100,000 calls from 1,000 agents against the emulator with
-    random
-    faults, on asyncio and trio (``-- -k asyncio`` for one); prints what it measured.
+    random faults, on asyncio and trio (``-- -k asyncio`` for one); prints what it measured.
 
     The suite runs the same test at 10,000 calls; ``LLMFLEET_SOAK_SIZE`` sets the size there.
     """

@@ -1,6 +1,5 @@
 """Batches in flight (docs/design.md §5.4): batch-endpoint traffic and the lag from a batch's
-end to its
-callers, in virtual time.
+end to its callers, in virtual time.
 
 N lanes each keep one batch in flight for a simulated duration: a lane submits a call
 (``submit_batch``), waits for its result and submits the next; lane i starts at i/N of a

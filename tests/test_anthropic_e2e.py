@@ -311,8 +311,7 @@ async def test_stats_tokens_and_cost_equal_the_emulator_ledger_exactly() -> None
 
 async def test_api_key_never_leaks(caplog: pytest.LogCaptureFixture) -> None:
     """docs/design.md §5: the API key is in no recorded request, exception, repr or DEBUG log
-    record,
-    over every path that builds a message: direct errors, refused and ambiguous creates,
+    record, over every path that builds a message: direct errors, refused and ambiguous creates,
     failed polls, errored items, a cut stream, cancellation."""
     caplog.set_level(logging.DEBUG, logger="llmfleet")
     errors: list[BaseException] = []

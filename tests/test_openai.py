@@ -1,6 +1,5 @@
 """The OpenAI adapter end to end (docs/design.md §9): the real ``openai`` SDK over loopback HTTP to
-the
-emulator's OpenAI routes, on asyncio and trio; and the adapter's own rules, offline.
+the emulator's OpenAI routes, on asyncio and trio; and the adapter's own rules, offline.
 
 These tests run on real clocks: the emulator serves from its own thread, and a virtual clock
 would fire the HTTP client's timeouts while it waits on a socket. Times are kept small
@@ -159,8 +158,7 @@ async def test_both_routes_return_the_sdk_type(
     emu: Emulator, client: AsyncOpenAI, make: Callable[..., dict[str, Any]], kind: type
 ) -> None:
     """docs/design.md §1, §9: ChatCompletion for ``messages``, Response for ``input``, on both
-    routes,
-    with the same fields and usage."""
+    routes, with the same fields and usage."""
     async with open_fleet(client, policy=policy()) as fleet:
         direct = await fleet.submit(latency_budget_ms=None, **make("same text"))
         batched = await fleet.submit(latency_budget_ms=60_000, **make("same text"))
@@ -499,8 +497,7 @@ async def test_a_cut_download_is_fetched_again(emu: Emulator, client: AsyncOpenA
 
 async def test_stats_cost_equals_the_emulator_ledger(emu: Emulator, client: AsyncOpenAI) -> None:
     """docs/design.md §6: tokens and cost per route equal the emulator's bill exactly; the batch
-    route
-    is paid at half the list price."""
+    route is paid at half the list price."""
     out: Outcomes = {}
     async with open_fleet(client, policy=policy(batch_min_size=4)) as fleet:
         async with anyio.create_task_group() as tg:

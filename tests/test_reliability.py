@@ -282,8 +282,7 @@ async def test_create_dropped_unanswered_is_sent_again_once() -> None:
 async def test_create_timing_out_then_carried_out_late_is_billed_once() -> None:
     """Fault: slow create (0.6 s) past the client's timeout (0.3 s), phase *create*. The
     provider carries the create out after the client gave up, as a real server may.
-    docs/design.md §5:
-    exactly one batch is ever billed for one flush."""
+    docs/design.md §5: exactly one batch is ever billed for one flush."""
     out: Outcomes = {}
     async with (
         run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,

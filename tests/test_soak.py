@@ -1,6 +1,5 @@
 """The soak (docs/design.md §10): many calls from many agents through the real SDK against the
-emulator
-with random faults, checking that nothing is lost, duplicated, hung or billed twice, that
+emulator with random faults, checking that nothing is lost, duplicated, hung or billed twice, that
 memory stays flat, and that the API key shows up nowhere.
 
 1,000 agents with mixed budgets (some direct, most batched, a few tight enough to escalate)
