@@ -6,6 +6,7 @@ its own virtualenv from the dependency groups in ``pyproject.toml``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -46,9 +47,36 @@ def install_group(session: nox.Session, *groups: str) -> None:
     session.install("-e", ".", *deps)
 
 
+def ensure_redis_server(session: nox.Session) -> None:
+    """The broker tests start their own ``redis-server`` processes: install Debian's package
+    when it is missing and this session may (root with apt-get, as in CI); otherwise say so
+    (those tests then skip, or fail under ``CI=true``)."""
+    if shutil.which("redis-server"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        session.run("apt-get", "update", "-qq", external=True)
+        session.run(
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "redis-server",
+            external=True,
+            env={"DEBIAN_FRONTEND": "noninteractive"},
+        )
+    else:
+        session.warn(
+            "redis-server is not installed: the broker tests will skip "
+            "(Debian: sudo apt-get install redis-server)"
+        )
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The test suite, on asyncio and trio."""
+    """The test suite, on asyncio and trio. Its services set themselves up: the emulators and
+    moto's S3 start inside the tests, and redis-server is installed here when missing."""
+    ensure_redis_server(session)
     install_group(session, "test")
     session.run("pytest", *session.posargs)
 

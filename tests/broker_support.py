@@ -101,7 +101,7 @@ def redis_binary() -> str:
     if found is None:
         message = (
             "redis-server is not installed: the broker tests start their own. Install it "
-            "(Debian: apt-get install -y redis-server; .ci/run does this in CI)"
+            "(Debian: apt-get install -y redis-server; `nox -s tests` does this as root)"
         )
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
