@@ -178,6 +178,7 @@ async def test_the_input_and_output_files_follow_bedrocks_format() -> None:
         folder = f"llmfleet/{job.name}"
         assert set(objects) == {
             f"{folder}/input.jsonl",
+            f"{folder}/ids.json",
             f"{folder}/output/{job_id}/input.jsonl.out",
             f"{folder}/output/{job_id}/manifest.json.out",
         }
@@ -190,10 +191,15 @@ async def test_the_input_and_output_files_follow_bedrocks_format() -> None:
             assert line["modelInput"]["anthropic_version"] == ANTHROPIC_VERSION
             assert "model" not in line["modelInput"]
         assert len({line["recordId"] for line in lines}) == 3
+        # The custom_ids in record order, beside the input: any process maps the output back.
+        ids = json.loads(objects[f"{folder}/ids.json"])
+        assert len(ids) == 3
+        assert all(cid.startswith("lf_") for cid in ids)
         manifest = json.loads(objects[f"{folder}/output/{job_id}/manifest.json.out"])
         assert manifest["processedRecordCount"] == manifest["successRecordCount"] == 3
         # The name and the token are the flush's: the same records make the same job.
         assert job.name.startswith("llmfleet-")
+        assert job.name.endswith("-3")  # the record count: find_batch in another process
         assert len(job.client_token) == 64
 
 
@@ -377,7 +383,25 @@ async def test_results_match_by_record_id_and_check_the_manifest() -> None:
         s3.put_object(Bucket=bucket, Key=key, Body=b"\n".join([*lines[::-1], stranger.encode()]))
         got = {cid: text_of(item.value) async for cid, item in adapter.results(arn)}
         assert got == {"lf_t_1": "one", "lf_t_2": "two", "lf_t_3": "three"}
-        # Another adapter (another process) does not know the job's records.
+
+
+async def test_another_adapter_instance_reads_a_jobs_results_from_its_ids_file() -> None:
+    """A new process (a reopened journal, a broker's new leader) has none of the creating
+    adapter's memory: it maps recordIds back to custom_ids from the ``ids.json`` written
+    beside the job's input, and a job without one is refused, not guessed at."""
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        maker = provider(emu, bucket)
+        texts = {"lf_x_1": "one", "lf_x_2": "two", "lf_x_3": "three"}
+        requests = [(cid, maker.prepare(cid, params(text))[1]) for cid, text in texts.items()]
+        arn = await maker.create_batch(requests)
+        assert (await maker.poll(arn)).ended
+        reader = provider(emu, bucket)
+        got = {cid: text_of(item.value) async for cid, item in reader.results(arn)}
+        assert got == texts
+        # The same answer the maker gets from its memory.
+        assert {cid: text_of(item.value) async for cid, item in maker.results(arn)} == texts
+        (ids_key,) = [k for k in s3_objects(emu, bucket) if k.endswith("/ids.json")]
+        emu._state._s3.delete_object(Bucket=bucket, Key=ids_key)
         with pytest.raises(Exception, match="was not created by this adapter"):
             [item async for item in provider(emu, bucket).results(arn)]
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import posixpath
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,7 +40,7 @@ from anthropic.types import Message
 from botocore.config import Config
 
 from ..errors import UnbatchableRequestError, excerpt
-from ._base import BatchStatus, ErrorInfo, ErrorKind, ItemResult
+from ._base import BATCH_TAG, BatchStatus, ErrorInfo, ErrorKind, ItemResult
 from ._json import encode
 
 if TYPE_CHECKING:
@@ -67,6 +68,13 @@ _LINE_OVERHEAD: Final = len('{"recordId":"R0000000001","modelInput":}\n')
 _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 1000
 _INPUT_FILE: Final = "input.jsonl"
+# Beside the input: the job's custom_ids in record order (a JSON list), so that any process
+# maps the job's recordIds back to custom_ids.
+_IDS_FILE: Final = "ids.json"
+# A job name is JOB_PREFIX, a mark (the journal's tag, or a digest of the custom_ids), "-" and
+# the record count. The mark's longest is 40 characters: 9 + 40 + 1 + 5 stays within 63.
+_MARK_MAX: Final = 40
+_NOT_NAME: Final = re.compile(r"[^A-Za-z0-9]")
 
 #: Runs a blocking function without blocking the event loop: ``anyio.to_thread.run_sync``
 #: unless told otherwise (see :class:`BedrockProvider`).
@@ -167,9 +175,13 @@ class BedrockProvider:
     """Adapter over Bedrock's InvokeModel and batch inference jobs (docs/design.md §7).
 
     **Idempotency.** A job's name and ``clientRequestToken`` are derived from its records'
-    custom_ids, so the same flush sent twice is the same job: after an unanswered create,
+    custom_ids (or, in a fleet with a journal, its name from the flush's ``BATCH_TAG``), so
+    the same flush sent twice is the same job: after an unanswered create,
     :meth:`find_batch` finds it by name (``ListModelInvocationJobs nameContains``), and a
-    create sent again is answered with the job already made.
+    create sent again is answered with the job already made. The name ends in the record
+    count, so a process that did not send the create finds the job by count and time
+    (:meth:`find_batch`) or exactly by its tag (:meth:`find_tagged`). The custom_ids are
+    written beside the job's input (``ids.json``), so any process reads any job's results.
 
     :param client: where Bedrock is, and the job limits.
     :param run_sync: how blocking botocore calls run (default: in a worker thread). Tests
@@ -178,8 +190,9 @@ class BedrockProvider:
     """
 
     name = "bedrock"
-    # GetModelInvocationJob, the manifest, the output file.
-    results_requests = 3
+    # GetModelInvocationJob, the manifest, the output file; and ids.json for a job this
+    # process did not make.
+    results_requests = 4
     max_batch_bytes = MAX_FILE_BYTES
 
     def __init__(self, client: BedrockClient, *, run_sync: RunSync | None = None) -> None:
@@ -303,10 +316,12 @@ class BedrockProvider:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _names(self, ids: Sequence[str]) -> tuple[str, str]:
-        """The job name and clientRequestToken of a flush: the same records, the same job."""
+    def _names(self, ids: Sequence[str], tag: str | None) -> tuple[str, str]:
+        """The job name and clientRequestToken of a flush: the same records (and tag), the
+        same job."""
         digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-        return f"{JOB_PREFIX}{digest[:40]}", digest[:64]
+        mark = digest[:_MARK_MAX] if tag is None else _tag_mark(tag)
+        return f"{JOB_PREFIX}{mark}-{len(ids)}", digest[:64]
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.config.bucket}/{key}"
@@ -318,9 +333,10 @@ class BedrockProvider:
             # batch_key keeps models apart; reaching here is a bug in the caller.
             raise ValueError(f"one job runs one model, got {sorted(models)}")
         (model,) = models
-        name, token = self._names(ids)
+        name, token = self._names(ids, BATCH_TAG.get())
         folder = posixpath.join(self.config.prefix, name)
         input_key = f"{folder}/{_INPUT_FILE}"
+        ids_body = json.dumps(list(ids), separators=(",", ":")).encode()
         # A recordId is the record's place in the job, in 11 alphanumeric characters (the
         # user guide's format, "CALL0000001"): the adapter keeps the job's custom_ids in order.
         body = "".join(
@@ -334,7 +350,9 @@ class BedrockProvider:
         config = self.config
 
         def create() -> str:
-            # The same bytes under the same key on every attempt: a second put is harmless.
+            # The same bytes under the same keys on every attempt: a second put is harmless.
+            # The ids first: a job exists only once its mapping does.
+            self._s3.put_object(Bucket=config.bucket, Key=f"{folder}/{_IDS_FILE}", Body=ids_body)
             self._s3.put_object(Bucket=config.bucket, Key=input_key, Body=body)
             response = self._bedrock.create_model_invocation_job(
                 jobName=name,
@@ -367,30 +385,74 @@ class BedrockProvider:
     async def find_batch(
         self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]
     ) -> str | None:
+        """The job an unanswered create made: by its exact name where this process sent the
+        create; else (a new process, a broker's new leader) the newest job named by this
+        adapter for ``count`` records, submitted since ``created_after``, not in ``exclude``
+        (docs/design.md §9.4)."""
+        since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
         attempt = _ATTEMPT.get()
         with self._lock:
             if attempt is not None:
                 wanted = {attempt.name: attempt.ids}
             else:
                 wanted = {n: ids for n, ids in self._unanswered.items() if len(ids) == count}
-        since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
+            own = set(self._unanswered)
         for name, ids in wanted.items():
-
-            def look(name: str = name) -> list[dict[str, Any]]:
-                page = self._bedrock.list_model_invocation_jobs(
-                    nameContains=name, submitTimeAfter=since, maxResults=10
-                )
-                jobs: list[dict[str, Any]] = page.get("invocationJobSummaries", [])
-                return jobs
-
-            for job in await self._run(look):
+            for job in await self._list(name, since):
                 arn = job["jobArn"]
                 if job.get("jobName") == name and arn not in exclude:
                     with self._lock:
                         self._unanswered.pop(name, None)
                         self._records[arn] = ids
                     return str(arn)
+        if attempt is not None or wanted:
+            # This process's own create, not found by its name: it made no job.
+            return None
+        cursor: str | None = None
+        while True:
+            jobs, cursor = await self._list_page(JOB_PREFIX, since, cursor)
+            for job in jobs:
+                name = str(job.get("jobName", ""))
+                arn = job["jobArn"]
+                if _count_of(name) == count and arn not in exclude and name not in own:
+                    return str(arn)
+            if cursor is None:
+                return None
+
+    async def find_tagged(
+        self, tag: str, *, created_after: float, exclude: frozenset[str] | set[str]
+    ) -> str | None:
+        """The job whose create carried ``tag`` (``BATCH_TAG``: its name holds it), submitted
+        since ``created_after`` (Unix time), not in ``exclude``; or ``None``."""
+        since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
+        stem = f"{JOB_PREFIX}{_tag_mark(tag)}-"
+        for job in await self._list(stem, since):
+            name = str(job.get("jobName", ""))
+            arn = job["jobArn"]
+            if name.startswith(stem) and name[len(stem) :].isdigit() and arn not in exclude:
+                return str(arn)
         return None
+
+    async def _list(self, name: str, since: datetime) -> list[dict[str, Any]]:
+        """The jobs whose name contains ``name``, submitted since ``since`` (one request)."""
+        jobs, _ = await self._list_page(name, since, None, limit=10)
+        return jobs
+
+    async def _list_page(
+        self, name: str, since: datetime, cursor: str | None, *, limit: int = _LIST_PAGE
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        args: dict[str, Any] = {
+            "nameContains": name,
+            "submitTimeAfter": since,
+            "maxResults": limit,
+            "sortBy": "CreationTime",
+            "sortOrder": "Descending",
+        }
+        if cursor is not None:
+            args["nextToken"] = cursor
+        page = await self._run(lambda: self._bedrock.list_model_invocation_jobs(**args))
+        jobs: list[dict[str, Any]] = page.get("invocationJobSummaries", [])
+        return jobs, page.get("nextToken") or None
 
     async def poll(self, batch_id: str) -> BatchStatus:
         job = await self._run(
@@ -434,11 +496,9 @@ class BedrockProvider:
         with self._lock:
             ids = self._records.get(batch_id)
         if ids is None:
-            # A fleet reads only the jobs it made (or found again after an unanswered create).
-            raise _UnknownJob(
-                f"job {batch_id} was not created by this adapter: its records' custom_ids are "
-                "unknown here"
-            )
+            # A job another process made (a journal reopened, a broker's new leader): its
+            # custom_ids are beside its input.
+            ids = self._read_ids(input_uri, batch_id)
         results: dict[str, ItemResult] = {}
         for raw in (output or b"").splitlines():
             if not raw.strip():
@@ -472,6 +532,19 @@ class BedrockProvider:
             if custom_id not in results:
                 results[custom_id] = _unanswered(status, str(job.get("message") or ""))
         return list(results.items())
+
+    def _read_ids(self, input_uri: str, batch_id: str) -> tuple[str, ...]:
+        """The custom_ids of a job, in record order, from the ``ids.json`` beside its input."""
+        bucket, input_key = _split(input_uri)
+        key = posixpath.join(posixpath.dirname(input_key), _IDS_FILE)
+        data = self._get(bucket, key)
+        ids = json.loads(data) if data is not None else None
+        if not isinstance(ids, list) or not all(isinstance(cid, str) for cid in ids):
+            raise _UnknownJob(
+                f"job {batch_id} was not created by this adapter: s3://{bucket}/{key} does not "
+                "hold its records' custom_ids"
+            )
+        return tuple(ids)
 
     def _get(self, bucket: str, key: str) -> bytes | None:
         try:
@@ -565,6 +638,23 @@ def _split(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` as ``(bucket, key)`` (the key without a trailing slash)."""
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key.rstrip("/")
+
+
+def _tag_mark(tag: str) -> str:
+    """A fleet's batch tag as it appears in a job name: letters and digits, other characters
+    as ``-`` (``lf_<hex>`` → ``lf-<hex>``); a longer tag by its digest."""
+    mark = _NOT_NAME.sub("-", tag)
+    if len(mark) > _MARK_MAX or not mark:
+        mark = hashlib.sha256(tag.encode()).hexdigest()[:_MARK_MAX]
+    return mark
+
+
+def _count_of(name: str) -> int | None:
+    """The record count a job name made by this adapter ends in, or ``None``."""
+    mark, dash, count = name.removeprefix(JOB_PREFIX).rpartition("-")
+    if not name.startswith(JOB_PREFIX) or not (mark and dash and count.isdigit()):
+        return None
+    return int(count)
 
 
 def _record_id(n: int) -> str:
