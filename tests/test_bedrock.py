@@ -24,7 +24,7 @@ from llmfleet import (
     open_fleet,
 )
 from llmfleet.emulator import BedrockConfig
-from llmfleet.providers import ErrorKind, adapter_for
+from llmfleet.providers import BATCH_TAG, ErrorKind, adapter_for
 from llmfleet.providers.bedrock import ANTHROPIC_VERSION, BedrockClient, BedrockProvider
 
 from bedrock_env import MODEL, ROLE, bedrock_client, params, provider, stand_in
@@ -404,6 +404,40 @@ async def test_another_adapter_instance_reads_a_jobs_results_from_its_ids_file()
         emu._state._s3.delete_object(Bucket=bucket, Key=ids_key)
         with pytest.raises(Exception, match="was not created by this adapter"):
             [item async for item in provider(emu, bucket).results(arn)]
+
+
+async def test_another_adapter_instance_finds_a_job_by_count_and_time_or_by_its_tag() -> None:
+    """With none of the creating adapter's memory (a broker's new leader, a reopened journal):
+    ``find_batch`` takes the newest job this adapter named for that many records, submitted
+    since the time given and not excluded; ``find_tagged`` the job whose name holds the tag."""
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        maker = provider(emu, bucket)
+        since = time.time()
+        made: dict[int, str] = {}
+
+        async def create(n: int, tag: str | None) -> None:
+            # In a task of its own, as the fleet's batch tasks are: the create's context
+            # (the attempt find_batch would look for first) stays there.
+            BATCH_TAG.set(tag)
+            reqs = [(f"lf_{n}_{i}", maker.prepare(f"lf_{n}_{i}", params("x"))[1]) for i in range(n)]
+            made[n] = await maker.create_batch(reqs)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create, 3, None)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create, 2, "lf_0123456789abcdef0123456789abcdef")
+        arn3, arn2 = made[3], made[2]
+        assert emu.jobs[arn2].name == "llmfleet-lf-0123456789abcdef0123456789abcdef-2"
+        other = provider(emu, bucket)
+        assert await other.find_batch(count=3, created_after=since, exclude=set()) == arn3
+        assert await other.find_batch(count=2, created_after=since, exclude=set()) == arn2
+        assert await other.find_batch(count=3, created_after=since, exclude={arn3}) is None
+        assert await other.find_batch(count=4, created_after=since, exclude=set()) is None
+        assert await other.find_batch(count=3, created_after=since + 60, exclude=set()) is None
+        tag = "lf_0123456789abcdef0123456789abcdef"
+        assert await other.find_tagged(tag, created_after=since, exclude=set()) == arn2
+        assert await other.find_tagged(tag, created_after=since, exclude={arn2}) is None
+        assert await other.find_tagged("lf_" + "f" * 32, created_after=since, exclude=set()) is None
 
 
 async def test_records_missing_from_a_completed_job_are_errors_of_their_own() -> None:

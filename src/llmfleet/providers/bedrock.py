@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import posixpath
-import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,12 +40,35 @@ from botocore.config import Config
 
 from ..errors import UnbatchableRequestError, excerpt
 from ._base import BATCH_TAG, BatchStatus, ErrorInfo, ErrorKind, ItemResult
+from ._bedrock_wire import (
+    ENDED,
+    JOB_PREFIX,
+    MARK_MAX,
+    OutputIncomplete,
+    classify_aws,
+    count_of,
+    custom_id_of,
+    error_code,
+    record_id,
+    split_uri,
+    status_of,
+    tag_mark,
+    unanswered_result,
+)
 from ._json import encode
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 
-__all__ = ["ANTHROPIC_VERSION", "BedrockClient", "BedrockProvider", "RunSync"]
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "ENDED",
+    "JOB_PREFIX",
+    "BedrockClient",
+    "BedrockProvider",
+    "RunSync",
+    "classify_aws",
+]
 
 logger = logging.getLogger("llmfleet")
 
@@ -57,10 +79,6 @@ ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
 MIN_RECORDS: Final = 100
 MAX_RECORDS: Final = 50_000
 MAX_FILE_BYTES: Final = 1024**3
-#: Job states after which a job does nothing more.
-ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
-#: The prefix of every job name this adapter makes (ListModelInvocationJobs filters on it).
-JOB_PREFIX: Final = "llmfleet-"
 # Params the SDK's create call takes as request options, not body fields.
 _REQUEST_OPTIONS: Final = ("extra_headers", "extra_query", "extra_body", "timeout")
 # `{"recordId":"R0000000001","modelInput":…}\n` around each body.
@@ -71,10 +89,6 @@ _INPUT_FILE: Final = "input.jsonl"
 # Beside the input: the job's custom_ids in record order (a JSON list), so that any process
 # maps the job's recordIds back to custom_ids.
 _IDS_FILE: Final = "ids.json"
-# A job name is JOB_PREFIX, a mark (the journal's tag, or a digest of the custom_ids), "-" and
-# the record count. The mark's longest is 40 characters: 9 + 40 + 1 + 5 stays within 63.
-_MARK_MAX: Final = 40
-_NOT_NAME: Final = re.compile(r"[^A-Za-z0-9]")
 
 #: Runs a blocking function without blocking the event loop: ``anyio.to_thread.run_sync``
 #: unless told otherwise (see :class:`BedrockProvider`).
@@ -142,11 +156,6 @@ class BedrockClient:
 
 class _UnknownJob(Exception):
     """Results asked of a job this adapter did not make (a bug in the caller)."""
-
-
-class _OutputIncomplete(Exception):
-    """The job's output file holds fewer records than its manifest says were processed (a
-    read that raced the write): read it again."""
 
 
 @dataclass(slots=True)
@@ -298,6 +307,15 @@ class BedrockProvider:
             getattr(usage, "cache_read_input_tokens", None) or 0,
         )
 
+    def dump_value(self, value: Message) -> dict[str, Any]:
+        """A response as JSON, for the journal."""
+        data: dict[str, Any] = value.model_dump(mode="json")
+        return data
+
+    def load_value(self, data: dict[str, Any]) -> Message:
+        """A response from the journal (:meth:`dump_value`'s inverse)."""
+        return Message.model_validate(data)
+
     # -- the direct route -----------------------------------------------------------------
 
     async def call(self, params: Mapping[str, Any]) -> Message:
@@ -320,7 +338,7 @@ class BedrockProvider:
         """The job name and clientRequestToken of a flush: the same records (and tag), the
         same job."""
         digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-        mark = digest[:_MARK_MAX] if tag is None else _tag_mark(tag)
+        mark = digest[:MARK_MAX] if tag is None else tag_mark(tag)
         return f"{JOB_PREFIX}{mark}-{len(ids)}", digest[:64]
 
     def _uri(self, key: str) -> str:
@@ -340,7 +358,7 @@ class BedrockProvider:
         # A recordId is the record's place in the job, in 11 alphanumeric characters (the
         # user guide's format, "CALL0000001"): the adapter keeps the job's custom_ids in order.
         body = "".join(
-            f'{{"recordId":"{_record_id(n)}","modelInput":{json_body}}}\n'
+            f'{{"recordId":"{record_id(n)}","modelInput":{json_body}}}\n'
             for n, (_, (_, json_body)) in enumerate(requests)
         ).encode()
         attempt = _Attempt(name, ids)
@@ -414,7 +432,7 @@ class BedrockProvider:
             for job in jobs:
                 name = str(job.get("jobName", ""))
                 arn = job["jobArn"]
-                if _count_of(name) == count and arn not in exclude and name not in own:
+                if count_of(name) == count and arn not in exclude and name not in own:
                     return str(arn)
             if cursor is None:
                 return None
@@ -425,7 +443,7 @@ class BedrockProvider:
         """The job whose create carried ``tag`` (``BATCH_TAG``: its name holds it), submitted
         since ``created_after`` (Unix time), not in ``exclude``; or ``None``."""
         since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
-        stem = f"{JOB_PREFIX}{_tag_mark(tag)}-"
+        stem = f"{JOB_PREFIX}{tag_mark(tag)}-"
         for job in await self._list(stem, since):
             name = str(job.get("jobName", ""))
             arn = job["jobArn"]
@@ -458,7 +476,7 @@ class BedrockProvider:
         job = await self._run(
             lambda: self._bedrock.get_model_invocation_job(jobIdentifier=batch_id)
         )
-        return _status(job)
+        return status_of(job)
 
     async def list_page(
         self, cursor: str | None
@@ -472,7 +490,7 @@ class BedrockProvider:
         if cursor is not None:
             args["nextToken"] = cursor
         page = await self._run(lambda: self._bedrock.list_model_invocation_jobs(**args))
-        rows = [(job["jobArn"], _status(job)) for job in page.get("invocationJobSummaries", [])]
+        rows = [(job["jobArn"], status_of(job)) for job in page.get("invocationJobSummaries", [])]
         return rows, page.get("nextToken") or None
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
@@ -489,7 +507,7 @@ class BedrockProvider:
         input_uri = job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
         output_uri = job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
         job_id = batch_id.rsplit("/", 1)[-1]
-        bucket, out_prefix = _split(output_uri)
+        bucket, out_prefix = split_uri(output_uri)
         folder = posixpath.join(out_prefix, job_id)
         manifest = self._get(bucket, f"{folder}/manifest.json.out")
         output = self._get(bucket, f"{folder}/{posixpath.basename(input_uri)}.out")
@@ -504,7 +522,7 @@ class BedrockProvider:
             if not raw.strip():
                 continue
             line = json.loads(raw)
-            custom_id = _custom_id(str(line.get("recordId", "")), ids)
+            custom_id = custom_id_of(str(line.get("recordId", "")), ids)
             if custom_id is None:
                 logger.debug("ignoring an output line with recordId %r", line.get("recordId"))
                 continue
@@ -524,18 +542,18 @@ class BedrockProvider:
             counts = json.loads(manifest)
             processed = int(counts.get("processedRecordCount", 0))
             if len(results) < processed:
-                raise _OutputIncomplete(
+                raise OutputIncomplete(
                     f"{output_uri}: {len(results)} lines for {processed} processed records"
                 )
         # Records with no line: why depends on how the job ended.
         for custom_id in ids:
             if custom_id not in results:
-                results[custom_id] = _unanswered(status, str(job.get("message") or ""))
+                results[custom_id] = unanswered_result(status, str(job.get("message") or ""))
         return list(results.items())
 
     def _read_ids(self, input_uri: str, batch_id: str) -> tuple[str, ...]:
         """The custom_ids of a job, in record order, from the ``ids.json`` beside its input."""
-        bucket, input_key = _split(input_uri)
+        bucket, input_key = split_uri(input_uri)
         key = posixpath.join(posixpath.dirname(input_key), _IDS_FILE)
         data = self._get(bucket, key)
         ids = json.loads(data) if data is not None else None
@@ -550,7 +568,7 @@ class BedrockProvider:
         try:
             response = self._s3.get_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
         data: bytes = response["Body"].read()
@@ -569,101 +587,3 @@ def model_input(params: Mapping[str, Any]) -> dict[str, Any]:
     body = {key: value for key, value in params.items() if key != "model"}
     body.setdefault("anthropic_version", ANTHROPIC_VERSION)
     return body
-
-
-def classify_aws(exc: BaseException) -> ErrorInfo | None:
-    """What a botocore exception means to the dispatcher."""
-    if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
-        return ErrorInfo(ErrorKind.CONNECTION)
-    if isinstance(exc, (json.JSONDecodeError, _OutputIncomplete)):
-        # An output file cut short, or read before it was whole.
-        return ErrorInfo(ErrorKind.CONNECTION)
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = _code(exc)
-        meta = exc.response.get("ResponseMetadata", {})
-        status = int(meta.get("HTTPStatusCode") or 0) or None
-        retry_after = _retry_after(meta.get("HTTPHeaders", {}))
-        if code in ("ThrottlingException", "ModelNotReadyException") or status == 429:
-            return ErrorInfo(ErrorKind.RATE_LIMITED, retry_after, status)
-        if code == "ResourceNotFoundException" or status == 404:
-            return ErrorInfo(ErrorKind.NOT_FOUND, status=status)
-        if (status is not None and status >= 500) or status == 408:
-            return ErrorInfo(ErrorKind.SERVER, retry_after, status)
-        return ErrorInfo(ErrorKind.FATAL, status=status)
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
-        # No credentials, a parameter botocore refuses: trying again will not help.
-        return ErrorInfo(ErrorKind.FATAL)
-    return None
-
-
-def _code(exc: botocore.exceptions.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
-
-
-def _status(job: Mapping[str, Any]) -> BatchStatus:
-    state = str(job.get("status", ""))
-    ended = state in ENDED
-    end = job.get("endTime")
-    return BatchStatus(
-        ended=ended,
-        state=state,
-        ended_at=end.timestamp() if ended and isinstance(end, datetime) else None,
-    )
-
-
-def _unanswered(status: str, message: str) -> ItemResult:
-    """The result of a record the job's output does not hold."""
-    if status == "Expired":
-        return ItemResult("expired")
-    if status in ("Stopped", "Stopping"):
-        return ItemResult("canceled")
-    if status == "Failed":
-        return ItemResult("errored", error_type="JobFailed", message=message or "the job failed")
-    return ItemResult(
-        "errored",
-        error_type="RecordNotProcessed",
-        message=f"the job ended {status or 'without a status'} without processing this record",
-    )
-
-
-def _split(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` as ``(bucket, key)`` (the key without a trailing slash)."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key.rstrip("/")
-
-
-def _tag_mark(tag: str) -> str:
-    """A fleet's batch tag as it appears in a job name: letters and digits, other characters
-    as ``-`` (``lf_<hex>`` → ``lf-<hex>``); a longer tag by its digest."""
-    mark = _NOT_NAME.sub("-", tag)
-    if len(mark) > _MARK_MAX or not mark:
-        mark = hashlib.sha256(tag.encode()).hexdigest()[:_MARK_MAX]
-    return mark
-
-
-def _count_of(name: str) -> int | None:
-    """The record count a job name made by this adapter ends in, or ``None``."""
-    mark, dash, count = name.removeprefix(JOB_PREFIX).rpartition("-")
-    if not name.startswith(JOB_PREFIX) or not (mark and dash and count.isdigit()):
-        return None
-    return int(count)
-
-
-def _record_id(n: int) -> str:
-    return f"R{n:010d}"
-
-
-def _custom_id(record_id: str, ids: Sequence[str]) -> str | None:
-    """The custom_id of a record of the job whose records are ``ids``, or ``None``."""
-    if len(record_id) != 11 or record_id[0] != "R" or not record_id[1:].isdigit():
-        return None
-    n = int(record_id[1:])
-    return ids[n] if n < len(ids) else None
