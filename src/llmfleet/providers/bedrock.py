@@ -4,9 +4,10 @@
 ``open_fleet(BedrockClient(role_arn=..., bucket=...))`` picks this adapter. A batch is a JSONL
 file in S3 with one ``{"recordId", "modelInput"}`` line per call (``modelInput`` is the
 InvokeModel body: the Messages params without ``model``, with ``anthropic_version``), the
-records' custom_ids beside it (``ids.json``), and a job over it; the job writes ``<output prefix>/<job id>/<input file>.out`` (one line per
-record, in any order, each with ``modelOutput`` or ``error``) and ``manifest.json.out``. A job
-holds one model, so :meth:`BedrockProvider.batch_key` is the model id.
+records' custom_ids beside it (``ids.json``), and a job over it; the job writes
+``<output prefix>/<job id>/<input file>.out`` (one line per record, in any order, each with
+``modelOutput`` or ``error``) and ``manifest.json.out``. A job holds one model, so
+:meth:`BedrockProvider.batch_key` is the model id.
 
 Both routes return ``anthropic.types.Message``: a batch record's ``modelOutput`` is the same
 Messages body InvokeModel returns, so a caller cannot tell which route answered.
