@@ -24,7 +24,7 @@ from llmfleet import (
     open_fleet,
 )
 from llmfleet.emulator import BedrockConfig
-from llmfleet.providers import ErrorKind, adapter_for
+from llmfleet.providers import BATCH_TAG, ErrorKind, adapter_for
 from llmfleet.providers.bedrock import ANTHROPIC_VERSION, BedrockClient, BedrockProvider
 
 from bedrock_env import MODEL, ROLE, bedrock_client, params, provider, stand_in
@@ -178,6 +178,7 @@ async def test_the_input_and_output_files_follow_bedrocks_format() -> None:
         folder = f"llmfleet/{job.name}"
         assert set(objects) == {
             f"{folder}/input.jsonl",
+            f"{folder}/ids.json",
             f"{folder}/output/{job_id}/input.jsonl.out",
             f"{folder}/output/{job_id}/manifest.json.out",
         }
@@ -190,10 +191,15 @@ async def test_the_input_and_output_files_follow_bedrocks_format() -> None:
             assert line["modelInput"]["anthropic_version"] == ANTHROPIC_VERSION
             assert "model" not in line["modelInput"]
         assert len({line["recordId"] for line in lines}) == 3
+        # The custom_ids in record order, beside the input: any process maps the output back.
+        ids = json.loads(objects[f"{folder}/ids.json"])
+        assert len(ids) == 3
+        assert all(cid.startswith("lf_") for cid in ids)
         manifest = json.loads(objects[f"{folder}/output/{job_id}/manifest.json.out"])
         assert manifest["processedRecordCount"] == manifest["successRecordCount"] == 3
         # The name and the token are the flush's: the same records make the same job.
         assert job.name.startswith("llmfleet-")
+        assert job.name.endswith("-3")  # the record count: find_batch in another process
         assert len(job.client_token) == 64
 
 
@@ -377,9 +383,61 @@ async def test_results_match_by_record_id_and_check_the_manifest() -> None:
         s3.put_object(Bucket=bucket, Key=key, Body=b"\n".join([*lines[::-1], stranger.encode()]))
         got = {cid: text_of(item.value) async for cid, item in adapter.results(arn)}
         assert got == {"lf_t_1": "one", "lf_t_2": "two", "lf_t_3": "three"}
-        # Another adapter (another process) does not know the job's records.
+
+
+async def test_another_adapter_instance_reads_a_jobs_results_from_its_ids_file() -> None:
+    """A new process (a reopened journal, a broker's new leader) has none of the creating
+    adapter's memory: it maps recordIds back to custom_ids from the ``ids.json`` written
+    beside the job's input, and a job without one is refused, not guessed at."""
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        maker = provider(emu, bucket)
+        texts = {"lf_x_1": "one", "lf_x_2": "two", "lf_x_3": "three"}
+        requests = [(cid, maker.prepare(cid, params(text))[1]) for cid, text in texts.items()]
+        arn = await maker.create_batch(requests)
+        assert (await maker.poll(arn)).ended
+        reader = provider(emu, bucket)
+        got = {cid: text_of(item.value) async for cid, item in reader.results(arn)}
+        assert got == texts
+        # The same answer the maker gets from its memory.
+        assert {cid: text_of(item.value) async for cid, item in maker.results(arn)} == texts
+        (ids_key,) = [k for k in s3_objects(emu, bucket) if k.endswith("/ids.json")]
+        emu._state._s3.delete_object(Bucket=bucket, Key=ids_key)
         with pytest.raises(Exception, match="was not created by this adapter"):
             [item async for item in provider(emu, bucket).results(arn)]
+
+
+async def test_another_adapter_instance_finds_a_job_by_count_and_time_or_by_its_tag() -> None:
+    """With none of the creating adapter's memory (a broker's new leader, a reopened journal):
+    ``find_batch`` takes the newest job this adapter named for that many records, submitted
+    since the time given and not excluded; ``find_tagged`` the job whose name holds the tag."""
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        maker = provider(emu, bucket)
+        since = time.time()
+        made: dict[int, str] = {}
+
+        async def create(n: int, tag: str | None) -> None:
+            # In a task of its own, as the fleet's batch tasks are: the create's context
+            # (the attempt find_batch would look for first) stays there.
+            BATCH_TAG.set(tag)
+            reqs = [(f"lf_{n}_{i}", maker.prepare(f"lf_{n}_{i}", params("x"))[1]) for i in range(n)]
+            made[n] = await maker.create_batch(reqs)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create, 3, None)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(create, 2, "lf_0123456789abcdef0123456789abcdef")
+        arn3, arn2 = made[3], made[2]
+        assert emu.jobs[arn2].name == "llmfleet-lf-0123456789abcdef0123456789abcdef-2"
+        other = provider(emu, bucket)
+        assert await other.find_batch(count=3, created_after=since, exclude=set()) == arn3
+        assert await other.find_batch(count=2, created_after=since, exclude=set()) == arn2
+        assert await other.find_batch(count=3, created_after=since, exclude={arn3}) is None
+        assert await other.find_batch(count=4, created_after=since, exclude=set()) is None
+        assert await other.find_batch(count=3, created_after=since + 60, exclude=set()) is None
+        tag = "lf_0123456789abcdef0123456789abcdef"
+        assert await other.find_tagged(tag, created_after=since, exclude=set()) == arn2
+        assert await other.find_tagged(tag, created_after=since, exclude={arn2}) is None
+        assert await other.find_tagged("lf_" + "f" * 32, created_after=since, exclude=set()) is None
 
 
 async def test_records_missing_from_a_completed_job_are_errors_of_their_own() -> None:

@@ -3,10 +3,11 @@
 
 ``open_fleet(BedrockClient(role_arn=..., bucket=...))`` picks this adapter. A batch is a JSONL
 file in S3 with one ``{"recordId", "modelInput"}`` line per call (``modelInput`` is the
-InvokeModel body: the Messages params without ``model``, with ``anthropic_version``), and a
-job over it; the job writes ``<output prefix>/<job id>/<input file>.out`` (one line per
-record, in any order, each with ``modelOutput`` or ``error``) and ``manifest.json.out``. A job
-holds one model, so :meth:`BedrockProvider.batch_key` is the model id.
+InvokeModel body: the Messages params without ``model``, with ``anthropic_version``), the
+records' custom_ids beside it (``ids.json``), and a job over it; the job writes
+``<output prefix>/<job id>/<input file>.out`` (one line per record, in any order, each with
+``modelOutput`` or ``error``) and ``manifest.json.out``. A job holds one model, so
+:meth:`BedrockProvider.batch_key` is the model id.
 
 Both routes return ``anthropic.types.Message``: a batch record's ``modelOutput`` is the same
 Messages body InvokeModel returns, so a caller cannot tell which route answered.
@@ -39,13 +40,36 @@ from anthropic.types import Message
 from botocore.config import Config
 
 from ..errors import UnbatchableRequestError, excerpt
-from ._base import BatchStatus, ErrorInfo, ErrorKind, ItemResult
+from ._base import BATCH_TAG, BatchStatus, ErrorInfo, ErrorKind, ItemResult
+from ._bedrock_wire import (
+    ENDED,
+    JOB_PREFIX,
+    MARK_MAX,
+    OutputIncomplete,
+    classify_aws,
+    count_of,
+    custom_id_of,
+    error_code,
+    record_id,
+    split_uri,
+    status_of,
+    tag_mark,
+    unanswered_result,
+)
 from ._json import encode
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 
-__all__ = ["ANTHROPIC_VERSION", "BedrockClient", "BedrockProvider", "RunSync"]
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "ENDED",
+    "JOB_PREFIX",
+    "BedrockClient",
+    "BedrockProvider",
+    "RunSync",
+    "classify_aws",
+]
 
 logger = logging.getLogger("llmfleet")
 
@@ -56,10 +80,6 @@ ANTHROPIC_VERSION: Final = "bedrock-2023-05-31"
 MIN_RECORDS: Final = 100
 MAX_RECORDS: Final = 50_000
 MAX_FILE_BYTES: Final = 1024**3
-#: Job states after which a job does nothing more.
-ENDED: Final = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
-#: The prefix of every job name this adapter makes (ListModelInvocationJobs filters on it).
-JOB_PREFIX: Final = "llmfleet-"
 # Params the SDK's create call takes as request options, not body fields.
 _REQUEST_OPTIONS: Final = ("extra_headers", "extra_query", "extra_body", "timeout")
 # `{"recordId":"R0000000001","modelInput":…}\n` around each body.
@@ -67,6 +87,9 @@ _LINE_OVERHEAD: Final = len('{"recordId":"R0000000001","modelInput":}\n')
 _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 1000
 _INPUT_FILE: Final = "input.jsonl"
+# Beside the input: the job's custom_ids in record order (a JSON list), so that any process
+# maps the job's recordIds back to custom_ids.
+_IDS_FILE: Final = "ids.json"
 
 #: Runs a blocking function without blocking the event loop: ``anyio.to_thread.run_sync``
 #: unless told otherwise (see :class:`BedrockProvider`).
@@ -136,11 +159,6 @@ class _UnknownJob(Exception):
     """Results asked of a job this adapter did not make (a bug in the caller)."""
 
 
-class _OutputIncomplete(Exception):
-    """The job's output file holds fewer records than its manifest says were processed (a
-    read that raced the write): read it again."""
-
-
 @dataclass(slots=True)
 class _Attempt:
     """The job one batch task is creating: its name and its records' custom_ids."""
@@ -167,9 +185,13 @@ class BedrockProvider:
     """Adapter over Bedrock's InvokeModel and batch inference jobs (docs/design.md §7).
 
     **Idempotency.** A job's name and ``clientRequestToken`` are derived from its records'
-    custom_ids, so the same flush sent twice is the same job: after an unanswered create,
+    custom_ids (or, in a fleet with a journal, its name from the flush's ``BATCH_TAG``), so
+    the same flush sent twice is the same job: after an unanswered create,
     :meth:`find_batch` finds it by name (``ListModelInvocationJobs nameContains``), and a
-    create sent again is answered with the job already made.
+    create sent again is answered with the job already made. The name ends in the record
+    count, so a process that did not send the create finds the job by count and time
+    (:meth:`find_batch`) or exactly by its tag (:meth:`find_tagged`). The custom_ids are
+    written beside the job's input (``ids.json``), so any process reads any job's results.
 
     :param client: where Bedrock is, and the job limits.
     :param run_sync: how blocking botocore calls run (default: in a worker thread). Tests
@@ -178,8 +200,9 @@ class BedrockProvider:
     """
 
     name = "bedrock"
-    # GetModelInvocationJob, the manifest, the output file.
-    results_requests = 3
+    # GetModelInvocationJob, the manifest, the output file; and ids.json for a job this
+    # process did not make.
+    results_requests = 4
     max_batch_bytes = MAX_FILE_BYTES
 
     def __init__(self, client: BedrockClient, *, run_sync: RunSync | None = None) -> None:
@@ -285,6 +308,15 @@ class BedrockProvider:
             getattr(usage, "cache_read_input_tokens", None) or 0,
         )
 
+    def dump_value(self, value: Message) -> dict[str, Any]:
+        """A response as JSON, for the journal."""
+        data: dict[str, Any] = value.model_dump(mode="json")
+        return data
+
+    def load_value(self, data: dict[str, Any]) -> Message:
+        """A response from the journal (:meth:`dump_value`'s inverse)."""
+        return Message.model_validate(data)
+
     # -- the direct route -----------------------------------------------------------------
 
     async def call(self, params: Mapping[str, Any]) -> Message:
@@ -303,10 +335,12 @@ class BedrockProvider:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _names(self, ids: Sequence[str]) -> tuple[str, str]:
-        """The job name and clientRequestToken of a flush: the same records, the same job."""
+    def _names(self, ids: Sequence[str], tag: str | None) -> tuple[str, str]:
+        """The job name and clientRequestToken of a flush: the same records (and tag), the
+        same job."""
         digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-        return f"{JOB_PREFIX}{digest[:40]}", digest[:64]
+        mark = digest[:MARK_MAX] if tag is None else tag_mark(tag)
+        return f"{JOB_PREFIX}{mark}-{len(ids)}", digest[:64]
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.config.bucket}/{key}"
@@ -318,13 +352,14 @@ class BedrockProvider:
             # batch_key keeps models apart; reaching here is a bug in the caller.
             raise ValueError(f"one job runs one model, got {sorted(models)}")
         (model,) = models
-        name, token = self._names(ids)
+        name, token = self._names(ids, BATCH_TAG.get())
         folder = posixpath.join(self.config.prefix, name)
         input_key = f"{folder}/{_INPUT_FILE}"
+        ids_body = json.dumps(list(ids), separators=(",", ":")).encode()
         # A recordId is the record's place in the job, in 11 alphanumeric characters (the
         # user guide's format, "CALL0000001"): the adapter keeps the job's custom_ids in order.
         body = "".join(
-            f'{{"recordId":"{_record_id(n)}","modelInput":{json_body}}}\n'
+            f'{{"recordId":"{record_id(n)}","modelInput":{json_body}}}\n'
             for n, (_, (_, json_body)) in enumerate(requests)
         ).encode()
         attempt = _Attempt(name, ids)
@@ -334,7 +369,9 @@ class BedrockProvider:
         config = self.config
 
         def create() -> str:
-            # The same bytes under the same key on every attempt: a second put is harmless.
+            # The same bytes under the same keys on every attempt: a second put is harmless.
+            # The ids first: a job exists only once its mapping does.
+            self._s3.put_object(Bucket=config.bucket, Key=f"{folder}/{_IDS_FILE}", Body=ids_body)
             self._s3.put_object(Bucket=config.bucket, Key=input_key, Body=body)
             response = self._bedrock.create_model_invocation_job(
                 jobName=name,
@@ -367,36 +404,80 @@ class BedrockProvider:
     async def find_batch(
         self, *, count: int, created_after: float, exclude: frozenset[str] | set[str]
     ) -> str | None:
+        """The job an unanswered create made: by its exact name where this process sent the
+        create; else (a new process, a broker's new leader) the newest job named by this
+        adapter for ``count`` records, submitted since ``created_after``, not in ``exclude``
+        (docs/design.md §9.4)."""
+        since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
         attempt = _ATTEMPT.get()
         with self._lock:
             if attempt is not None:
                 wanted = {attempt.name: attempt.ids}
             else:
                 wanted = {n: ids for n, ids in self._unanswered.items() if len(ids) == count}
-        since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
+            own = set(self._unanswered)
         for name, ids in wanted.items():
-
-            def look(name: str = name) -> list[dict[str, Any]]:
-                page = self._bedrock.list_model_invocation_jobs(
-                    nameContains=name, submitTimeAfter=since, maxResults=10
-                )
-                jobs: list[dict[str, Any]] = page.get("invocationJobSummaries", [])
-                return jobs
-
-            for job in await self._run(look):
+            for job in await self._list(name, since):
                 arn = job["jobArn"]
                 if job.get("jobName") == name and arn not in exclude:
                     with self._lock:
                         self._unanswered.pop(name, None)
                         self._records[arn] = ids
                     return str(arn)
+        if attempt is not None or wanted:
+            # This process's own create, not found by its name: it made no job.
+            return None
+        cursor: str | None = None
+        while True:
+            jobs, cursor = await self._list_page(JOB_PREFIX, since, cursor)
+            for job in jobs:
+                name = str(job.get("jobName", ""))
+                arn = job["jobArn"]
+                if count_of(name) == count and arn not in exclude and name not in own:
+                    return str(arn)
+            if cursor is None:
+                return None
+
+    async def find_tagged(
+        self, tag: str, *, created_after: float, exclude: frozenset[str] | set[str]
+    ) -> str | None:
+        """The job whose create carried ``tag`` (``BATCH_TAG``: its name holds it), submitted
+        since ``created_after`` (Unix time), not in ``exclude``; or ``None``."""
+        since = datetime.fromtimestamp(created_after - _CLOCK_SLACK_S, timezone.utc)
+        stem = f"{JOB_PREFIX}{tag_mark(tag)}-"
+        for job in await self._list(stem, since):
+            name = str(job.get("jobName", ""))
+            arn = job["jobArn"]
+            if name.startswith(stem) and name[len(stem) :].isdigit() and arn not in exclude:
+                return str(arn)
         return None
+
+    async def _list(self, name: str, since: datetime) -> list[dict[str, Any]]:
+        """The jobs whose name contains ``name``, submitted since ``since`` (one request)."""
+        jobs, _ = await self._list_page(name, since, None, limit=10)
+        return jobs
+
+    async def _list_page(
+        self, name: str, since: datetime, cursor: str | None, *, limit: int = _LIST_PAGE
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        args: dict[str, Any] = {
+            "nameContains": name,
+            "submitTimeAfter": since,
+            "maxResults": limit,
+            "sortBy": "CreationTime",
+            "sortOrder": "Descending",
+        }
+        if cursor is not None:
+            args["nextToken"] = cursor
+        page = await self._run(lambda: self._bedrock.list_model_invocation_jobs(**args))
+        jobs: list[dict[str, Any]] = page.get("invocationJobSummaries", [])
+        return jobs, page.get("nextToken") or None
 
     async def poll(self, batch_id: str) -> BatchStatus:
         job = await self._run(
             lambda: self._bedrock.get_model_invocation_job(jobIdentifier=batch_id)
         )
-        return _status(job)
+        return status_of(job)
 
     async def list_page(
         self, cursor: str | None
@@ -410,7 +491,7 @@ class BedrockProvider:
         if cursor is not None:
             args["nextToken"] = cursor
         page = await self._run(lambda: self._bedrock.list_model_invocation_jobs(**args))
-        rows = [(job["jobArn"], _status(job)) for job in page.get("invocationJobSummaries", [])]
+        rows = [(job["jobArn"], status_of(job)) for job in page.get("invocationJobSummaries", [])]
         return rows, page.get("nextToken") or None
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
@@ -427,24 +508,22 @@ class BedrockProvider:
         input_uri = job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
         output_uri = job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
         job_id = batch_id.rsplit("/", 1)[-1]
-        bucket, out_prefix = _split(output_uri)
+        bucket, out_prefix = split_uri(output_uri)
         folder = posixpath.join(out_prefix, job_id)
         manifest = self._get(bucket, f"{folder}/manifest.json.out")
         output = self._get(bucket, f"{folder}/{posixpath.basename(input_uri)}.out")
         with self._lock:
             ids = self._records.get(batch_id)
         if ids is None:
-            # A fleet reads only the jobs it made (or found again after an unanswered create).
-            raise _UnknownJob(
-                f"job {batch_id} was not created by this adapter: its records' custom_ids are "
-                "unknown here"
-            )
+            # A job another process made (a journal reopened, a broker's new leader): its
+            # custom_ids are beside its input.
+            ids = self._read_ids(input_uri, batch_id)
         results: dict[str, ItemResult] = {}
         for raw in (output or b"").splitlines():
             if not raw.strip():
                 continue
             line = json.loads(raw)
-            custom_id = _custom_id(str(line.get("recordId", "")), ids)
+            custom_id = custom_id_of(str(line.get("recordId", "")), ids)
             if custom_id is None:
                 logger.debug("ignoring an output line with recordId %r", line.get("recordId"))
                 continue
@@ -464,20 +543,33 @@ class BedrockProvider:
             counts = json.loads(manifest)
             processed = int(counts.get("processedRecordCount", 0))
             if len(results) < processed:
-                raise _OutputIncomplete(
+                raise OutputIncomplete(
                     f"{output_uri}: {len(results)} lines for {processed} processed records"
                 )
         # Records with no line: why depends on how the job ended.
         for custom_id in ids:
             if custom_id not in results:
-                results[custom_id] = _unanswered(status, str(job.get("message") or ""))
+                results[custom_id] = unanswered_result(status, str(job.get("message") or ""))
         return list(results.items())
+
+    def _read_ids(self, input_uri: str, batch_id: str) -> tuple[str, ...]:
+        """The custom_ids of a job, in record order, from the ``ids.json`` beside its input."""
+        bucket, input_key = split_uri(input_uri)
+        key = posixpath.join(posixpath.dirname(input_key), _IDS_FILE)
+        data = self._get(bucket, key)
+        ids = json.loads(data) if data is not None else None
+        if not isinstance(ids, list) or not all(isinstance(cid, str) for cid in ids):
+            raise _UnknownJob(
+                f"job {batch_id} was not created by this adapter: s3://{bucket}/{key} does not "
+                "hold its records' custom_ids"
+            )
+        return tuple(ids)
 
     def _get(self, bucket: str, key: str) -> bytes | None:
         try:
             response = self._s3.get_object(Bucket=bucket, Key=key)
         except botocore.exceptions.ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if error_code(exc) in ("NoSuchKey", "404"):
                 return None
             raise
         data: bytes = response["Body"].read()
@@ -496,84 +588,3 @@ def model_input(params: Mapping[str, Any]) -> dict[str, Any]:
     body = {key: value for key, value in params.items() if key != "model"}
     body.setdefault("anthropic_version", ANTHROPIC_VERSION)
     return body
-
-
-def classify_aws(exc: BaseException) -> ErrorInfo | None:
-    """What a botocore exception means to the dispatcher."""
-    if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
-        return ErrorInfo(ErrorKind.CONNECTION)
-    if isinstance(exc, (json.JSONDecodeError, _OutputIncomplete)):
-        # An output file cut short, or read before it was whole.
-        return ErrorInfo(ErrorKind.CONNECTION)
-    if isinstance(exc, botocore.exceptions.ClientError):
-        code = _code(exc)
-        meta = exc.response.get("ResponseMetadata", {})
-        status = int(meta.get("HTTPStatusCode") or 0) or None
-        retry_after = _retry_after(meta.get("HTTPHeaders", {}))
-        if code in ("ThrottlingException", "ModelNotReadyException") or status == 429:
-            return ErrorInfo(ErrorKind.RATE_LIMITED, retry_after, status)
-        if code == "ResourceNotFoundException" or status == 404:
-            return ErrorInfo(ErrorKind.NOT_FOUND, status=status)
-        if (status is not None and status >= 500) or status == 408:
-            return ErrorInfo(ErrorKind.SERVER, retry_after, status)
-        return ErrorInfo(ErrorKind.FATAL, status=status)
-    if isinstance(exc, botocore.exceptions.BotoCoreError):
-        # No credentials, a parameter botocore refuses: trying again will not help.
-        return ErrorInfo(ErrorKind.FATAL)
-    return None
-
-
-def _code(exc: botocore.exceptions.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after")
-    try:
-        return None if value is None else float(value)
-    except ValueError:
-        return None
-
-
-def _status(job: Mapping[str, Any]) -> BatchStatus:
-    state = str(job.get("status", ""))
-    ended = state in ENDED
-    end = job.get("endTime")
-    return BatchStatus(
-        ended=ended,
-        state=state,
-        ended_at=end.timestamp() if ended and isinstance(end, datetime) else None,
-    )
-
-
-def _unanswered(status: str, message: str) -> ItemResult:
-    """The result of a record the job's output does not hold."""
-    if status == "Expired":
-        return ItemResult("expired")
-    if status in ("Stopped", "Stopping"):
-        return ItemResult("canceled")
-    if status == "Failed":
-        return ItemResult("errored", error_type="JobFailed", message=message or "the job failed")
-    return ItemResult(
-        "errored",
-        error_type="RecordNotProcessed",
-        message=f"the job ended {status or 'without a status'} without processing this record",
-    )
-
-
-def _split(uri: str) -> tuple[str, str]:
-    """``s3://bucket/key`` as ``(bucket, key)`` (the key without a trailing slash)."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key.rstrip("/")
-
-
-def _record_id(n: int) -> str:
-    return f"R{n:010d}"
-
-
-def _custom_id(record_id: str, ids: Sequence[str]) -> str | None:
-    """The custom_id of a record of the job whose records are ``ids``, or ``None``."""
-    if len(record_id) != 11 or record_id[0] != "R" or not record_id[1:].isdigit():
-        return None
-    n = int(record_id[1:])
-    return ids[n] if n < len(ids) else None
