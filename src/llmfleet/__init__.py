@@ -7,7 +7,7 @@ are pooled into batches billed at half price. See :func:`open_fleet`.
 from __future__ import annotations
 
 from ._dispatcher import FleetDispatcher as FleetDispatcher
-from ._dispatcher import open_fleet as open_fleet
+from ._open import open_fleet as open_fleet
 from ._policy import RoutingPolicy as RoutingPolicy
 from ._stats import FleetStats as FleetStats
 from ._stats import Percentiles as Percentiles

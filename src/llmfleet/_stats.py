@@ -1,23 +1,21 @@
 """What the fleet did: :class:`FleetStats` (live) and :class:`StatsSnapshot` (frozen).
 
 docs/design.md §6. :class:`FleetStats` is the only writer of its counters: the rest of the
-fleet reports through its private recording methods.
+fleet reports through its private recording methods. The structures that take each call's
+wait and tokens cheaply and read them exactly (the histogram, a route's tally, and
+:class:`Percentiles`, re-exported here) are in ``_tally``.
 """
 
 from __future__ import annotations
 
 import enum
-import math
-from array import array
-from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from itertools import repeat
-from operator import truediv
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final, overload
 
+from ._tally import Histogram, Percentiles, Tally
 from .pricing import Cost, PriceTable, TokenUsage
 
 if TYPE_CHECKING:
@@ -54,17 +52,6 @@ _REASONS: Final = ("size", "window", "drain", "deadline")
 
 @final
 @dataclass(frozen=True, slots=True)
-class Percentiles:
-    """A distribution of waits, in milliseconds (``None`` where nothing was seen)."""
-
-    count: int = 0
-    p50: float | None = None
-    p95: float | None = None
-    max: float | None = None
-
-
-@final
-@dataclass(frozen=True, slots=True)
 class ResultEvent:
     """What the optional ``on_result`` hook receives when a call ends."""
 
@@ -78,74 +65,6 @@ class ResultEvent:
     usage: TokenUsage | None = None
     #: ``None`` when the model has no known price (or nothing was billed).
     cost: Cost | None = None
-
-
-_BASE: Final = math.log(1.01)
-#: Waits kept raw before they are folded into buckets (one C-speed pass per this many).
-_PENDING: Final = 1024
-
-
-@final
-class _Histogram:
-    """Waits in log-spaced buckets (1% wide): exact count and max, percentiles within 1%,
-    memory independent of how many calls are recorded.
-
-    ``add`` is on every call's path, so it only appends to a small float array; the array is
-    folded into the buckets by C-level ``map``s when it fills up or when someone reads.
-    """
-
-    __slots__ = ("_buckets", "_count", "_max", "_pending")
-
-    def __init__(self) -> None:
-        self._buckets: Counter[int] = Counter()
-        self._pending = array("d")
-        self._count = 0
-        self._max: float | None = None
-
-    def add(self, ms: float) -> None:
-        pending = self._pending
-        pending.append(ms if ms > 0.0 else 0.0)
-        if len(pending) >= _PENDING:
-            self._fold()
-
-    def _fold(self) -> None:
-        pending = self._pending
-        if not pending:
-            return
-        # key = int(log1p(ms) / _BASE), for every pending wait, without a Python-level loop.
-        self._buckets.update(map(int, map(truediv, map(math.log1p, pending), repeat(_BASE))))
-        self._count += len(pending)
-        top = max(pending)
-        if self._max is None or top > self._max:
-            self._max = top
-        self._pending = array("d")
-
-    @property
-    def count(self) -> int:
-        return self._count + len(self._pending)
-
-    @property
-    def max(self) -> float | None:
-        self._fold()
-        return self._max
-
-    def quantile(self, q: float) -> float | None:
-        self._fold()
-        if not self._count:
-            return None
-        rank = max(1, math.ceil(q * self._count))
-        seen = 0
-        for key in sorted(self._buckets):
-            seen += self._buckets[key]
-            if seen >= rank:
-                # The bucket's upper edge, never above the exact max.
-                value = math.expm1((key + 1) * _BASE)
-                return min(value, self._max if self._max is not None else value)
-        return self._max
-
-    def summary(self) -> Percentiles:
-        self._fold()
-        return Percentiles(self._count, self.quantile(0.5), self.quantile(0.95), self._max)
 
 
 @final
@@ -214,54 +133,6 @@ class _View(Generic[T]):
         return value
 
 
-@final
-class _Tally:
-    """One route's waits, tokens and deadline hits.
-
-    Recording a call is a few integer additions: tokens are summed per model as plain ints
-    and priced only when someone reads ``cost`` (a price is linear in tokens, so the cost of
-    the sums is the sum of the costs, to the last digit in ``Decimal``).
-    """
-
-    __slots__ = ("hits", "misses", "tokens", "waits")
-
-    def __init__(self) -> None:
-        self.waits = _Histogram()
-        #: model -> [input, output, cache write, cache read, calls with usage]
-        self.tokens: dict[str, list[int]] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def add_tokens(self, model: str, counts: tuple[int, int, int, int]) -> None:
-        slot = self.tokens.get(model)
-        if slot is None:
-            slot = self.tokens[model] = [0, 0, 0, 0, 0]
-        slot[0] += counts[0]
-        slot[1] += counts[1]
-        slot[2] += counts[2]
-        slot[3] += counts[3]
-        slot[4] += 1
-
-    def usage(self) -> TokenUsage:
-        total = [0, 0, 0, 0]
-        for slot in self.tokens.values():
-            for i in range(4):
-                total[i] += slot[i]
-        return TokenUsage(*total)
-
-    def cost(self, prices: PriceTable, *, batch: bool) -> tuple[Cost, int]:
-        """The cost of the priced models' tokens, and how many calls had no price."""
-        cost = Cost()
-        unpriced = 0
-        for model, slot in self.tokens.items():
-            priced = prices.cost(model, TokenUsage(*slot[:4]), batch=batch)
-            if priced is None:
-                unpriced += slot[4]
-            else:
-                cost = cost + priced
-        return cost, unpriced
-
-
 @dataclass(slots=True)
 class _Counters:
     sync_calls: int = 0
@@ -278,7 +149,7 @@ class _Counters:
     results_dropped: int = 0
     rate_limited: int = 0
     api_requests: dict[str, int] = field(default_factory=dict)
-    end_lag: _Histogram = field(default_factory=lambda: _Histogram())
+    end_lag: Histogram = field(default_factory=lambda: Histogram())
     escalations: int = 0
     escalation_cost: Cost = field(default_factory=Cost)
     routed_by_deadline: int = 0
@@ -289,10 +160,10 @@ class _Counters:
     batch_size_min: int | None = None
     batch_size_max: int | None = None
     flushes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REASONS, 0))
-    direct: _Tally = field(default_factory=lambda: _Tally())
-    batch: _Tally = field(default_factory=lambda: _Tally())
+    direct: Tally = field(default_factory=lambda: Tally())
+    batch: Tally = field(default_factory=lambda: Tally())
 
-    def tally(self, route: Route) -> _Tally:
+    def tally(self, route: Route) -> Tally:
         return self.direct if route is Route.DIRECT else self.batch
 
 

@@ -1,7 +1,7 @@
 """What a fleet does with a journal: the calls the dispatcher makes at its hook points.
 
-The fleet (``llmfleet/_dispatcher.py``, ``llmfleet/_batch.py``) calls, in order of a
-batch's life:
+The fleet (``llmfleet/_open.py``, ``llmfleet/_dispatcher.py``, ``llmfleet/_batch.py``) calls,
+in order of a batch's life:
 
 - :meth:`FleetJournal.opened` around the whole fleet, entered before its task group:
   :meth:`FleetJournal.open` (a bad journal fails ``async with`` with

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, final
 
 import anyio
 
-from .._dispatcher import open_fleet
+from .._open import open_fleet
 from .._policy import RoutingPolicy
 from ..errors import (
     BatchRequestCanceledError,

@@ -1,0 +1,257 @@
+"""The fleet's life: :func:`open_fleet`, and how a fleet opens, drains and aborts
+(docs/design.md §1, §5.7).
+
+:func:`open_fleet` picks the kind of fleet (one process, with or without a journal, or one
+across processes on a broker) and returns the context manager that runs it.
+:func:`run_dispatcher` is that context manager for a :class:`~llmfleet.FleetDispatcher`
+(whose own ``async with`` enters it too): it opens the journal if there is one, starts the
+fleet's task group (status board, deadline timers, flusher, re-attached batches), and on
+leaving drains on a normal exit or aborts, in the order §5.7 sets out. The routing, the
+flusher and the abort's steps it calls live in ``_dispatcher``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
+from typing import TYPE_CHECKING, Any, overload
+
+import anyio
+
+from ._batch import BatchContext, back_off
+from ._board import StatusBoard
+from ._budget import Priority
+from ._call import Call
+from ._create_gate import CreateGate
+from ._dispatcher import FleetDispatcher
+from ._timers import backend_clock
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncIterator
+
+    from anyio.abc import TaskStatus
+
+    from ._policy import RoutingPolicy
+    from ._stats import OnResult
+    from .broker import BrokeredFleet
+    from .journal import FlushRecord, Journal
+    from .pricing import PriceTable
+
+__all__ = ["open_fleet", "run_dispatcher"]
+
+logger = logging.getLogger("llmfleet")
+
+
+@asynccontextmanager
+async def run_dispatcher(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
+    """Run ``fleet`` for the length of an ``async with`` block (once per dispatcher)."""
+    if fleet._entered:
+        raise RuntimeError("a FleetDispatcher can be entered once; make a new one")
+    fleet._entered = True
+    journal = fleet._journal
+    if journal is None:
+        async with _run_open(fleet, []) as opened:
+            yield opened
+        return
+    # Open the journal, and settle interrupted creates before anything is sent; it is
+    # closed once the fleet has ended, however it ends.
+    async with journal.opened(partial(fleet._budget.acquire, Priority.CREATE)) as reattach:
+        async with _run_open(fleet, reattach) as opened:
+            yield opened
+
+
+@asynccontextmanager
+async def _run_open(
+    fleet: FleetDispatcher, reattach: list[FlushRecord]
+) -> AsyncIterator[FleetDispatcher]:
+    clock = fleet._clock = backend_clock()
+    fleet._outcomes.set_clock(clock)
+    deadlines = fleet._deadlines
+    deadlines.clock = clock
+    fleet._idle = idle = anyio.Event()
+    fleet._new_event = type(idle)  # the running backend's Event class: one per batched call
+    stats = fleet._stats
+    on_error = partial(back_off, stats, fleet._budget)
+    board = StatusBoard(fleet.provider, fleet._budget, fleet.policy, stats._api_request, on_error)
+    fleet._ctx = BatchContext(
+        provider=fleet.provider,
+        policy=fleet.policy,
+        budget=fleet._budget,
+        stats=stats,
+        outcomes=fleet._outcomes,
+        gate=CreateGate(fleet.provider, fleet._budget, stats, on_error, clock),
+        board=board,
+        clock=clock,
+        turnaround=deadlines.turnaround,
+        on_end=fleet._batch_ended,
+        journal=fleet._journal,
+    )
+    send, receive = anyio.create_memory_object_stream[Call](math.inf)
+    body_error: BaseException | None = None
+    background = anyio.CancelScope()
+
+    async def run_background(*, task_status: TaskStatus[None]) -> None:
+        # The status board and the deadline timers: they serve the batches and calls in
+        # flight, and stop once the last one is done.
+        with background:
+            async with anyio.create_task_group() as inner:
+                await inner.start(board.run)
+                await inner.start(deadlines.timers.run)
+                task_status.started()
+
+    # Shielded once the fleet aborts: the task group's exit then waits for the fleet's own
+    # tasks (cancelled, each cleanup bounded by ABORT_GRACE_S) without being interrupted by
+    # a cancellation from outside, so the body's exception is what leaves this block. Callers
+    # that share an outer task group with the fleet fail with FleetClosedError during the
+    # abort, which cancels that group while this exit runs; unshielded, the exit would raise
+    # Cancelled and the body's exception would be lost.
+    with anyio.CancelScope() as guard:
+        async with anyio.create_task_group() as tg:
+            fleet._tg = deadlines.tg = tg
+            fleet._send = send
+            fleet._receive = receive
+            await tg.start(run_background)
+            await tg.start(fleet._flusher, receive)
+            for flush in reattach:
+                fleet._start_batch([], "reattach", batch_id=flush.batch_id, flush=flush)
+            fleet._state = "open"
+            why = "because the `async with` block raised"
+            try:
+                yield fleet
+            except BaseException as exc:
+                # Exit by exception or outer cancellation: abort, and re-raise the body's
+                # own exception after the task group, so it is not wrapped in a group.
+                body_error = exc
+            else:
+                fleet._close()
+                try:
+                    with anyio.move_on_after(
+                        math.inf if fleet._drain_timeout is None else fleet._drain_timeout
+                    ):
+                        await idle.wait()
+                except BaseException as exc:
+                    # Cancelled from outside while draining: abort like a body that was.
+                    body_error = exc
+                    why = "because it was cancelled while draining"
+                else:
+                    if not idle.is_set():
+                        logger.warning("drain timeout: cancelling %d batches", len(fleet._batches))
+                        why = "after drain_timeout_ms"
+            if body_error is not None or not idle.is_set():
+                guard.shield = True
+                await fleet._abort(why)
+                tg.cancel_scope.cancel()
+            else:
+                # Every batch has ended: the board and the timers have nothing left to serve.
+                background.cancel()
+    if body_error is not None:
+        try:
+            raise body_error
+        finally:
+            body_error = None
+    # Every caller's outcome is in its slot, but the callers woken by the last results have
+    # not run yet. One checkpoint lets them run before the code after `async with` does, so
+    # "the block returns when every caller has its outcome" holds for what callers record.
+    await anyio.lowlevel.checkpoint()
+
+
+# -- open_fleet(broker=...): one fleet across processes (src/llmfleet/broker/) -------------
+@overload
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    broker: None = None,
+) -> AbstractAsyncContextManager[FleetDispatcher]: ...
+@overload
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    broker: str,
+    broker_name: str = "default",
+    lease_ttl_ms: int = 10_000,
+    broker_timeout_ms: int = 30_000,
+) -> AbstractAsyncContextManager[BrokeredFleet]: ...
+
+
+def open_fleet(
+    client: Any,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    broker: str | None = None,
+    **broker_options: Any,
+) -> AbstractAsyncContextManager[FleetDispatcher] | AbstractAsyncContextManager[BrokeredFleet]:
+    """Open a fleet over ``client``: an async context manager yielding a :class:`FleetDispatcher`.
+
+    The fleet owns a task group (the flusher and one task per in-flight batch) that lives as
+    long as the ``async with`` block. On normal exit new calls are refused, the queue is
+    flushed at once (reason ``drain``) and the block returns when every caller has its
+    outcome. On exit by exception or cancellation, queued callers get
+    :class:`~llmfleet.FleetClosedError`, in-flight batches are cancelled with the provider
+    (shielded, bounded by a few seconds), and the body's exception propagates as itself,
+    even when the callers share an outer task group with the fleet and their
+    ``FleetClosedError`` cancels that group meanwhile.
+
+    :param client: ``anthropic.AsyncAnthropic`` or any :class:`~llmfleet.providers.Provider`.
+    :param policy: routing and flushing rules (:class:`~llmfleet.RoutingPolicy`).
+    :param drain_timeout_ms: on normal exit, wait at most this long for in-flight batches;
+        then cancel them with the provider and fail their callers with ``FleetClosedError``.
+        ``None`` (default) waits for every batch to end.
+    :param prices: the price table for cost figures (default: list prices).
+    :param on_result: called with a :class:`~llmfleet.ResultEvent` as each call ends.
+    :param journal: a :class:`~llmfleet.Journal` or the path of one (an SQLite file): the
+        fleet records every batch before creating it and every result as it arrives, and
+        on opening re-attaches to the batches an earlier fleet left running (they are never
+        created again) and answers calls whose result is stored (docs/journal.md).
+    :param broker: a Redis URL (``"redis://host:6379/0"``, needs ``llmfleet[redis]``): the
+        fleet spans every process that opens it there (see the README, "One fleet across
+        processes"); it yields a :class:`~llmfleet.broker.BrokeredFleet`. Its options:
+        ``broker_name`` (fleets sharing one Redis), ``lease_ttl_ms`` (how soon a dead
+        leader's work is taken over), ``broker_timeout_ms`` (how long calls wait for an
+        unreachable Redis before :class:`~llmfleet.BrokerError`).
+    :raises TypeError: no adapter knows this client.
+    :raises JournalError: the journal cannot be used (at ``async with``).
+    """
+    if broker is not None:
+        if journal is not None:
+            raise TypeError(
+                "open_fleet(broker=...) keeps its batch records in Redis; pass journal= only to a"
+                " one-process fleet"
+            )
+        from .broker import open_broker_fleet
+
+        return open_broker_fleet(
+            client,
+            broker=broker,
+            policy=policy,
+            drain_timeout_ms=drain_timeout_ms,
+            prices=prices,
+            on_result=on_result,
+            **broker_options,
+        )
+    if broker_options:
+        raise TypeError(f"{', '.join(sorted(broker_options))}: only with open_fleet(broker=...)")
+    fleet = FleetDispatcher(
+        client,
+        policy=policy,
+        drain_timeout_ms=drain_timeout_ms,
+        prices=prices,
+        on_result=on_result,
+        journal=journal,
+    )
+    return run_dispatcher(fleet)

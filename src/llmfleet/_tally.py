@@ -1,0 +1,149 @@
+"""Recording on every call's path, reading exactly later: the wait histogram, and one
+route's tally of waits, tokens and deadline hits (docs/design.md §6).
+
+A record costs an append or a few integer additions; the work (bucketing the waits, pricing
+the tokens) is done when the stats are read. :class:`~llmfleet.FleetStats` holds a
+:class:`Tally` per route and a :class:`Histogram` of batch end lags, and is their only
+writer; its counters, the live view and the snapshot are in ``_stats``.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+from dataclasses import dataclass
+from itertools import repeat
+from operator import truediv
+from typing import Final, final
+
+from .pricing import Cost, PriceTable, TokenUsage
+
+__all__ = ["Histogram", "Percentiles", "Tally"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """A distribution of waits, in milliseconds (``None`` where nothing was seen)."""
+
+    count: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None
+
+
+_BASE: Final = math.log(1.01)
+#: Waits kept raw before they are folded into buckets (one C-speed pass per this many).
+_PENDING: Final = 1024
+
+
+@final
+class Histogram:
+    """Waits in log-spaced buckets (1% wide): exact count and max, percentiles within 1%,
+    memory independent of how many calls are recorded.
+
+    ``add`` is on every call's path, so it only appends to a small float array; the array is
+    folded into the buckets by C-level ``map``s when it fills up or when someone reads.
+    """
+
+    __slots__ = ("_buckets", "_count", "_max", "_pending")
+
+    def __init__(self) -> None:
+        self._buckets: Counter[int] = Counter()
+        self._pending = array("d")
+        self._count = 0
+        self._max: float | None = None
+
+    def add(self, ms: float) -> None:
+        pending = self._pending
+        pending.append(ms if ms > 0.0 else 0.0)
+        if len(pending) >= _PENDING:
+            self._fold()
+
+    def _fold(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        # key = int(log1p(ms) / _BASE), for every pending wait, without a Python-level loop.
+        self._buckets.update(map(int, map(truediv, map(math.log1p, pending), repeat(_BASE))))
+        self._count += len(pending)
+        top = max(pending)
+        if self._max is None or top > self._max:
+            self._max = top
+        self._pending = array("d")
+
+    @property
+    def count(self) -> int:
+        return self._count + len(self._pending)
+
+    @property
+    def max(self) -> float | None:
+        self._fold()
+        return self._max
+
+    def quantile(self, q: float) -> float | None:
+        self._fold()
+        if not self._count:
+            return None
+        rank = max(1, math.ceil(q * self._count))
+        seen = 0
+        for key in sorted(self._buckets):
+            seen += self._buckets[key]
+            if seen >= rank:
+                # The bucket's upper edge, never above the exact max.
+                value = math.expm1((key + 1) * _BASE)
+                return min(value, self._max if self._max is not None else value)
+        return self._max
+
+    def summary(self) -> Percentiles:
+        self._fold()
+        return Percentiles(self._count, self.quantile(0.5), self.quantile(0.95), self._max)
+
+
+@final
+class Tally:
+    """One route's waits, tokens and deadline hits.
+
+    Recording a call is a few integer additions: tokens are summed per model as plain ints
+    and priced only when someone reads ``cost`` (a price is linear in tokens, so the cost of
+    the sums is the sum of the costs, to the last digit in ``Decimal``).
+    """
+
+    __slots__ = ("hits", "misses", "tokens", "waits")
+
+    def __init__(self) -> None:
+        self.waits = Histogram()
+        #: model -> [input, output, cache write, cache read, calls with usage]
+        self.tokens: dict[str, list[int]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def add_tokens(self, model: str, counts: tuple[int, int, int, int]) -> None:
+        slot = self.tokens.get(model)
+        if slot is None:
+            slot = self.tokens[model] = [0, 0, 0, 0, 0]
+        slot[0] += counts[0]
+        slot[1] += counts[1]
+        slot[2] += counts[2]
+        slot[3] += counts[3]
+        slot[4] += 1
+
+    def usage(self) -> TokenUsage:
+        total = [0, 0, 0, 0]
+        for slot in self.tokens.values():
+            for i in range(4):
+                total[i] += slot[i]
+        return TokenUsage(*total)
+
+    def cost(self, prices: PriceTable, *, batch: bool) -> tuple[Cost, int]:
+        """The cost of the priced models' tokens, and how many calls had no price."""
+        cost = Cost()
+        unpriced = 0
+        for model, slot in self.tokens.items():
+            priced = prices.cost(model, TokenUsage(*slot[:4]), batch=batch)
+            if priced is None:
+                unpriced += slot[4]
+            else:
+                cost = cost + priced
+        return cost, unpriced
