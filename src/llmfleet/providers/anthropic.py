@@ -96,24 +96,15 @@ class AnthropicProvider:
         return str(params.get("model", ""))
 
     def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
-        usage = getattr(value, "usage", None)
-        if usage is None:
-            return None
-        return (
-            usage.input_tokens or 0,
-            usage.output_tokens or 0,
-            getattr(usage, "cache_creation_input_tokens", None) or 0,
-            getattr(usage, "cache_read_input_tokens", None) or 0,
-        )
+        return message_tokens(value)
 
     def dump_value(self, value: Message) -> dict[str, Any]:
         """A response as JSON, for the journal."""
-        data: dict[str, Any] = value.model_dump(mode="json")
-        return data
+        return dump_message(value)
 
     def load_value(self, data: dict[str, Any]) -> Message:
         """A response from the journal, as the SDK builds one (:meth:`dump_value`'s inverse)."""
-        return _Message.model_construct(**data)
+        return load_message(data)
 
     async def call(self, params: Mapping[str, Any]) -> Message:
         create: Any = self._client.messages.create
@@ -227,3 +218,29 @@ def _status(batch: MessageBatch) -> BatchStatus:
 def _status_of(exc: BaseException) -> tuple[int, httpx2.Response]:
     assert isinstance(exc, anthropic.APIStatusError)
     return exc.status_code, exc.response
+
+
+# A Messages API response, whichever route or vendor carried it (Anthropic's API, Bedrock's
+# InvokeModel and batch output): its tokens, and its JSON form for the journal and the broker.
+def message_tokens(value: Any) -> tuple[int, int, int, int] | None:
+    """``(input, output, cache write, cache read)`` of a ``Message``'s usage, if it has one."""
+    usage = getattr(value, "usage", None)
+    if usage is None:
+        return None
+    return (
+        usage.input_tokens or 0,
+        usage.output_tokens or 0,
+        getattr(usage, "cache_creation_input_tokens", None) or 0,
+        getattr(usage, "cache_read_input_tokens", None) or 0,
+    )
+
+
+def dump_message(value: Message) -> dict[str, Any]:
+    """A ``Message`` as JSON."""
+    data: dict[str, Any] = value.model_dump(mode="json")
+    return data
+
+
+def load_message(data: dict[str, Any]) -> Message:
+    """A ``Message`` from :func:`dump_message`'s JSON, built as the SDK builds one."""
+    return _Message.model_construct(**data)

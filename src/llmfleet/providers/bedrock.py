@@ -57,6 +57,7 @@ from ._bedrock_wire import (
     unanswered_result,
 )
 from ._json import encode
+from .anthropic import dump_message, load_message, message_tokens
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
@@ -298,24 +299,15 @@ class BedrockProvider:
         return size, (self.model_of(params), body)
 
     def tokens_of(self, value: Any) -> tuple[int, int, int, int] | None:
-        usage = getattr(value, "usage", None)
-        if usage is None:
-            return None
-        return (
-            usage.input_tokens or 0,
-            usage.output_tokens or 0,
-            getattr(usage, "cache_creation_input_tokens", None) or 0,
-            getattr(usage, "cache_read_input_tokens", None) or 0,
-        )
+        return message_tokens(value)
 
     def dump_value(self, value: Message) -> dict[str, Any]:
         """A response as JSON, for the journal."""
-        data: dict[str, Any] = value.model_dump(mode="json")
-        return data
+        return dump_message(value)
 
     def load_value(self, data: dict[str, Any]) -> Message:
         """A response from the journal (:meth:`dump_value`'s inverse)."""
-        return Message.model_validate(data)
+        return load_message(data)
 
     # -- the direct route -----------------------------------------------------------------
 
