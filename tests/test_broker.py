@@ -387,3 +387,71 @@ async def test_a_leader_cancelled_from_outside_hands_its_batch_over_uncancelled(
         assert all(text.endswith(f"m{i}") for i, text in answers.items())
         assert emu.ledger.batches_created == 1
         assert {e.result for e in emu.ledger.select(route="batch")} == {"succeeded"}
+
+
+async def test_takeover_finds_a_tagged_batch_exactly_where_the_adapter_tags_creates(
+    redis: RedisServer,
+) -> None:
+    """OpenAI tags a create with the flush's tag: a new leader finds its dead predecessor's
+    unrecorded batch by that tag (a fresh adapter remembers no unanswered create), not by size
+    and time, so a newer batch of the same size is not taken for it, and nothing is created
+    again."""
+    import json
+
+    import coredis
+    from openai import AsyncOpenAI
+
+    from llmfleet.broker._redis import GROUP
+    from llmfleet.broker._store import StoredCall
+    from llmfleet.providers import BATCH_TAG
+
+    keys = Keys.of("default")
+    call_id, origin = "gone.1", "gone"
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "find me"}]}
+    decoy = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "not me"}]}
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.2)) as emu,
+        AsyncOpenAI(api_key=KEY, base_url=emu.url + "/v1") as client,
+    ):
+        raw: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
+        async with raw:
+            scripts = Scripts(raw)
+            await raw.xgroup_create(keys.calls, GROUP, identifier="0", mkstream=True)
+            fields = {"t": "call", "id": call_id, "o": origin, "p": json.dumps(chat)}
+            entry_id = await raw.xadd(keys.calls, {**fields, "b": "", "a": repr(time.time())})
+            await raw.xreadgroup(GROUP, "dead-leader", streams={keys.calls: ">"}, count=10)
+            dead = Lease()
+            dead.value = await scripts.acquire(
+                keys=[keys.lease, keys.fence], args=["dead-leader", 60_000]
+            )
+            flush = FlushRecord(
+                flush_id="f-dead",
+                created_after=time.time(),
+                calls=[StoredCall("lf_dead_1", call_id, str(entry_id), origin)],
+                tag="lf_" + "d" * 32,
+            )
+            await RedisBatchStore(raw, keys, scripts, dead).record_intent(flush)
+            # Its create, tagged as the leader's wrapper tags it, then a newer batch of the
+            # same size (another fleet's) that a search by size and time would take.
+            sender = adapter_for(client)
+            tagged = BATCH_TAG.set(flush.tag)
+            try:
+                await sender.create_batch([("lf_dead_1", sender.prepare("lf_dead_1", chat)[1])])
+            finally:
+                BATCH_TAG.reset(tagged)
+            await sender.create_batch([("other_1", sender.prepare("other_1", decoy)[1])])
+            await raw.delete([keys.lease])  # its lease runs out
+
+            async with open_fleet(client, policy=policy(), broker=redis.url) as fleet:
+                with anyio.fail_after(30):
+                    while True:
+                        reply = await raw.xread({keys.results(origin): "0-0"}, count=1)
+                        if reply:
+                            break
+                        await anyio.sleep(0.05)
+                assert fleet.terms_led == 1
+            (entry,) = reply[keys.results(origin)]
+            value, error = load_outcome(adapter_for(client), str(entry.field_values["r"]))
+            assert error is None
+            assert value.choices[0].message.content.endswith("find me")
+            assert emu.ledger.batches_created == 2  # the tagged one and the decoy, no third

@@ -220,17 +220,24 @@ class Leadership:
                 break
 
     async def _reconcile(self, flush: FlushRecord) -> str | None:
-        """The batch an unanswered create made, if it made one (by size and time)."""
+        """The batch an unanswered create made, if it made one: by its tag where the adapter
+        tags its creates, else by size and time."""
         exclude = await self._store.known_batch_ids()
         give_up = anyio.current_time() + RECONCILE_WINDOW_S
         delay = RECONCILE_FIRST_S
         provider = self._provider
+        tagged = bool(flush.tag) and hasattr(provider.inner, "find_tagged")
         while True:
             try:
                 # Through the wrapper: a list request counts in the fleet's budget too.
-                found = await provider.find_batch(
-                    count=len(flush.calls), created_after=flush.created_after, exclude=exclude
-                )
+                if tagged:
+                    found = await provider.find_tagged(
+                        flush.tag, created_after=flush.created_after, exclude=exclude
+                    )
+                else:
+                    found = await provider.find_batch(
+                        count=len(flush.calls), created_after=flush.created_after, exclude=exclude
+                    )
             except Exception as exc:
                 if provider.classify(exc) is None or isinstance(exc, LEADER_LOST):
                     raise

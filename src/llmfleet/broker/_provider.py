@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast, final
 
 import anyio
 
-from ..providers import ErrorInfo, ErrorKind
+from ..providers import BATCH_TAG, ErrorInfo, ErrorKind
 from ._store import LEADER_LOST, FlushRecord, NotLeadingError, StoredCall
 
 if TYPE_CHECKING:
@@ -154,6 +154,9 @@ class LeaderProvider:
             flush_id=f"{time.time_ns():x}-{secrets.token_hex(4)}",
             created_after=time.time(),
             calls=[StoredCall(s.custom_id or "", s.call_id, s.entry_id, s.origin) for s in served],
+            # Adapters that can tag a create (OpenAI metadata, Bedrock job names) carry it,
+            # so a successor finds this flush's batch exactly (find_tagged), not by size.
+            tag="lf_" + secrets.token_hex(16),
         )
         await store.take_slot(self._per_minute)
         # The record goes first: a successor that finds it without an id looks for the batch
@@ -163,6 +166,7 @@ class LeaderProvider:
             s.flush_id = flush.flush_id
         self._pending[flush.flush_id] = {s.call_id for s in served}
         self.creating += 1
+        tagged = BATCH_TAG.set(flush.tag)
         try:
             batch_id = await self.inner.create_batch(requests)
         except Exception as exc:
@@ -176,6 +180,7 @@ class LeaderProvider:
                 await self._quietly(store.record_void(flush.flush_id))
             raise
         finally:
+            BATCH_TAG.reset(tagged)
             self.creating -= 1
             if not self.creating and self._creates_done is not None:
                 self._creates_done.set()
@@ -202,6 +207,18 @@ class LeaderProvider:
                     del self._ambiguous[first]
                     await self.store.record_created(flush, found)
                     break
+        return found
+
+    async def find_tagged(
+        self, tag: str, *, created_after: float, exclude: frozenset[str] | set[str]
+    ) -> str | None:
+        """The batch whose create carried ``tag``, through the inner adapter (``None`` when
+        it cannot tag its creates), in the fleet's budget."""
+        find = getattr(self.inner, "find_tagged", None)
+        if find is None:
+            return None
+        await self.store.take_slot(self._per_minute)
+        found: str | None = await find(tag, created_after=created_after, exclude=exclude)
         return found
 
     async def poll(self, batch_id: str) -> BatchStatus:
