@@ -350,7 +350,8 @@ class FleetStats:
     #
     # These are the only writers of the counters: the rest of the fleet says what happened
     # through them. Each is a few integer operations; the direct route's two are on every
-    # direct call's path (a budget of a couple of microseconds for the whole call).
+    # direct call's path (a budget of a couple of microseconds for the whole call), and
+    # every batched call makes one call to :meth:`_enqueue` and one to :meth:`_outcome`.
 
     def _direct_started(self) -> None:
         """A call routed direct (counted whatever its outcome)."""
@@ -396,11 +397,16 @@ class FleetStats:
         """Whether fewer than ``limit`` calls are queued (``queued`` without its view)."""
         return self._c.queued < limit
 
-    def _enqueued(self) -> None:
-        """A call routed to the batch route and queued."""
+    def _enqueue(self, limit: int) -> bool:
+        """Count a call routed to the batch route as queued if fewer than ``limit`` calls
+        are; ``False`` (nothing counted) if the queue is full. One call per batched item:
+        the room check and the count together."""
         c = self._c
+        if c.queued >= limit:
+            return False
         c.queued += 1
         c.batched_calls += 1
+        return True
 
     def _dequeued(self) -> None:
         """A queued call left the queue for anything but a flush."""
