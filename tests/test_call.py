@@ -92,6 +92,58 @@ def test_release_lets_go_of_request_and_result() -> None:
     assert (call.request, call.value, call.error, call.params) == (None, None, None, {})
 
 
+# The three moves every batched call makes are checked inline where they happen, not by
+# Call.move(): each against its one legal source state. These hold them to the table.
+
+
+@pytest.mark.parametrize("state", list(CallState), ids=lambda s: s.name)
+async def test_a_flush_only_sends_queued_calls(state: CallState) -> None:
+    fleet = FleetDispatcher(FakeProvider(), policy=RoutingPolicy())
+    async with fleet:
+        call = _call(state)
+        if state is QUEUED:
+            assert fleet.stats._enqueue(fleet.policy.max_queued)
+            fleet._start_batch([call], "drain")
+            assert call.state is SENT
+            assert call.batch is not None
+            fleet._outcomes.resolve(call, "succeeded", value=None)
+        else:
+            assert (state.name, "SENT") not in EXPECTED  # the table agrees
+            with pytest.raises(IllegalTransitionError, match=f"{state.name} -> SENT"):
+                fleet._start_batch([call], "drain")
+            assert call.state is state  # an illegal move changes nothing
+            assert call.batch is None
+
+
+@pytest.mark.parametrize("state", list(CallState), ids=lambda s: s.name)
+def test_only_a_new_call_enters_the_queue(state: CallState) -> None:
+    fleet = FleetDispatcher(FakeProvider(), policy=RoutingPolicy())
+    call = _call(state)
+    fleet._accept(call)
+    if state is NEW:
+        assert call.state is QUEUED
+        assert [len(q) for q in fleet._queues.values()] == [1]
+    else:
+        # A call that escalated or left before the flusher took it is not queued.
+        assert call.state is state
+        assert not fleet._queues
+
+
+@pytest.mark.parametrize("state", list(CallState), ids=lambda s: s.name)
+async def test_only_a_sent_call_is_resolved(state: CallState) -> None:
+    fleet = FleetDispatcher(FakeProvider(), policy=RoutingPolicy())
+    call = _call(state)
+    answer = FakeMessage("lf_test_1", "x", "batch")
+    fleet._outcomes.resolve(call, "succeeded", value=answer)
+    if state is SENT:
+        assert (call.state, call.value, call.done.is_set()) == (DONE, answer, True)
+        assert fleet.stats.succeeded == 1
+    else:
+        # Escalated, left, or answered already: the batch's result is not its outcome.
+        assert (call.state, call.value, call.done.is_set()) == (state, None, False)
+        assert fleet.stats.succeeded == 0
+
+
 async def test_a_batch_can_start_from_an_existing_batch_id() -> None:
     # The seam a durable journal re-attaches through: the batch exists at the provider
     # already, so the fleet waits for it and delivers its results without creating it.
@@ -109,7 +161,7 @@ async def test_a_batch_can_start_from_an_existing_batch_id() -> None:
         for cid, text in zip(custom_ids, texts, strict=True):
             call = Call(cid, request(text), None, 10, "", anyio.Event())
             call.move(QUEUED)
-            fleet.stats._enqueued()
+            assert fleet.stats._enqueue(fleet.policy.max_queued)
             calls.append(call)
         fleet._start_batch(calls, "drain", batch_id=batch_id)
         for call in calls:

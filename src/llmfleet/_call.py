@@ -32,6 +32,7 @@ __all__ = [
     "CallState",
     "IllegalTransitionError",
     "Outcomes",
+    "illegal_move",
 ]
 
 logger = logging.getLogger("llmfleet")
@@ -84,6 +85,19 @@ _RELEASED: Final[dict[str, Any]] = {}
 
 class IllegalTransitionError(AssertionError):
     """A call was moved between two states the lifecycle does not connect: a fleet bug."""
+
+
+def illegal_move(call: Call, to: CallState) -> IllegalTransitionError:
+    """The error for moving ``call`` to ``to`` when the lifecycle has no such move.
+
+    The three moves every batched call makes (NEW -> QUEUED, QUEUED -> SENT, SENT -> DONE)
+    are checked inline where they happen, against their one legal source state (as strict
+    as the table, without a call per item); they raise this. Every other move goes through
+    :meth:`Call.move`.
+    """
+    return IllegalTransitionError(
+        f"call {call.custom_id}: {call.state.name} -> {to.name} is not a lifecycle move"
+    )
 
 
 @final
@@ -143,9 +157,7 @@ class Call:
     def move(self, to: CallState) -> None:
         """Move to ``to``; :class:`IllegalTransitionError` if the lifecycle has no such move."""
         if not _ALLOWED[self.state] >> to & 1:
-            raise IllegalTransitionError(
-                f"call {self.custom_id}: {self.state.name} -> {to.name} is not a lifecycle move"
-            )
+            raise illegal_move(self, to)
         self.state = to
 
     def release(self) -> None:
@@ -244,16 +256,27 @@ class Outcomes:
         value: Any = None,
         error: BaseException | None = None,
     ) -> None:
-        """Give a call in a batch its outcome (nothing if it is no longer in one)."""
-        if call.state != SENT:
+        """Give a call in a batch its outcome (nothing if it is no longer in one).
+
+        Every batched call ends here: the move SENT -> DONE is made inline (the guard is its
+        check) and the outcome is counted as :meth:`record` would, with no hop through it.
+        """
+        if call.state is not SENT:
             return
-        call.move(DONE)
+        call.state = DONE
         call.value = value
         call.error = error
         batch = call.batch
         if batch is not None:
             batch.live -= 1
-        self.record(Route.BATCH, outcome, call.model, call.arrival, value, call=call)
+        now = self._clock()
+        wait = now - call.arrival
+        tokens = None if value is None else self._provider.tokens_of(value)
+        deadline = call.deadline
+        hit = None if deadline == math.inf or outcome == "withdrawn" else now <= deadline
+        self._stats._outcome(Route.BATCH, outcome, call.model, wait, tokens, hit)
+        if self._on_result is not None:
+            self._tell(Route.BATCH, outcome, call.model, wait, tokens, call)
         call.done.set()
 
     def fail_pending(self, call: Call, error: BaseException) -> None:

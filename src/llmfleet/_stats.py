@@ -15,7 +15,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar, final, overload
 
-from ._tally import Histogram, Percentiles, Tally
+from ._tally import PENDING, Histogram, Percentiles, Tally
 from .pricing import Cost, PriceTable, TokenUsage
 
 if TYPE_CHECKING:
@@ -350,7 +350,8 @@ class FleetStats:
     #
     # These are the only writers of the counters: the rest of the fleet says what happened
     # through them. Each is a few integer operations; the direct route's two are on every
-    # direct call's path (a budget of a couple of microseconds for the whole call).
+    # direct call's path (a budget of a couple of microseconds for the whole call), and
+    # every batched call makes one call to :meth:`_enqueue` and one to :meth:`_outcome`.
 
     def _direct_started(self) -> None:
         """A call routed direct (counted whatever its outcome)."""
@@ -363,9 +364,21 @@ class FleetStats:
         c = self._c
         c.succeeded += 1
         tally = c.direct
-        tally.waits.add(took_s * 1000)
+        # Histogram.add and Tally.add_tokens, inline (no call of their own on this path).
+        waits = tally.waits
+        pending = waits.pending
+        pending.append(took_s * 1000 if took_s > 0.0 else 0.0)
+        if len(pending) >= PENDING:
+            waits.fold()
         if tokens is not None:
-            tally.add_tokens(model, tokens)
+            slot = tally.tokens.get(model)
+            if slot is None:
+                slot = tally.tokens[model] = [0, 0, 0, 0, 0]
+            slot[0] += tokens[0]
+            slot[1] += tokens[1]
+            slot[2] += tokens[2]
+            slot[3] += tokens[3]
+            slot[4] += 1
 
     def _outcome(
         self,
@@ -383,9 +396,22 @@ class FleetStats:
             c.succeeded += 1
         else:
             setattr(c, outcome, getattr(c, outcome) + 1)
-        tally.waits.add(wait_s * 1000)
+        # Histogram.add and Tally.add_tokens, inline, as in _direct_succeeded: every batched
+        # call's outcome comes here.
+        waits = tally.waits
+        pending = waits.pending
+        pending.append(wait_s * 1000 if wait_s > 0.0 else 0.0)
+        if len(pending) >= PENDING:
+            waits.fold()
         if tokens is not None:
-            tally.add_tokens(model, tokens)
+            slot = tally.tokens.get(model)
+            if slot is None:
+                slot = tally.tokens[model] = [0, 0, 0, 0, 0]
+            slot[0] += tokens[0]
+            slot[1] += tokens[1]
+            slot[2] += tokens[2]
+            slot[3] += tokens[3]
+            slot[4] += 1
         if hit is not None:
             if hit:
                 tally.hits += 1
@@ -396,11 +422,16 @@ class FleetStats:
         """Whether fewer than ``limit`` calls are queued (``queued`` without its view)."""
         return self._c.queued < limit
 
-    def _enqueued(self) -> None:
-        """A call routed to the batch route and queued."""
+    def _enqueue(self, limit: int) -> bool:
+        """Count a call routed to the batch route as queued if fewer than ``limit`` calls
+        are; ``False`` (nothing counted) if the queue is full. One call per batched item:
+        the room check and the count together."""
         c = self._c
+        if c.queued >= limit:
+            return False
         c.queued += 1
         c.batched_calls += 1
+        return True
 
     def _dequeued(self) -> None:
         """A queued call left the queue for anything but a flush."""

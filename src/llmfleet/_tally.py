@@ -35,7 +35,7 @@ class Percentiles:
 
 _BASE: Final = math.log(1.01)
 #: Waits kept raw before they are folded into buckets (one C-speed pass per this many).
-_PENDING: Final = 1024
+PENDING: Final = 1024
 
 
 @final
@@ -45,24 +45,28 @@ class Histogram:
 
     ``add`` is on every call's path, so it only appends to a small float array; the array is
     folded into the buckets by C-level ``map``s when it fills up or when someone reads.
+    A recorder on the hottest paths (``FleetStats``) may do ``add`` inline, with no call:
+    append a non-negative wait to ``pending`` and call :meth:`fold` once it holds
+    :data:`PENDING` waits.
     """
 
-    __slots__ = ("_buckets", "_count", "_max", "_pending")
+    __slots__ = ("_buckets", "_count", "_max", "pending")
 
     def __init__(self) -> None:
         self._buckets: Counter[int] = Counter()
-        self._pending = array("d")
+        self.pending = array("d")
         self._count = 0
         self._max: float | None = None
 
     def add(self, ms: float) -> None:
-        pending = self._pending
+        pending = self.pending
         pending.append(ms if ms > 0.0 else 0.0)
-        if len(pending) >= _PENDING:
-            self._fold()
+        if len(pending) >= PENDING:
+            self.fold()
 
-    def _fold(self) -> None:
-        pending = self._pending
+    def fold(self) -> None:
+        """Fold the pending waits into the buckets."""
+        pending = self.pending
         if not pending:
             return
         # key = int(log1p(ms) / _BASE), for every pending wait, without a Python-level loop.
@@ -71,19 +75,19 @@ class Histogram:
         top = max(pending)
         if self._max is None or top > self._max:
             self._max = top
-        self._pending = array("d")
+        self.pending = array("d")
 
     @property
     def count(self) -> int:
-        return self._count + len(self._pending)
+        return self._count + len(self.pending)
 
     @property
     def max(self) -> float | None:
-        self._fold()
+        self.fold()
         return self._max
 
     def quantile(self, q: float) -> float | None:
-        self._fold()
+        self.fold()
         if not self._count:
             return None
         rank = max(1, math.ceil(q * self._count))
@@ -97,7 +101,7 @@ class Histogram:
         return self._max
 
     def summary(self) -> Percentiles:
-        self._fold()
+        self.fold()
         return Percentiles(self._count, self.quantile(0.5), self.quantile(0.95), self._max)
 
 
