@@ -69,6 +69,55 @@ async def pending_calls(client: coredis.Redis[str]) -> int:
     return int(await client.xlen(Keys.of("default").calls))
 
 
+DEAD_CALL, DEAD_ORIGIN, DEAD_CUSTOM_ID = "gone.1", "gone", "lf_dead_1"
+
+
+async def dead_leaders_flush(
+    raw: coredis.Redis[str], request: dict[str, Any], tag: str = ""
+) -> None:
+    """What a leader leaves when it dies after recording a flush of one call, before its
+    create's batch id: the call read from the stream by it, the flush recorded under its lease
+    (``tag`` as the leader's wrapper sets it). The test then sends the create it sent."""
+    import json
+
+    from llmfleet.broker._redis import GROUP
+    from llmfleet.broker._store import StoredCall
+
+    keys = Keys.of("default")
+    scripts = Scripts(raw)
+    await raw.xgroup_create(keys.calls, GROUP, identifier="0", mkstream=True)
+    fields = {"t": "call", "id": DEAD_CALL, "o": DEAD_ORIGIN, "p": json.dumps(request)}
+    entry_id = await raw.xadd(keys.calls, {**fields, "b": "", "a": repr(time.time())})
+    await raw.xreadgroup(GROUP, "dead-leader", streams={keys.calls: ">"}, count=10)
+    dead = Lease()
+    dead.value = await scripts.acquire(keys=[keys.lease, keys.fence], args=["dead-leader", 60_000])
+    flush = FlushRecord(
+        flush_id="f-dead",
+        created_after=time.time(),
+        calls=[StoredCall(DEAD_CUSTOM_ID, DEAD_CALL, str(entry_id), DEAD_ORIGIN)],
+        tag=tag,
+    )
+    await RedisBatchStore(raw, keys, scripts, dead).record_intent(flush)
+
+
+async def dead_callers_answer(raw: coredis.Redis[str], client: Any, url: str) -> str:
+    """Let the dead leader's lease run out, lead a fleet until the dead process's call is
+    answered in its results stream, and return that answer's payload."""
+    keys = Keys.of("default")
+    await raw.delete([keys.lease])
+    async with open_fleet(client, policy=policy(), broker=url) as fleet:
+        with anyio.fail_after(30):
+            while True:
+                reply = await raw.xread({keys.results(DEAD_ORIGIN): "0-0"}, count=1)
+                if reply:
+                    break
+                await anyio.sleep(0.05)  # polls another process's stream
+        assert fleet.terms_led == 1
+    (entry,) = reply[keys.results(DEAD_ORIGIN)]
+    assert entry.field_values["id"] == DEAD_CALL
+    return str(entry.field_values["r"])
+
+
 async def test_fleets_share_one_batch_and_each_caller_gets_its_own_answer(
     redis: RedisServer,
 ) -> None:
@@ -277,66 +326,24 @@ async def test_takeover_adopts_a_batch_its_dead_leader_created_but_never_recorde
     """A leader recorded a flush, sent its create, and died before recording the batch id:
     the next leader finds the batch (by size and time), re-attaches to it and answers the
     caller from it, and creates nothing."""
-    import json
-
     import coredis
 
-    from llmfleet.broker._redis import GROUP
-    from llmfleet.broker._store import StoredCall
-
-    keys = Keys.of("default")
-    call_id, origin = "gone.1", "gone"
     async with (
         run_emulator(EmulatorConfig(turnaround_s=0.2)) as emu,
         AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
     ):
         raw: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
         async with raw:
-            scripts = Scripts(raw)
-            await raw.xgroup_create(keys.calls, GROUP, identifier="0", mkstream=True)
-            entry_id = await raw.xadd(
-                keys.calls,
-                {
-                    "t": "call",
-                    "id": call_id,
-                    "o": origin,
-                    "p": json.dumps(params("adopt me")),
-                    "b": "",
-                    "a": repr(time.time()),
-                },
-            )
-            await raw.xreadgroup(GROUP, "dead-leader", streams={keys.calls: ">"}, count=10)
-            dead = Lease()
-            dead.value = await scripts.acquire(
-                keys=[keys.lease, keys.fence], args=["dead-leader", 60_000]
-            )
-            flush = FlushRecord(
-                flush_id="f-dead",
-                created_after=time.time(),
-                calls=[StoredCall("lf_dead_1", call_id, str(entry_id), origin)],
-            )
-            await RedisBatchStore(raw, keys, scripts, dead).record_intent(flush)
+            await dead_leaders_flush(raw, params("adopt me"))
             # The create it sent, through the SDK as the adapter would.
-            request: Any = {"custom_id": "lf_dead_1", "params": params("adopt me")}
+            request: Any = {"custom_id": DEAD_CUSTOM_ID, "params": params("adopt me")}
             await client.messages.batches.create(requests=[request])
-            await raw.delete([keys.lease])  # its lease runs out
-
-            async with open_fleet(client, policy=policy(), broker=redis.url) as fleet:
-                with anyio.fail_after(30):
-                    while True:
-                        reply = await raw.xread({keys.results(origin): "0-0"}, count=1)
-                        if reply:
-                            break
-                        await anyio.sleep(0.05)
-                assert fleet.terms_led == 1
-            (entry,) = reply[keys.results(origin)]
-            assert entry.field_values["id"] == call_id
-            provider = adapter_for(client)
-            value, error = load_outcome(provider, str(entry.field_values["r"]))
+            payload = await dead_callers_answer(raw, client, redis.url)
+            value, error = load_outcome(adapter_for(client), payload)
             assert error is None
             assert text_of(value).endswith("adopt me")
             assert emu.ledger.batches_created == 1  # adopted, never created again
-            assert await raw.hgetall(keys.flushes) == {}
+            assert await raw.hgetall(Keys.of("default").flushes) == {}
 
 
 async def test_a_leader_cancelled_from_outside_hands_its_batch_over_uncancelled(
@@ -396,62 +403,33 @@ async def test_takeover_finds_a_tagged_batch_exactly_where_the_adapter_tags_crea
     unrecorded batch by that tag (a fresh adapter remembers no unanswered create), not by size
     and time, so a newer batch of the same size is not taken for it, and nothing is created
     again."""
-    import json
-
     import coredis
     from openai import AsyncOpenAI
 
-    from llmfleet.broker._redis import GROUP
-    from llmfleet.broker._store import StoredCall
     from llmfleet.providers import BATCH_TAG
 
-    keys = Keys.of("default")
-    call_id, origin = "gone.1", "gone"
     chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "find me"}]}
     decoy = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "not me"}]}
+    tag = "lf_" + "d" * 32
     async with (
         run_emulator(EmulatorConfig(turnaround_s=0.2)) as emu,
         AsyncOpenAI(api_key=KEY, base_url=emu.url + "/v1") as client,
     ):
         raw: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
         async with raw:
-            scripts = Scripts(raw)
-            await raw.xgroup_create(keys.calls, GROUP, identifier="0", mkstream=True)
-            fields = {"t": "call", "id": call_id, "o": origin, "p": json.dumps(chat)}
-            entry_id = await raw.xadd(keys.calls, {**fields, "b": "", "a": repr(time.time())})
-            await raw.xreadgroup(GROUP, "dead-leader", streams={keys.calls: ">"}, count=10)
-            dead = Lease()
-            dead.value = await scripts.acquire(
-                keys=[keys.lease, keys.fence], args=["dead-leader", 60_000]
-            )
-            flush = FlushRecord(
-                flush_id="f-dead",
-                created_after=time.time(),
-                calls=[StoredCall("lf_dead_1", call_id, str(entry_id), origin)],
-                tag="lf_" + "d" * 32,
-            )
-            await RedisBatchStore(raw, keys, scripts, dead).record_intent(flush)
+            await dead_leaders_flush(raw, chat, tag=tag)
             # Its create, tagged as the leader's wrapper tags it, then a newer batch of the
             # same size (another fleet's) that a search by size and time would take.
             sender = adapter_for(client)
-            tagged = BATCH_TAG.set(flush.tag)
+            tagged = BATCH_TAG.set(tag)
             try:
-                await sender.create_batch([("lf_dead_1", sender.prepare("lf_dead_1", chat)[1])])
+                prepared = sender.prepare(DEAD_CUSTOM_ID, chat)[1]
+                await sender.create_batch([(DEAD_CUSTOM_ID, prepared)])
             finally:
                 BATCH_TAG.reset(tagged)
             await sender.create_batch([("other_1", sender.prepare("other_1", decoy)[1])])
-            await raw.delete([keys.lease])  # its lease runs out
-
-            async with open_fleet(client, policy=policy(), broker=redis.url) as fleet:
-                with anyio.fail_after(30):
-                    while True:
-                        reply = await raw.xread({keys.results(origin): "0-0"}, count=1)
-                        if reply:
-                            break
-                        await anyio.sleep(0.05)
-                assert fleet.terms_led == 1
-            (entry,) = reply[keys.results(origin)]
-            value, error = load_outcome(adapter_for(client), str(entry.field_values["r"]))
+            payload = await dead_callers_answer(raw, client, redis.url)
+            value, error = load_outcome(adapter_for(client), payload)
             assert error is None
             assert value.choices[0].message.content.endswith("find me")
             assert emu.ledger.batches_created == 2  # the tagged one and the decoy, no third
