@@ -364,7 +364,8 @@ class FleetStats:
         c = self._c
         c.succeeded += 1
         tally = c.direct
-        # Histogram.add and Tally.add_tokens, inline (no call of their own on this path).
+        # Histogram.add and the token slot (Tally.tokens), inline: no call of their own on
+        # this path.
         waits = tally.waits
         pending = waits.pending
         pending.append(took_s * 1000 if took_s > 0.0 else 0.0)
@@ -396,7 +397,7 @@ class FleetStats:
             c.succeeded += 1
         else:
             setattr(c, outcome, getattr(c, outcome) + 1)
-        # Histogram.add and Tally.add_tokens, inline, as in _direct_succeeded: every batched
+        # Histogram.add and the token slot, inline, as in _direct_succeeded: every batched
         # call's outcome comes here.
         waits = tally.waits
         pending = waits.pending

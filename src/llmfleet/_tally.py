@@ -118,20 +118,11 @@ class Tally:
 
     def __init__(self) -> None:
         self.waits = Histogram()
-        #: model -> [input, output, cache write, cache read, calls with usage]
+        #: model -> [input, output, cache write, cache read, calls with usage]; written by
+        #: FleetStats' two per-call recorders, inline (they are on the hot path).
         self.tokens: dict[str, list[int]] = {}
         self.hits = 0
         self.misses = 0
-
-    def add_tokens(self, model: str, counts: tuple[int, int, int, int]) -> None:
-        slot = self.tokens.get(model)
-        if slot is None:
-            slot = self.tokens[model] = [0, 0, 0, 0, 0]
-        slot[0] += counts[0]
-        slot[1] += counts[1]
-        slot[2] += counts[2]
-        slot[3] += counts[3]
-        slot[4] += 1
 
     def usage(self) -> TokenUsage:
         total = [0, 0, 0, 0]
