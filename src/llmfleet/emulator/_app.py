@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from ._anthropic_routes import DIALECT, anthropic_routes
 from ._core import ApiError
 from ._openai_routes import openai_routes
+from ._wire import unmatched
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -30,18 +31,10 @@ def build_app(state: State) -> Starlette:
         # Unknown paths and wrong methods answer in an API's error shape too (Anthropic's,
         # the first vendor's), recorded with no endpoint.
         assert isinstance(exc, HTTPException)
-        state.arrive(
-            None,
-            method=request.method,
-            path=request.url.path,
-            query=request.url.query,
-            headers=dict(request.headers),
-            body=None,
-        )
         error_type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        response = DIALECT.respond(ApiError(exc.status_code, error_type, str(exc.detail)))
-        response.headers[DIALECT.request_id_header] = state.request_id()
-        return response
+        return unmatched(
+            state, DIALECT, request, ApiError(exc.status_code, error_type, str(exc.detail))
+        )
 
     routes = [*anthropic_routes(state), *openai_routes(state)]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

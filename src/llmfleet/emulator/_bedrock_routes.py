@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ._bedrock_params import ENDPOINT_OF, invalid
 from ._core import ApiError
-from ._wire import Dialect, created, endpoint
+from ._wire import Dialect, created, endpoint, unmatched
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -128,18 +128,8 @@ def build_bedrock_app(state: BedrockState) -> Starlette:
     async def unknown(request: Request, exc: Exception) -> Response:
         # Unknown paths and wrong methods: recorded with no endpoint, answered in AWS's shape.
         assert isinstance(exc, HTTPException)
-        core.arrive(
-            None,
-            method=request.method,
-            path=request.url.path,
-            query=request.url.query,
-            headers=dict(request.headers),
-            body=None,
-        )
         error = ApiError(404, "UnknownOperationException", f"No operation at {request.url.path}")
-        response = dialect.respond(error)
-        response.headers[dialect.request_id_header] = core.request_id()
-        return response
+        return unmatched(core, dialect, request, error)
 
     # Job identifiers are ARNs, whose "/" botocore percent-encodes and the server decodes:
     # the path converter takes them whole.

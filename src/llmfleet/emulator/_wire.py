@@ -173,6 +173,22 @@ async def _close_connection(scope: Scope, receive: Receive) -> None:
             pass
 
 
+def unmatched(core: Core, dialect: Dialect, request: Request, error: ApiError) -> Response:
+    """An unknown path or a wrong method: recorded with no endpoint, answered with ``error``
+    in the vendor's shape and with a request id, as the API does."""
+    core.arrive(
+        None,
+        method=request.method,
+        path=request.url.path,
+        query=request.url.query,
+        headers=dict(request.headers),
+        body=None,
+    )
+    response = dialect.respond(error)
+    response.headers[dialect.request_id_header] = core.request_id()
+    return response
+
+
 async def drop(request: Request) -> Response:
     """Close the connection without answering (the return value is never sent)."""
     await _close_connection(request.scope, request.receive)
