@@ -18,6 +18,7 @@ from llmfleet.errors import (
     DeadlineExceededError,
     FleetClosedError,
     FleetError,
+    FleetUsageError,
     JournalError,
     PolicyError,
     UnbatchableRequestError,
@@ -29,6 +30,8 @@ ERROR_NAMES = (
     "PolicyError",
     "UnbatchableRequestError",
     "FleetClosedError",
+    # open_fleet()'s context manager or a fleet used without `async with`.
+    "FleetUsageError",
     "BatchSubmitError",
     # docs/design.md §8: deadline_action="fail".
     "DeadlineExceededError",
@@ -119,6 +122,8 @@ def test_errors_module_draws_the_tree() -> None:
         (UnbatchableRequestError, FleetError),
         (UnbatchableRequestError, ValueError),
         (FleetClosedError, FleetError),
+        (FleetUsageError, FleetError),
+        (FleetUsageError, TypeError),
         (BatchSubmitError, FleetError),
         (DeadlineExceededError, FleetError),
         (JournalError, FleetError),

@@ -14,12 +14,12 @@ def test_a_row_names_each_module_it_lacks() -> None:
     row = dataclasses.replace(PROVIDERS["bedrock"], package="anyio", needs=("llmfleet_absent",))
     assert row.missing("bedrock") == (
         "--provider bedrock needs the llmfleet_absent package: "
-        "pip install 'llmfleet[emulator,bedrock]'"
+        "pip install 'llmfleet[bedrock-emulator]'"
     )
     row = dataclasses.replace(row, package="llmfleet_absent_sdk")
     assert row.missing("bedrock") == (
         "--provider bedrock needs llmfleet_absent_sdk, llmfleet_absent: "
-        "pip install 'llmfleet[emulator,bedrock]'"
+        "pip install 'llmfleet[bedrock-emulator]'"
     )
     assert dataclasses.replace(row, package="anyio", needs=()).missing("bedrock") is None
 

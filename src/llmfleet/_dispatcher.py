@@ -18,9 +18,10 @@ import math
 import secrets
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NoReturn, final, overload
 
 import anyio
+from typing_extensions import TypeVar
 
 from ._batch import ABORT_GRACE_S, Batch, BatchContext, closed_error
 from ._budget import RequestBudget
@@ -29,7 +30,7 @@ from ._deadlines import Deadlines
 from ._flush import FlushQueue, FlushReason
 from ._policy import RoutingPolicy
 from ._stats import FleetStats, OnResult, Route
-from .errors import FleetClosedError
+from .errors import FleetClosedError, FleetUsageError
 from .journal._fleet import FleetJournal
 from .pricing import PriceTable
 from .providers import ErrorKind, Provider, adapter_for
@@ -39,13 +40,27 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Mapping
     from types import TracebackType
 
+    from anthropic import AsyncAnthropic
+    from anthropic.types import Message
     from anyio.abc import TaskGroup, TaskStatus
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    # Optional dependencies: their types only, for type checkers (never imported at run time).
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
+
     from ._stats import Outcome
     from .journal import FlushRecord, Journal
+    from .providers.bedrock import BedrockClient
 
 __all__ = ["FleetDispatcher"]
+
+#: What a fleet's calls return: the SDK's own type for the client it was made with
+#: (``anthropic.types.Message`` for ``AsyncAnthropic`` and ``BedrockClient``, ``ChatCompletion
+#: | Response`` for ``AsyncOpenAI``), ``Any`` for any other provider. For type checkers only:
+#: nothing checks or converts it at run time (docs/design.md §1).
+R_co = TypeVar("R_co", covariant=True, default=Any)
 
 logger = logging.getLogger("llmfleet")
 
@@ -53,13 +68,51 @@ _NUMBER: Final = (int, float)
 
 
 @final
-class FleetDispatcher:
+class FleetDispatcher(Generic[R_co]):
     """Routes each call direct or into a pooled batch, and hands every caller its own outcome.
 
     Use it as ``async with FleetDispatcher(client, policy=...) as fleet:``, which is
     :func:`open_fleet` in class form. See :func:`open_fleet` for the parameters.
+
+    Generic in what its calls return, for type checkers: ``FleetDispatcher[Message]`` over an
+    ``AsyncAnthropic`` or a ``BedrockClient``, ``FleetDispatcher[ChatCompletion | Response]``
+    over an ``AsyncOpenAI``, ``FleetDispatcher[Any]`` over any other provider.
     """
 
+    # The response type follows the client's type (typing only: one __init__ runs).
+    @overload
+    def __init__(
+        self: FleetDispatcher[Message],
+        client: AsyncAnthropic | BedrockClient,
+        *,
+        policy: RoutingPolicy | None = None,
+        drain_timeout_ms: int | None = None,
+        prices: PriceTable | None = None,
+        on_result: OnResult | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: FleetDispatcher[ChatCompletion | Response],
+        client: AsyncOpenAI,
+        *,
+        policy: RoutingPolicy | None = None,
+        drain_timeout_ms: int | None = None,
+        prices: PriceTable | None = None,
+        on_result: OnResult | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: FleetDispatcher[Any],
+        client: Any,
+        *,
+        policy: RoutingPolicy | None = None,
+        drain_timeout_ms: int | None = None,
+        prices: PriceTable | None = None,
+        on_result: OnResult | None = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
+    ) -> None: ...
     def __init__(
         self,
         client: Any,
@@ -155,11 +208,11 @@ class FleetDispatcher:
         latency_budget_ms: float | None = None,
         idempotency_key: str | None = None,
         **params: Any,
-    ) -> Any:
+    ) -> R_co:
         """Make one create call, by whichever route its budget allows (docs/design.md §2).
 
         Takes exactly the keyword arguments of the SDK's create call and returns exactly what
-        it returns (``anthropic.types.Message``), whichever route ran.
+        it returns (``anthropic.types.Message``; typed so, see the class), whichever route ran.
 
         :param latency_budget_ms: how long the caller can wait. ``None`` or at most
             ``policy.sync_max_latency_ms``: the direct route; longer: the batch route.
@@ -189,20 +242,23 @@ class FleetDispatcher:
         if self.policy.deadline_action == "wait":
             # The seed's behaviour: the budget only chooses the route (and is kept for the
             # hit-rate figures).
-            return await self._submit_batch(params, budget, None, idempotency_key)
+            # (Typed R_co here: the provider answers with the client's own type.)
+            batched: R_co = await self._submit_batch(params, budget, None, idempotency_key)
+            return batched
         turnaround = self._deadlines.turnaround.estimate(self.provider.model_of(params))
         if turnaround is not None and budget < turnaround:
             # Even a batch flushed now would likely end after the deadline (docs/design.md
             # §8).
             self._stats._routed_by_deadline()
             return await self._direct(params)
-        return await self._submit_batch(params, budget, turnaround, idempotency_key)
+        batched = await self._submit_batch(params, budget, turnaround, idempotency_key)
+        return batched
 
-    async def submit_sync(self, **params: Any) -> Any:
+    async def submit_sync(self, **params: Any) -> R_co:
         """Make the call on the direct route, now. Same arguments and result as the SDK's."""
         return await self._direct(params)
 
-    async def _direct(self, params: dict[str, Any]) -> Any:
+    async def _direct(self, params: dict[str, Any]) -> R_co:
         # The hot path of the direct route: one clock read before and after, and the
         # bookkeeping of Outcomes.record without its generality. Keep it lean: the fleet's
         # own cost per direct call is budgeted at about 2 µs (benchmarks/bench_direct.py).
@@ -216,7 +272,7 @@ class FleetDispatcher:
         clock = self._clock
         start = clock()
         try:
-            value = await provider.call(params)
+            value: R_co = await provider.call(params)
         except Exception as exc:
             info = provider.classify(exc)
             errored = info is not None and info.kind is not ErrorKind.CONNECTION
@@ -237,11 +293,12 @@ class FleetDispatcher:
         stats._direct_succeeded(model, took, provider.tokens_of(value))
         return value
 
-    async def submit_batch(self, *, idempotency_key: str | None = None, **params: Any) -> Any:
+    async def submit_batch(self, *, idempotency_key: str | None = None, **params: Any) -> R_co:
         """Put the call in the next batch and wait for its result, however long it takes.
         Same arguments and result as the SDK's create call (``idempotency_key``: see
         :meth:`submit`)."""
-        return await self._submit_batch(params, None, None, idempotency_key)
+        batched: R_co = await self._submit_batch(params, None, None, idempotency_key)
+        return batched
 
     async def _submit_batch(
         self,
@@ -314,7 +371,7 @@ class FleetDispatcher:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def __aenter__(self) -> FleetDispatcher:
+    async def __aenter__(self) -> FleetDispatcher[R_co]:
         # _open runs this class (and open_fleet makes it): imported here, not at the top.
         from ._open import run_dispatcher
 
@@ -332,6 +389,19 @@ class FleetDispatcher:
         stack, self._stack = self._stack, None
         assert stack is not None
         return await stack.__aexit__(exc_type, exc, tb)
+
+    if not TYPE_CHECKING:
+        # At run time only, so that type checkers still flag a plain `with` as an error.
+
+        def __enter__(self) -> NoReturn:
+            raise FleetUsageError(
+                "FleetDispatcher is an async context manager: use `async with "
+                "FleetDispatcher(client) as fleet:` in an async function (or `async with "
+                "open_fleet(client) as fleet:`), and call fleet.submit(...) inside the block"
+            )
+
+        def __exit__(self, *exc_info: object) -> None:  # never reached: __enter__ raises
+            pass
 
     def _check_open(self) -> None:
         if self._state != "open":

@@ -16,9 +16,10 @@ import logging
 import math
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, NoReturn, final, overload
 
 import anyio
+from typing_extensions import TypeVar
 
 from ._batch import BatchContext, back_off
 from ._board import StatusBoard
@@ -27,26 +28,99 @@ from ._call import Call
 from ._create_gate import CreateGate
 from ._dispatcher import FleetDispatcher
 from ._timers import backend_clock
+from .errors import FleetUsageError
 
 if TYPE_CHECKING:
     import os
     from collections.abc import AsyncIterator
+    from types import TracebackType
 
+    from anthropic import AsyncAnthropic
+    from anthropic.types import Message
     from anyio.abc import TaskStatus
+
+    # Optional dependencies: their types only, for type checkers.
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
 
     from ._policy import RoutingPolicy
     from ._stats import OnResult
     from .broker import BrokeredFleet
     from .journal import FlushRecord, Journal
     from .pricing import PriceTable
+    from .providers.bedrock import BedrockClient
 
-__all__ = ["open_fleet", "run_dispatcher"]
+__all__ = ["FleetContext", "open_fleet", "run_dispatcher"]
 
 logger = logging.getLogger("llmfleet")
 
+T_co = TypeVar("T_co", covariant=True)
+R = TypeVar("R", default=Any)
+
+#: What misusing :func:`open_fleet`'s return value raises (see :class:`FleetContext`).
+NOT_ENTERED: Final = (
+    "open_fleet() returns an async context manager, not a fleet: use `async with "
+    "open_fleet(client) as fleet:` in an async function, and call fleet.submit(...) inside "
+    "the block"
+)
+
+
+@final
+class FleetContext(AbstractAsyncContextManager[T_co], Generic[T_co]):
+    """What :func:`open_fleet` returns: an async context manager whose ``async with`` runs
+    the fleet and yields it.
+
+    Its ``__aenter__``/``__aexit__`` are those of the context manager it wraps. Used any
+    other way (awaited, entered with a plain ``with``, or asked for ``submit`` before
+    ``async with``) it raises :class:`~llmfleet.FleetUsageError` saying how to use it, not
+    the bare ``AttributeError``/``TypeError`` Python would give. Type checkers flag those
+    uses on their own: the raising methods exist at run time only.
+    """
+
+    __slots__ = ("_cm",)
+
+    def __init__(self, cm: AbstractAsyncContextManager[T_co]) -> None:
+        self._cm = cm
+
+    async def __aenter__(self) -> T_co:
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+    def __repr__(self) -> str:
+        return f"<FleetContext of {self._cm!r}: use `async with`>"
+
+    if not TYPE_CHECKING:
+
+        def __await__(self) -> NoReturn:
+            raise FleetUsageError(NOT_ENTERED)
+
+        def __enter__(self) -> NoReturn:
+            raise FleetUsageError(NOT_ENTERED)
+
+        def __exit__(self, *exc_info: object) -> None:  # never reached: __enter__ raises
+            pass
+
+        def __getattr__(self, name: str) -> NoReturn:
+            # Only for names this class lacks, e.g. `open_fleet(client).submit`. Private and
+            # special names stay a plain AttributeError, so that probing (hasattr, copy,
+            # pickle) sees an ordinary object.
+            if name.startswith("_"):
+                raise AttributeError(
+                    f"{type(self).__name__!r} object has no attribute {name!r}", name=name, obj=self
+                )
+            raise FleetUsageError(f"{NOT_ENTERED} (got `.{name}` on the context manager)")
+
 
 @asynccontextmanager
-async def run_dispatcher(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatcher]:
+async def run_dispatcher(fleet: FleetDispatcher[R]) -> AsyncIterator[FleetDispatcher[R]]:
     """Run ``fleet`` for the length of an ``async with`` block (once per dispatcher)."""
     if fleet._entered:
         raise RuntimeError("a FleetDispatcher can be entered once; make a new one")
@@ -65,8 +139,8 @@ async def run_dispatcher(fleet: FleetDispatcher) -> AsyncIterator[FleetDispatche
 
 @asynccontextmanager
 async def _run_open(
-    fleet: FleetDispatcher, reattach: list[FlushRecord]
-) -> AsyncIterator[FleetDispatcher]:
+    fleet: FleetDispatcher[R], reattach: list[FlushRecord]
+) -> AsyncIterator[FleetDispatcher[R]]:
     clock = fleet._clock = backend_clock()
     fleet._outcomes.set_clock(clock)
     deadlines = fleet._deadlines
@@ -158,7 +232,30 @@ async def _run_open(
     await anyio.lowlevel.checkpoint()
 
 
-# -- open_fleet(broker=...): one fleet across processes (src/llmfleet/broker/) -------------
+# -- open_fleet: typed by the client (its calls return the SDK's own type) and by broker= ----
+# (the one-process fleet, or one across processes: src/llmfleet/broker/).
+@overload
+def open_fleet(
+    client: AsyncAnthropic | BedrockClient,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    broker: None = None,
+) -> AbstractAsyncContextManager[FleetDispatcher[Message]]: ...
+@overload
+def open_fleet(
+    client: AsyncOpenAI,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    broker: None = None,
+) -> AbstractAsyncContextManager[FleetDispatcher[ChatCompletion | Response]]: ...
 @overload
 def open_fleet(
     client: Any,
@@ -169,7 +266,33 @@ def open_fleet(
     on_result: OnResult | None = None,
     journal: Journal | str | os.PathLike[str] | None = None,
     broker: None = None,
-) -> AbstractAsyncContextManager[FleetDispatcher]: ...
+) -> AbstractAsyncContextManager[FleetDispatcher[Any]]: ...
+@overload
+def open_fleet(
+    client: AsyncAnthropic | BedrockClient,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    broker: str,
+    broker_name: str = "default",
+    lease_ttl_ms: int = 10_000,
+    broker_timeout_ms: int = 30_000,
+) -> AbstractAsyncContextManager[BrokeredFleet[Message]]: ...
+@overload
+def open_fleet(
+    client: AsyncOpenAI,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    broker: str,
+    broker_name: str = "default",
+    lease_ttl_ms: int = 10_000,
+    broker_timeout_ms: int = 30_000,
+) -> AbstractAsyncContextManager[BrokeredFleet[ChatCompletion | Response]]: ...
 @overload
 def open_fleet(
     client: Any,
@@ -182,7 +305,7 @@ def open_fleet(
     broker_name: str = "default",
     lease_ttl_ms: int = 10_000,
     broker_timeout_ms: int = 30_000,
-) -> AbstractAsyncContextManager[BrokeredFleet]: ...
+) -> AbstractAsyncContextManager[BrokeredFleet[Any]]: ...
 
 
 def open_fleet(
@@ -195,8 +318,14 @@ def open_fleet(
     journal: Journal | str | os.PathLike[str] | None = None,
     broker: str | None = None,
     **broker_options: Any,
-) -> AbstractAsyncContextManager[FleetDispatcher] | AbstractAsyncContextManager[BrokeredFleet]:
+) -> AbstractAsyncContextManager[FleetDispatcher[Any] | BrokeredFleet[Any]]:
     """Open a fleet over ``client``: an async context manager yielding a :class:`FleetDispatcher`.
+
+    Use it as ``async with open_fleet(client) as fleet:``; awaited, entered with a plain
+    ``with`` or used as the fleet itself, it raises :class:`~llmfleet.FleetUsageError`
+    saying so. For type checkers the fleet's calls return the client's own type
+    (``anthropic.types.Message`` for ``AsyncAnthropic`` and ``BedrockClient``,
+    ``ChatCompletion | Response`` for ``AsyncOpenAI``, ``Any`` for another provider).
 
     The fleet owns a task group (the flusher and one task per in-flight batch) that lives as
     long as the ``async with`` block. On normal exit new calls are refused, the queue is
@@ -224,7 +353,7 @@ def open_fleet(
         ``broker_name`` (fleets sharing one Redis), ``lease_ttl_ms`` (how soon a dead
         leader's work is taken over), ``broker_timeout_ms`` (how long calls wait for an
         unreachable Redis before :class:`~llmfleet.BrokerError`).
-    :raises TypeError: no adapter knows this client.
+    :raises TypeError: no adapter knows this client, or an option is misplaced.
     :raises JournalError: the journal cannot be used (at ``async with``).
     """
     if broker is not None:
@@ -254,4 +383,4 @@ def open_fleet(
         on_result=on_result,
         journal=journal,
     )
-    return run_dispatcher(fleet)
+    return FleetContext(run_dispatcher(fleet))

@@ -264,6 +264,11 @@ class FleetStats:
         return self._priced()[0]
 
     @property
+    def saving(self) -> Decimal:
+        """Money saved against list price, over every priced call (USD)."""
+        return sum((c.saving for c in self.cost.values()), Decimal(0))
+
+    @property
     def unpriced_calls(self) -> int:
         """Calls whose model has no known price (their tokens are counted, not their cost)."""
         return self._priced()[1]

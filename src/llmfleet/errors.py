@@ -6,6 +6,7 @@
     ├── PolicyError (also ValueError)
     ├── UnbatchableRequestError (also ValueError)
     ├── FleetClosedError
+    ├── FleetUsageError (also TypeError) (open_fleet() or a fleet used without `async with`)
     ├── BatchSubmitError
     ├── DeadlineExceededError            (deadline_action="fail": the budget ran out)
     ├── JournalError                     (a journal file is corrupt, foreign, or in use)
@@ -35,6 +36,7 @@ __all__ = [
     "DeadlineExceededError",
     "FleetClosedError",
     "FleetError",
+    "FleetUsageError",
     "JournalError",
     "PolicyError",
     "UnbatchableRequestError",
@@ -68,6 +70,12 @@ class UnbatchableRequestError(FleetError, ValueError):
 
 class FleetClosedError(FleetError):
     """The fleet is closed, or closed before this call could be sent or answered."""
+
+
+class FleetUsageError(FleetError, TypeError):
+    """The fleet was used the wrong way, e.g. :func:`~llmfleet.open_fleet`'s context manager
+    awaited, entered with a plain ``with``, or called without ``async with``; the message says
+    the right way."""
 
 
 class BatchSubmitError(FleetError):

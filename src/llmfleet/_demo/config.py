@@ -166,7 +166,7 @@ PROVIDERS: Final[Mapping[ProviderName, DemoProvider]] = {
     "bedrock": DemoProvider(
         package="botocore",
         needs=("moto",),
-        install="pip install 'llmfleet[emulator,bedrock]'",
+        install="pip install 'llmfleet[bedrock-emulator]'",
         key_var="AWS_ACCESS_KEY_ID",
         client=bedrock.client,
         chat=lambda history: {
@@ -190,7 +190,7 @@ PROVIDERS: Final[Mapping[ProviderName, DemoProvider]] = {
         ),
         summary=(
             "Amazon Bedrock batch inference through botocore, against a local stand-in and "
-            "moto's S3; needs llmfleet[bedrock]"
+            "moto's S3; needs llmfleet[bedrock-emulator]"
         ),
     ),
 }

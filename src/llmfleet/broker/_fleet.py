@@ -18,11 +18,13 @@ import socket
 import time
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Generic, final, overload
 
 import anyio
+from typing_extensions import TypeVar
 
 from .. import FleetDispatcher
+from .._open import FleetContext
 from .._policy import RoutingPolicy
 from ..errors import BrokerError, FleetClosedError
 from ..providers import adapter_for
@@ -35,10 +37,18 @@ from ._store import Lease, RedisBatchStore
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from anthropic import AsyncAnthropic
+    from anthropic.types import Message
     from anyio.abc import TaskGroup, TaskStatus
+
+    # Optional dependencies: their types only, for type checkers.
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
 
     from .._stats import FleetStats, OnResult
     from ..pricing import PriceTable
+    from ..providers.bedrock import BedrockClient
 
 __all__ = ["BrokeredFleet", "open_broker_fleet"]
 
@@ -50,6 +60,8 @@ CANCEL_SEND_S: Final = 2.0
 #: Pause between attempts to reach a broker that went away.
 RECONNECT_PAUSE_S: Final = 0.25
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
+#: What the fleet's calls return, as for FleetDispatcher (typing only).
+R_co = TypeVar("R_co", covariant=True, default=Any)
 
 
 @final
@@ -63,14 +75,58 @@ class _Slot:
 
 
 @final
-class BrokeredFleet:
+class BrokeredFleet(Generic[R_co]):
     """A fleet shared by every process that opens it on the same broker and ``broker_name``.
 
     Same calls and results as :class:`~llmfleet.FleetDispatcher`: ``submit``, ``submit_sync``
     and ``submit_batch`` take the SDK's create arguments and return the SDK's own type on
-    every route. Get one from ``open_fleet(client, broker="redis://...")``.
+    every route, typed like the dispatcher's (``BrokeredFleet[Message]`` over an
+    ``AsyncAnthropic``). Get one from ``open_fleet(client, broker="redis://...")``.
     """
 
+    # The response type follows the client's type (typing only: one __init__ runs).
+    @overload
+    def __init__(
+        self: BrokeredFleet[Message],
+        client: AsyncAnthropic | BedrockClient,
+        *,
+        broker: str,
+        broker_name: str = "default",
+        policy: RoutingPolicy | None = None,
+        drain_timeout_ms: int | None = None,
+        prices: PriceTable | None = None,
+        on_result: OnResult | None = None,
+        lease_ttl_ms: int = 10_000,
+        broker_timeout_ms: int = 30_000,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BrokeredFleet[ChatCompletion | Response],
+        client: AsyncOpenAI,
+        *,
+        broker: str,
+        broker_name: str = "default",
+        policy: RoutingPolicy | None = None,
+        drain_timeout_ms: int | None = None,
+        prices: PriceTable | None = None,
+        on_result: OnResult | None = None,
+        lease_ttl_ms: int = 10_000,
+        broker_timeout_ms: int = 30_000,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self: BrokeredFleet[Any],
+        client: Any,
+        *,
+        broker: str,
+        broker_name: str = "default",
+        policy: RoutingPolicy | None = None,
+        drain_timeout_ms: int | None = None,
+        prices: PriceTable | None = None,
+        on_result: OnResult | None = None,
+        lease_ttl_ms: int = 10_000,
+        broker_timeout_ms: int = 30_000,
+    ) -> None: ...
     def __init__(
         self,
         client: Any,
@@ -106,7 +162,8 @@ class BrokeredFleet:
         self._scripts = Scripts(self._redis)
         self._store = RedisBatchStore(self._redis, self._keys, self._scripts, Lease())
         self._provider = LeaderProvider(self._adapter, self._store, policy.batch_api_rpm)
-        self._local = FleetDispatcher(
+        # Over the leader's provider (typed Any), answering with the client's type.
+        self._local: FleetDispatcher[R_co] = FleetDispatcher(
             self._provider,
             policy=policy,
             drain_timeout_ms=drain_timeout_ms,
@@ -159,7 +216,7 @@ class BrokeredFleet:
         """How many times this process has taken the lease."""
         return self._leadership.terms
 
-    async def submit(self, *, latency_budget_ms: float | None = None, **params: Any) -> Any:
+    async def submit(self, *, latency_budget_ms: float | None = None, **params: Any) -> R_co:
         """Make one create call, by whichever route its budget allows (same rules and
         errors as :meth:`FleetDispatcher.submit <llmfleet.FleetDispatcher.submit>`).
 
@@ -177,12 +234,12 @@ class BrokeredFleet:
             return await self.submit_sync(**params)
         return await self._remote(params, float(latency_budget_ms))
 
-    async def submit_sync(self, **params: Any) -> Any:
+    async def submit_sync(self, **params: Any) -> R_co:
         """Make the call on the direct route, now, from this process."""
         self._check_open()
         return await self._local.submit_sync(**params)
 
-    async def submit_batch(self, **params: Any) -> Any:
+    async def submit_batch(self, **params: Any) -> R_co:
         """Put the call in the fleet's next batch and wait for its result."""
         return await self._remote(params, None)
 
@@ -196,7 +253,7 @@ class BrokeredFleet:
                 else "the fleet is closed: submit calls inside `async with open_fleet(...)`"
             )
 
-    async def _remote(self, params: dict[str, Any], budget_ms: float | None) -> Any:
+    async def _remote(self, params: dict[str, Any], budget_ms: float | None) -> R_co:
         self._check_open()
         self._adapter.check(params)
         body = dump_params(params)
@@ -230,6 +287,7 @@ class BrokeredFleet:
             raise
         if slot.error is not None:
             raise slot.error
+        value: R_co
         value, error = load_outcome(self._adapter, slot.payload)
         if error is not None:
             raise error
@@ -335,14 +393,16 @@ def _nx() -> Any:
     return PureToken.NX
 
 
-def open_broker_fleet(client: Any, **options: Any) -> AbstractAsyncContextManager[BrokeredFleet]:
-    """``open_fleet(client, broker=...)``: see :func:`llmfleet.open_fleet`. Options are
-    checked here, before the block is entered."""
-    return _run(BrokeredFleet(client, **options))
+def open_broker_fleet(
+    client: Any, **options: Any
+) -> AbstractAsyncContextManager[BrokeredFleet[Any]]:
+    """``open_fleet(client, broker=...)``: see :func:`llmfleet.open_fleet` (which types it by
+    the client). Options are checked here, before the block is entered."""
+    return FleetContext(_run(BrokeredFleet(client, **options)))
 
 
 @asynccontextmanager
-async def _run(fleet: BrokeredFleet) -> AsyncIterator[BrokeredFleet]:
+async def _run(fleet: BrokeredFleet[Any]) -> AsyncIterator[BrokeredFleet[Any]]:
     # What leaves the block leaves it as itself: coredis's client owns a task group, which
     # would wrap an exception raised through it in an ExceptionGroup, so it is raised after.
     error: BaseException | None = None
@@ -360,7 +420,7 @@ async def _run(fleet: BrokeredFleet) -> AsyncIterator[BrokeredFleet]:
 
 
 @asynccontextmanager
-async def _serve(fleet: BrokeredFleet) -> AsyncIterator[None]:
+async def _serve(fleet: BrokeredFleet[Any]) -> AsyncIterator[None]:
     try:
         await fleet._set_epoch()
         with anyio.fail_after(fleet._timeout):

@@ -19,7 +19,7 @@ From a shell: ``python -m llmfleet.emulator --port 8787``.
 
 Amazon Bedrock has a stand-in of its own (:func:`run_bedrock_emulator`): its batch inference
 job API and InvokeModel, over S3 served by moto, on a server of its own (it needs botocore
-and moto, the ``bedrock`` extra).
+and moto, the ``bedrock-emulator`` extra).
 
 Serving needs the ``emulator`` extra (starlette, uvicorn): :func:`run_emulator`,
 :func:`start_emulator` and :class:`Emulator` are imported on first use, and without the extra
@@ -82,7 +82,7 @@ __all__ = [
 #: What to install to serve the emulator.
 INSTALL_HINT: Final = "pip install 'llmfleet[emulator]'"
 _SERVED: Final = frozenset({"Emulator", "run_emulator", "start_emulator"})
-#: The Bedrock stand-in's server (it needs botocore and moto too: the ``bedrock`` extra).
+#: The Bedrock stand-in's server (it needs botocore and moto too: the ``bedrock-emulator`` extra).
 _BEDROCK_SERVED: Final = frozenset({"BedrockEmulator", "run_bedrock_emulator"})
 _EXTRA: Final = ("starlette", "uvicorn")
 

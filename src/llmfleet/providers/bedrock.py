@@ -16,6 +16,9 @@ botocore is synchronous: every AWS call runs in a worker thread (``anyio.to_thre
 adapter works under asyncio and trio alike. Requests to the batch control plane and to S3 go
 out once (no botocore retry): the fleet retries them itself, within its request budget.
 
+Needs botocore (``pip install 'llmfleet[bedrock]'``): without it, importing this module
+raises ``ModuleNotFoundError`` saying so.
+
 Wire facts it relies on (from botocore's service model ``bedrock/2023-04-20`` and the Bedrock
 user guide) are listed in docs/design.md.
 """
@@ -34,10 +37,22 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
 import anyio
 import anyio.to_thread
-import botocore.exceptions
-import botocore.session
 from anthropic.types import Message
-from botocore.config import Config
+
+try:
+    import botocore.exceptions
+    import botocore.session
+    from botocore.config import Config
+except ModuleNotFoundError as exc:
+    if (exc.name or "").partition(".")[0] != "botocore":
+        raise
+    # Still a ModuleNotFoundError (code that imports this module optionally catches that),
+    # saying what to install.
+    raise ModuleNotFoundError(
+        "the Bedrock adapter (llmfleet.providers.bedrock) needs botocore: "
+        "pip install 'llmfleet[bedrock]'",
+        name=exc.name,
+    ) from exc
 
 from ..errors import UnbatchableRequestError, excerpt
 from ._base import BATCH_TAG, BatchStatus, ErrorInfo, ErrorKind, ItemResult
