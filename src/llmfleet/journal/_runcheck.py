@@ -44,7 +44,7 @@ async def check_endpoint(
             "or a firewall in the way?"
         )
     except sdk.APIConnectionError as exc:
-        cause = f" [{excerpt(str(exc.__cause__), 80)}]" if exc.__cause__ is not None else ""
+        cause = "" if exc.__cause__ is None else f": {str(exc.__cause__)[:120]}"
         return False, (
             f"nothing listens at {base_url} (is the server/emulator running? is the port "
             f"right?){cause}"
