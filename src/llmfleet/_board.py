@@ -103,6 +103,11 @@ class StatusBoard:
         if not self._watches:
             self._due = math.inf
 
+    def statuses(self) -> list[tuple[str, BatchStatus | None]]:
+        """Each watched batch, in the order it was first watched, with the status last
+        polled (``None`` before its first poll). Read-only: for progress displays."""
+        return [(batch_id, watch.status) for batch_id, watch in self._watches.items()]
+
     async def run(self, *, task_status: TaskStatus[None]) -> None:
         """The board's task: refresh when due, forever (the fleet cancels it)."""
         task_status.started()

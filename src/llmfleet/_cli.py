@@ -219,10 +219,14 @@ def _add_run(commands: Any) -> None:
             "Send every request of REQUESTS (JSONL, one per line: "
             '{"custom_id": "...", "params": {...create arguments...}}) through the '
             "providers' Batch APIs and write one result line per request line to --out, in "
-            "input order. A journal records each batch before it is created and each result "
-            "as it arrives: if the run dies (Ctrl-C, kill -9, a reboot), run the same command "
-            "again and it re-attaches to its batches and sends nothing twice. Bad lines get "
-            "an error line in the output; the rest run."
+            "input order, each with its input line number. Blank lines are skipped: no output "
+            "line (the report counts them). Bad lines get an error line in the output; the "
+            "rest run. The endpoint is checked once before anything is sent. A journal "
+            "records each batch before it is created and each result as it arrives: if the "
+            "run dies (Ctrl-C, kill -9, a reboot), run the same command again and it "
+            "re-attaches to its batches and sends nothing twice. Exit status: 0 every line "
+            "succeeded, 1 some did not, 2 a usage error or an endpoint that cannot be used, "
+            "130 interrupted."
         ),
     )
     run.add_argument("requests", metavar="REQUESTS", help="the input file (JSONL)")
@@ -242,8 +246,9 @@ def _add_run(commands: Any) -> None:
     run.add_argument(
         "--base-url",
         metavar="URL",
-        help="the API's base URL (default: the SDK's); the key is read from "
-        "ANTHROPIC_API_KEY or OPENAI_API_KEY",
+        help="the API's base URL (default: the SDK's): Anthropic's has no /v1 (the emulator: "
+        "http://127.0.0.1:PORT), OpenAI's ends in /v1 (the emulator: "
+        "http://127.0.0.1:PORT/v1); the key is read from ANTHROPIC_API_KEY or OPENAI_API_KEY",
     )
     run.add_argument(
         "--batch-size",
@@ -273,7 +278,12 @@ def _add_run(commands: Any) -> None:
         help="the event loop anyio runs on (default: %(default)s)",
     )
     run.add_argument(
-        "--no-progress", action="store_true", help="no progress display, the report only"
+        "--no-progress",
+        action="store_true",
+        help="no progress display, the report only (progress, on stderr: lines read, "
+        "submitted, processing at the provider, answered; each batch in flight with its "
+        "provider status; time elapsed and left. One updating line on a terminal, a plain "
+        "line at each change and at least every minute otherwise)",
     )
     run.set_defaults(handler=_run)
 
@@ -283,12 +293,23 @@ def _error(message: str) -> int:
     return 2
 
 
+_NEEDS_TRIO = "--backend trio needs trio: pip install 'llmfleet[trio]'"
+
+
+def _trio_installed() -> bool:
+    try:
+        import trio  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _demo(args: argparse.Namespace) -> int:
     missing = [m for m in ("rich", "starlette", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         return _error(f"the demo needs {', '.join(missing)}: pip install 'llmfleet[emulator]'")
-    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
-        return _error("--backend trio needs trio: pip install trio")
+    if args.backend == "trio" and not _trio_installed():
+        return _error(_NEEDS_TRIO)
     from ._demo.config import PROVIDERS
 
     provider = PROVIDERS[args.provider]
@@ -364,8 +385,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
-        return _error("--backend trio needs trio: pip install trio")
+    if args.backend == "trio" and not _trio_installed():
+        return _error(_NEEDS_TRIO)
     if args.provider == "openai" and importlib.util.find_spec("openai") is None:
         return _error("--provider openai needs the openai package: pip install 'llmfleet[openai]'")
     key_var = "OPENAI_API_KEY" if args.provider == "openai" else "ANTHROPIC_API_KEY"
@@ -378,17 +399,15 @@ def _run(args: argparse.Namespace) -> int:
     if out.resolve() == requests.resolve():
         return _error("--out must not be the input file")
 
+    import time
+
     import anyio
 
     from .errors import JournalError
-    from .journal._run import (
-        PlainProgress,
-        RunConfig,
-        RunReport,
-        format_report,
-        journal_path_for,
-        run_requests,
-    )
+    from .journal import SQLiteStore
+    from .journal._run import RunConfig, RunReport, format_report, journal_path_for, run_requests
+    from .journal._runcheck import check_endpoint, for_cli
+    from .journal._runview import PlainProgress, Progress, TerminalProgress
 
     journal = Path(args.journal) if args.journal else journal_path_for(out)
     config = RunConfig(
@@ -404,18 +423,36 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error(str(exc))
     print(f"llmfleet run: {requests} -> {out} (journal {journal})", file=sys.stderr, flush=True)
+    progress: Progress | None = None
+    if not args.no_progress:
+        kind = TerminalProgress if sys.stderr.isatty() else PlainProgress
+        progress = kind(sys.stderr, time.monotonic)
 
-    async def main() -> RunReport:
+    async def main() -> RunReport | str:
+        if journal.exists():
+            # A journal that cannot be used is said before any request (the run checks it
+            # again when it opens it for good).
+            store = SQLiteStore(journal, provider=args.provider)
+            await store.open()
+            await store.aclose()
         client = _client(args.provider, api_key, args.base_url)
         async with client:
-            progress = None
-            if not args.no_progress:
-                progress = _rich_progress() if sys.stderr.isatty() else None
-                progress = progress or PlainProgress(sys.stderr)
+            # Once, before anything is read or sent: an endpoint that cannot answer is said
+            # now, in words, rather than by each request failing (or retrying) later.
+            base_url = (args.base_url or str(client.base_url)).rstrip("/")
+            ok, said = await check_endpoint(client, args.provider, base_url, key_var)
+            if not ok:
+                return said or f"{base_url} cannot be used"
+            if said is not None:
+                print(f"llmfleet run: warning: {said}", file=sys.stderr, flush=True)
             return await run_requests(client, config, progress)
 
     try:
-        report = anyio.run(main, backend=args.backend)
+        try:
+            result = anyio.run(main, backend=args.backend)
+        finally:
+            if progress is not None:
+                progress.close()  # a terminal's progress line ends before anything else
     except BaseException as exc:
         # On trio, Ctrl-C and errors raised in a task come wrapped in exception groups.
         if _find(exc, KeyboardInterrupt) is not None:
@@ -428,9 +465,11 @@ def _run(args: argparse.Namespace) -> int:
         found = _find(exc, (JournalError, OSError))
         if found is None:
             raise
-        return _error(str(found))
-    print(format_report(report, config))
-    return 0 if report.ok else 1
+        return _error(for_cli(str(found)))
+    if isinstance(result, str):
+        return _error(result)
+    print(format_report(result, config))
+    return 0 if result.ok else 1
 
 
 def _find(
@@ -456,15 +495,6 @@ def _client(provider: str, api_key: str, base_url: str | None) -> Any:
     return anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url)
 
 
-def _rich_progress() -> Any:
-    """A live bar on the terminal, if rich is installed (else ``None``: plain lines)."""
-    if importlib.util.find_spec("rich") is None:
-        return None
-    from .journal._runview import RichProgress
-
-    return RichProgress()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``llmfleet`` command line; return the exit status (never raises ``SystemExit``).
 
@@ -475,5 +505,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``llmfleet demo --json | head -1``): stop quietly, as the
+        # Python docs advise (signal module, "Note on SIGPIPE"). What is still buffered goes
+        # to devnull, so the interpreter's flush at exit fails no more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return code

@@ -21,7 +21,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m llmfleet.emulator",
         description=(
             "Serve an emulation of Anthropic's Messages and Message Batches APIs and of "
-            "OpenAI's Chat Completions, Responses, Files and Batches APIs."
+            "OpenAI's Chat Completions, Responses, Files and Batches APIs. Point each SDK at "
+            "its base URL: Anthropic's has no /v1 (base_url=http://127.0.0.1:PORT), "
+            "OpenAI's ends in /v1 (base_url=http://127.0.0.1:PORT/v1); likewise "
+            "`llmfleet run --base-url`. The first line on stdout is the server's URL."
         ),
     )
     parser.add_argument(
@@ -90,9 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, _stop)
-    print(emulator.url, flush=True)
+    print(emulator.url, flush=True)  # alone on its line: scripts read it
     print(
-        f"llmfleet emulator serving at {emulator.url} (Ctrl-C to stop)", file=sys.stderr, flush=True
+        f"llmfleet emulator serving at {emulator.url} (Ctrl-C to stop)\n"
+        f"  Anthropic SDK: base_url={emulator.url}  (no /v1)\n"
+        f"  OpenAI SDK:    base_url={emulator.url}/v1",
+        file=sys.stderr,
+        flush=True,
     )
     try:
         while True:

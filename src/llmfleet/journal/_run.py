@@ -4,7 +4,9 @@ resumable through its journal (docs/journal.md).
 Input: one request per line, ``{"custom_id": "...", "params": {...}}``, where ``params`` are
 the keyword arguments of the SDK's create call (``messages.create`` for Anthropic,
 ``chat.completions.create`` or ``responses.create`` for OpenAI), as in the providers' own
-batch files. Blank lines are skipped.
+batch files. Blank (whitespace-only) lines are skipped: they get no output line, and the
+report counts them. JSONL tools treat a blank line as no record (a file often ends in one),
+and every output line carries its input ``line`` number, so outputs still pair with inputs.
 
 Output: one line per request line, in input order::
 
@@ -21,10 +23,9 @@ a rerun sends it again), ``failed`` (the batch was refused, the fleet closed), o
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, final
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 
@@ -39,6 +40,8 @@ from ..errors import (
 )
 from ..pricing import Cost, PriceTable, TokenUsage
 from ._keys import params_hash
+from ._runcheck import for_cli
+from ._runview import RunSnapshot, estimate_eta
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
 
     from .._dispatcher import FleetDispatcher
     from .._stats import ResultEvent
+    from ..providers import BatchStatus
+    from ._runview import Progress
 
 __all__ = ["Line", "RunConfig", "RunReport", "journal_path_for", "read_requests", "run_requests"]
 
@@ -72,13 +77,19 @@ class Line:
     error: str | None = None
 
 
-def read_requests(path: Path) -> Iterator[Line]:
-    """Parse the input file line by line (blank lines skipped); a bad line is a
-    :class:`Line` with its ``error`` set, never an exception."""
+def read_requests(path: Path, *, blank: Callable[[int], None] | None = None) -> Iterator[Line]:
+    """Parse the input file line by line; a bad line is a :class:`Line` with its ``error``
+    set, never an exception.
+
+    :param blank: called with the number of each blank (whitespace-only) line, which is
+        skipped.
+    """
     seen: dict[str, int] = {}
     with path.open(encoding="utf-8") as file:
         for number, text in enumerate(file, start=1):
             if not text.strip():
+                if blank is not None:
+                    blank(number)
                 continue
             yield _parse(number, text, seen)
 
@@ -130,12 +141,6 @@ def _parse(number: int, text: str, seen: dict[str, int]) -> Line:
     return Line(number, custom_id, params)
 
 
-class Progress(Protocol):
-    """Where a run shows how far it is (a live bar, plain lines, or nothing)."""
-
-    def update(self, done: int, total: int, fleet: FleetDispatcher) -> None: ...
-
-
 @final
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunConfig:
@@ -169,6 +174,8 @@ class RunReport:
     """What a run did: lines by status, requests and batches, tokens and money."""
 
     lines: int = 0
+    #: Blank lines skipped (no output line).
+    blank: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     from_journal: int = 0
     batches_created: int = 0
@@ -193,8 +200,12 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
     :raises JournalError: the journal cannot be used.
     :raises OSError: the input cannot be read or the output written.
     """
-    lines = list(read_requests(config.requests))
-    report = RunReport(lines=len(lines))
+    blank: list[int] = []
+    lines = list(read_requests(config.requests, blank=blank.append))
+    report = RunReport(lines=len(lines), blank=len(blank))
+    started = anyio.current_time()
+    # Lines handed to the fleet, those it refused at once, lines whose output is decided.
+    handed = refused = answered = 0
     this_run: list[Cost] = []
 
     def on_result(event: ResultEvent) -> None:
@@ -217,7 +228,8 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
 
             def finish(index: int, record: dict[str, Any]) -> None:
                 # In input order: a line is written once every line before it is.
-                nonlocal written
+                nonlocal written, answered
+                answered += 1
                 out_lines[index] = json.dumps(record, ensure_ascii=False)
                 _count(report, record["status"])
                 while written < len(out_lines) and out_lines[written] is not None:
@@ -232,9 +244,13 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 # edited line a new call rather than the old one's answer.
                 key = f"run:{line.custom_id}:{params_hash(line.params)}"
                 head = {"custom_id": line.custom_id, "line": line.number}
+                nonlocal handed, refused
+                handed += 1
                 try:
                     value = await fleet.submit_batch(idempotency_key=key, **line.params)
                 except Exception as exc:  # every line gets its output line, whatever failed
+                    if isinstance(exc, UnbatchableRequestError):
+                        refused += 1  # refused at submit: never sent
                     finish(index, head | _error_record(exc))
                     return
                 tokens = provider.tokens_of(value)
@@ -249,9 +265,34 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 response = dump(value) if dump is not None else value
                 finish(index, head | {"status": "succeeded", "response": response})
 
+            eta_start: tuple[float, int] | None = None
+
+            def snapshot() -> RunSnapshot:
+                nonlocal eta_start
+                stats = fleet.stats
+                batches = tuple(_in_flight(fleet))
+                snap = RunSnapshot(
+                    lines=len(lines),
+                    submitted=max(0, handed - refused - stats.queued - stats.from_journal),
+                    queued=stats.queued,
+                    answered=answered,
+                    from_journal=stats.from_journal,
+                    batches=batches,
+                    elapsed_s=anyio.current_time() - started,
+                )
+                # The rate counts requests the provider finished for this run: lines answered
+                # at once (invalid, or from the journal) would make it look fast.
+                instant = stats.from_journal + report.statuses.get("invalid", 0)
+                done = answered - instant + snap.provider_done
+                now = anyio.current_time()
+                if eta_start is None:
+                    eta_start = (now, done)
+                eta = estimate_eta(eta_start, now, done, len(lines) - instant)
+                return replace(snap, eta_s=eta)
+
             async with anyio.create_task_group() as display:
                 if progress is not None:
-                    display.start_soon(_show, progress, fleet, lambda: written, len(lines))
+                    display.start_soon(_show, progress, snapshot)
                 async with anyio.create_task_group() as calls:
                     for index, line in enumerate(lines):
                         if line.error is not None or line.params is None:
@@ -269,19 +310,24 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         report.from_journal = stats.from_journal
         report.batches_created = stats.batches_submitted
         report.batches_reattached = stats.reattached_batches
+        if progress is not None:
+            progress.update(snapshot(), final=True)
     report.cost_this_run = sum(this_run, Cost())
-    if progress is not None:
-        progress.update(written, len(lines), fleet)
     part.replace(config.out)
     return report
 
 
-async def _show(
-    progress: Progress, fleet: FleetDispatcher, written: Callable[[], int], total: int
-) -> None:
+async def _show(progress: Progress, snapshot: Callable[[], RunSnapshot]) -> None:
     while True:
-        progress.update(written(), total, fleet)
+        progress.update(snapshot())
         await anyio.sleep(0.2)
+
+
+def _in_flight(fleet: FleetDispatcher) -> list[tuple[str, BatchStatus | None]]:
+    """The batches in flight and their last polled status, from the fleet's status board
+    (llmfleet/_board.py): part of this package, the run reads it rather than polling again."""
+    ctx = fleet._ctx
+    return [] if ctx is None else ctx.board.statuses()
 
 
 def _count(report: RunReport, status: str) -> None:
@@ -300,37 +346,8 @@ def _error_record(exc: Exception) -> dict[str, Any]:
         status = "canceled"
     elif isinstance(exc, BatchResultMissingError):
         status = "missing"
-    return {"status": status, "error": {"type": type(exc).__name__, "message": str(exc)}}
-
-
-@final
-class PlainProgress:
-    """Progress as plain lines (when stderr is not a terminal): one when anything changed,
-    at most one a second, and every change of the queue."""
-
-    def __init__(self, stream: TextIO, clock: Any = None) -> None:
-        self._stream = stream
-        self._last: tuple[int, ...] | None = None
-        self._printed = -math.inf
-        self._clock = clock or anyio.current_time
-
-    def update(self, done: int, total: int, fleet: FleetDispatcher) -> None:
-        s = fleet.stats
-        state = (done, total, s.queued, s.in_flight_batches, s.from_journal)
-        now = self._clock()
-        if state == self._last:
-            return
-        # Every change of the queue is shown (a test waits for "N queued"); progress at most
-        # once a second, and the last line always.
-        queue_changed = self._last is None or self._last[2] != s.queued
-        if not queue_changed and done != total and now - self._printed < 1.0:
-            return
-        self._last, self._printed = state, now
-        self._stream.write(
-            f"progress: {done}/{total} done, {s.queued} queued, {s.in_flight_batches} batches "
-            f"in flight ({s.reattached_batches} re-attached), {s.from_journal} from the journal\n"
-        )
-        self._stream.flush()
+    # The fleet's messages speak to library users (submit_sync(), ...): say it for the CLI.
+    return {"status": status, "error": {"type": type(exc).__name__, "message": for_cli(str(exc))}}
 
 
 def format_report(report: RunReport, config: RunConfig) -> str:
@@ -338,7 +355,8 @@ def format_report(report: RunReport, config: RunConfig) -> str:
     parts = [f"{n} {status}" for status, n in sorted(report.statuses.items())]
     money = report.cost
     lines = [
-        f"llmfleet run: {report.lines} lines -> {config.out} ({', '.join(parts) or 'nothing'})",
+        f"llmfleet run: {report.lines} lines -> {config.out} ({', '.join(parts) or 'nothing'})"
+        + (f"; {report.blank} blank lines skipped" if report.blank else ""),
         f"  answered from the journal (no request): {report.from_journal}",
         f"  batches: {report.batches_created} created, {report.batches_reattached} re-attached"
         f" (journal {config.journal})",

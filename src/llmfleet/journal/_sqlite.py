@@ -103,8 +103,10 @@ class SQLiteStore:
     """A :class:`~llmfleet.journal.BatchRecordStore` in an SQLite file (made if missing).
 
     Use :meth:`open` before anything else and :meth:`aclose` at the end. While open, the
-    store holds an exclusive lock (``<path>.lock``) so that no two processes drive the same
-    journal at once (where ``fcntl`` exists, i.e. not on Windows).
+    store holds an exclusive lock (``<path>.lock``, holding its pid) so that no two processes
+    drive the same journal at once (where ``fcntl`` exists, i.e. not on Windows). The lock
+    file is removed when the store closes; a process that dies leaves it, unlocked, and the
+    next store to open takes it over.
 
     :param path: the journal file.
     :param provider: the adapter name the fleet uses (``"anthropic"``); a journal written
@@ -116,6 +118,7 @@ class SQLiteStore:
         self.provider = provider
         self._db: sqlite3.Connection | None = None
         self._lock_file: Any = None
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._limiter: anyio.CapacityLimiter | None = None
 
     def __repr__(self) -> str:
@@ -233,21 +236,30 @@ class SQLiteStore:
             return
         import fcntl
 
-        lock_path = path.with_name(path.name + ".lock")
-        try:
-            file = lock_path.open("a+")
-        except OSError as exc:
-            raise JournalError(f"cannot make the journal's lock file {lock_path}: {exc}") from exc
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            file.seek(0)
-            holder = file.read().strip() or "?"
+        lock_path = self._lock_path
+        while True:
+            try:
+                file = lock_path.open("a+")
+            except OSError as exc:
+                raise JournalError(
+                    f"cannot make the journal's lock file {lock_path}: {exc}"
+                ) from exc
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                file.seek(0)
+                holder = file.read().strip() or "?"
+                file.close()
+                raise JournalError(
+                    f"the journal {path} is in use by another process (pid {holder}); wait "
+                    "for it to end, or pass another journal path"
+                ) from None
+            # The holder removes the file as it lets go (_unlock): the file locked here may
+            # be one it removed after this process opened it, which guards nothing (a third
+            # process may have made and locked a new one). Only the file at the path counts.
+            if _same_file(file, lock_path):
+                break
             file.close()
-            raise JournalError(
-                f"the journal {path} is in use by another process (pid {holder}); wait for it "
-                "to end, or pass another journal path"
-            ) from None
         file.seek(0)
         file.truncate()
         file.write(str(os.getpid()))
@@ -257,8 +269,12 @@ class SQLiteStore:
     def _unlock(self) -> None:
         file, self._lock_file = self._lock_file, None
         if file is not None:
-            # Closing the file releases the lock; the file itself stays (removing it could
-            # race with another process that just opened it).
+            # Removed while still locked, then closed (which releases the lock): a process
+            # that opened the old file meanwhile finds it is no longer the one at the path
+            # once it gets the lock, and takes the path's (_lock). A process that dies keeps
+            # its file, holding its pid but no lock: the next one locks it and goes on.
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock_path)
             file.close()
 
     async def aclose(self) -> None:
@@ -410,6 +426,16 @@ class SQLiteStore:
                 f"the journal {self.path} failed ({type(exc).__name__}: {exc}); check the disk "
                 "it is on, then run again: what was recorded is kept"
             ) from exc
+
+
+def _same_file(file: Any, path: Path) -> bool:
+    """``file`` (open) is the file now at ``path``."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(file.fileno())
+    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
 
 
 @contextlib.contextmanager

@@ -69,6 +69,12 @@ class BatchStatus:
     state: str = ""
     #: When the provider says the batch ended (Unix time), if it ended and says so.
     ended_at: float | None = None
+    #: The provider's own count of the batch's requests, if its status carries one (for
+    #: progress displays; ``None`` before the provider has counted them).
+    requests: int | None = None
+    #: How many of those the provider has finished (answered, errored, expired or
+    #: canceled), if it says.
+    requests_done: int | None = None
 
 
 @final

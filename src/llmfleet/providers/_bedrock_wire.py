@@ -72,10 +72,14 @@ def status_of(job: Mapping[str, Any]) -> BatchStatus:
     state = str(job.get("status", ""))
     ended = state in ENDED
     end = job.get("endTime")
+    # The record counts appear once the job's input is read (totalRecordCount).
+    total, processed = job.get("totalRecordCount"), job.get("processedRecordCount")
     return BatchStatus(
         ended=ended,
         state=state,
         ended_at=end.timestamp() if ended and isinstance(end, datetime) else None,
+        requests=int(total) if isinstance(total, int) and total > 0 else None,
+        requests_done=int(processed) if isinstance(processed, int) and total else None,
     )
 
 

@@ -208,10 +208,14 @@ class AnthropicProvider:
 
 def _status(batch: MessageBatch) -> BatchStatus:
     ended = batch.processing_status == "ended"
+    counts = batch.request_counts
+    total = counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
     return BatchStatus(
         ended=ended,
         state=batch.processing_status,
         ended_at=batch.ended_at.timestamp() if ended and batch.ended_at else None,
+        requests=total,
+        requests_done=total - counts.processing,
     )
 
 

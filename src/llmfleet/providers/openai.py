@@ -525,8 +525,15 @@ def _body(params: Mapping[str, Any]) -> dict[str, Any]:
 def _status(batch: Batch) -> BatchStatus:
     ended = batch.status in _ENDED
     at = batch.completed_at or batch.failed_at or batch.expired_at or batch.cancelled_at
+    counts = batch.request_counts
+    # No counts (or a total of 0) while the input file is being validated: not counted yet.
+    total = counts.total if counts is not None and counts.total else None
     return BatchStatus(
-        ended=ended, state=batch.status, ended_at=float(at) if ended and at else None
+        ended=ended,
+        state=batch.status,
+        ended_at=float(at) if ended and at else None,
+        requests=total,
+        requests_done=None if counts is None or total is None else counts.completed + counts.failed,
     )
 
 
