@@ -126,7 +126,11 @@ class FleetDispatcher:
         self._room: anyio.Event | None = None
         self._idle: anyio.Event | None = None  # made in _open: an Event needs a running loop
         # custom_ids are opaque: a random fleet tag and a counter, never the request content.
-        self._tag = secrets.token_hex(4)
+        # 128 random bits, so that no two fleets anywhere share custom_ids: an adapter that
+        # derives a create's idempotency token from them (Bedrock) must never be answered
+        # with another fleet's batch (docs/design.md §4.4). 3 + 32 + 1 characters leave a
+        # counter of up to 28 digits within the 64 a custom_id may have.
+        self._tag = secrets.token_hex(16)
         self._ids = itertools.count(1)
         self._stack: AsyncExitStack | None = None
         # What every batch shares (the board, the create gate): made in _open.
