@@ -433,3 +433,92 @@ async def test_takeover_finds_a_tagged_batch_exactly_where_the_adapter_tags_crea
             assert error is None
             assert value.choices[0].message.content.endswith("find me")
             assert emu.ledger.batches_created == 2  # the tagged one and the decoy, no third
+
+
+async def test_a_leader_change_inside_the_window_keeps_each_calls_window(
+    redis: RedisServer,
+) -> None:
+    """G3 holds fleet-wide, from the caller's submit: calls submitted at t0 while A leads,
+    A leaves normally at t0 + window/2, B takes over; the batch is still flushed by
+    t0 + window (plus a little real-time slack), because B queues each call with the instant
+    it reached the stream, not the instant B read it."""
+    window = 4.0
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        slow = policy(batch_window_ms=int(window * 1000), batch_min_size=100, batch_max_size=100)
+        leading, submitted = anyio.Event(), anyio.Event()
+        answered: dict[int, float] = {}
+        t0 = t0_wall = 0.0
+
+        async def leader() -> None:
+            async with open_fleet(client, policy=slow, broker=redis.url, lease_ttl_ms=1500) as a:
+                while not a.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                    await anyio.sleep(0.01)
+                leading.set()
+                await submitted.wait()
+                await anyio.sleep(t0 + window / 2 - anyio.current_time())
+            assert a.terms_led == 1
+
+        async def member() -> None:
+            nonlocal t0, t0_wall
+            await leading.wait()
+            async with open_fleet(client, policy=slow, broker=redis.url, lease_ttl_ms=1500) as b:
+
+                async def one(i: int) -> None:
+                    assert text_of(await b.submit_batch(**params(f"w{i}"))).endswith(f"w{i}")
+                    answered[i] = anyio.current_time()
+
+                t0, t0_wall = anyio.current_time(), time.time()
+                async with anyio.create_task_group() as tg:
+                    for i in range(5):
+                        tg.start_soon(one, i)
+                    submitted.set()
+                assert b.terms_led == 1  # B served them, after A left
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader)
+                tg.start_soon(member)
+        assert sorted(answered) == list(range(5))
+        (created,) = [
+            r.time for r in emu.requests if r.method == "POST" and r.path == "/v1/messages/batches"
+        ]
+        # Flushed by the window (not before it) and by t0 + window, whoever led; answered
+        # a poll or two later.
+        assert window - 0.1 <= created - t0_wall <= window + 0.5, created - t0_wall
+        assert max(answered.values()) - t0 <= window + 1.0, answered
+
+
+async def test_a_released_lease_is_taken_at_once(redis: RedisServer) -> None:
+    """A leader that leaves normally releases its lease, and a process waiting for it takes
+    it at once: not at its next look, ttl/3 later (10 s with this 30 s ttl)."""
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        options: dict[str, Any] = {"policy": policy(), "broker": redis.url, "lease_ttl_ms": 30_000}
+        leading, leave = anyio.Event(), anyio.Event()
+
+        async def leader() -> None:
+            async with open_fleet(client, **options) as a:
+                while not a.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                    await anyio.sleep(0.01)
+                leading.set()
+                await leave.wait()
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader)
+                await leading.wait()
+                async with open_fleet(client, **options) as b:
+                    await anyio.sleep(0.3)  # B has looked, found the lease held, and waits
+                    assert not b.leading
+                    leave.set()  # A's block ends: a normal exit
+                    left_at = anyio.current_time()
+                    while not b.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                        await anyio.sleep(0.01)
+                    took = anyio.current_time() - left_at
+                    assert b.terms_led == 1
+        assert took < 1.0, took
