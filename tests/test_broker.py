@@ -555,3 +555,31 @@ async def test_a_callers_clock_never_enters_its_window_or_budget(redis: RedisSer
                         await anyio.sleep(0.05)
         assert emu.ledger.batches_created == 1
         assert len(emu.ledger.select(route="direct")) == 0
+
+
+async def test_a_brokered_flush_is_tagged_with_128_random_bits(redis: RedisServer) -> None:
+    """The tag the leader records for a flush and puts on its create (OpenAI metadata here)
+    is `lf_` and 32 hex digits, as the fleet's custom_ids are: unique across fleets, so a
+    successor's find_tagged never takes another fleet's batch for its own."""
+    import re
+
+    from openai import AsyncOpenAI
+
+    from llmfleet.providers.openai import TAG_KEY
+
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tag me"}]}
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
+        AsyncOpenAI(api_key=KEY, base_url=emu.url + "/v1") as client,
+    ):
+        for _ in range(2):
+            async with open_fleet(
+                client, policy=policy(batch_min_size=1), broker=redis.url
+            ) as fleet:
+                with anyio.fail_after(20):
+                    await fleet.submit_batch(**chat)
+        batches = list(emu.openai.batches.values())
+        tags = [(b.metadata or {}).get(TAG_KEY, "") for b in batches]
+        assert len(tags) == 2
+        assert all(re.fullmatch(r"lf_[0-9a-f]{32}", tag) for tag in tags), tags
+        assert tags[0] != tags[1]
