@@ -24,6 +24,9 @@ class Item:
     flush_by: float = math.inf
     flushed_at: float | None = None
     withdrawn_at: float | None = None
+    #: When it reaches the queue, if later than its arrival (a broker's leader queues calls
+    #: that arrived in other processes, docs/design.md §9.3).
+    queued_at: float | None = None
 
 
 @dataclass
@@ -49,14 +52,16 @@ def simulate(
     max_bytes: int = 10**12,
     drain_at: float | None = None,
 ) -> Run:
-    """Play ``items`` (in arrival order) through the flush rule; drain at ``drain_at``."""
+    """Play ``items`` (in the order they reach the queue: their ``queued_at``, else their
+    arrival) through the flush rule; drain at ``drain_at``."""
     queue: FlushQueue[Item] = FlushQueue(
         min_size=min_size, max_size=max_size, window=window, max_bytes=max_bytes
     )
     run = Run()
     events: list[tuple[float, int, Item | None]] = []
     for queued in items:
-        events.append((queued.arrival, 0, queued))
+        at = queued.arrival if queued.queued_at is None else queued.queued_at
+        events.append((at, 0, queued))
         if queued.cancel_at is not None:
             events.append((queued.cancel_at, 1, queued))
     if drain_at is not None:

@@ -19,6 +19,8 @@ from anthropic.types import Message
 
 from llmfleet import (
     BatchRequestError,
+    BatchResultError,
+    FleetDispatcher,
     RoutingPolicy,
     UnbatchableRequestError,
     open_fleet,
@@ -457,3 +459,74 @@ async def test_records_missing_from_a_completed_job_are_errors_of_their_own() ->
             "lf_m_2": ("errored", "RecordNotProcessed"),
         }
         assert "Completed" in items["lf_m_1"].message
+
+
+# -- idempotency across fleets ----------------------------------------------------------------
+
+
+async def test_two_fleets_whose_custom_ids_coincide_each_get_their_own_answers() -> None:
+    """Bedrock answers a create whose clientRequestToken it has seen with the job that token
+    made, without an error. Two fleets forced onto the same tag flush the same custom_ids:
+    each still gets a job of its own and every caller its own answer, because a job's name
+    and token are digests of the flush's own content, not of its custom_ids alone."""
+    async with stand_in(BedrockConfig(min_records=5)) as (emu, bucket):
+        answers: dict[str, dict[str, Any]] = {}
+        for name in ("alpha", "beta"):
+            fleet = FleetDispatcher(
+                bedrock_client(emu, bucket), policy=fast_policy(batch_min_size=10)
+            )
+            fleet._tag = "0badc0de"  # the same tag in both fleets: lf_0badc0de_1 … _10 twice
+            async with fleet:
+                answers[name] = await gather(fleet, [f"{name}-{i}" for i in range(10)])
+            assert fleet.stats.batches_submitted == 1
+        for out in answers.values():
+            for text, outcome in out.items():
+                assert text_of(outcome) == text
+        assert len(emu.jobs) == 2
+        assert len({job.client_token for job in emu.jobs.values()}) == 2
+
+
+async def test_a_job_that_is_not_the_flushs_own_is_not_read_for_its_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A create answered with another create's job (forced here: the same token under another
+    name) is checked before its results are read: its input is not this flush's, so the
+    callers get a BatchResultError saying so, never the other job's answers."""
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        first = provider(emu, bucket)
+        reqs = [(f"lf_a_{i}", first.prepare(f"lf_a_{i}", params(f"a-{i}"))[1]) for i in range(3)]
+        arn = await first.create_batch(reqs)
+        token = emu.jobs[arn].client_token
+        fleet = FleetDispatcher(bedrock_client(emu, bucket), policy=fast_policy(batch_min_size=3))
+        adapter = fleet.provider
+        assert isinstance(adapter, BedrockProvider)
+        names = adapter._names
+
+        def same_token(*args: Any) -> tuple[str, str]:
+            return names(*args)[0], token
+
+        monkeypatch.setattr(adapter, "_names", same_token)
+        async with fleet:
+            out = await gather(fleet, ["b-0", "b-1", "b-2"])
+        assert len(emu.jobs) == 1  # the token answered with the first job
+        for outcome in out.values():
+            assert isinstance(outcome, BatchResultError), outcome
+            assert outcome.batch_id == arn
+            assert "not this flush's input" in str(outcome)
+        # The job's own maker still reads it.
+        got = {cid: text_of(item.value) async for cid, item in first.results(arn)}
+        assert got == {f"lf_a_{i}": f"a-{i}" for i in range(3)}
+
+
+async def test_a_job_of_another_record_count_is_not_read() -> None:
+    """A job found by another process whose ids file does not match its record count (its
+    manifest, its name) is refused before its results are read."""
+    async with stand_in(BedrockConfig(min_records=1)) as (emu, bucket):
+        maker = provider(emu, bucket)
+        reqs = [(f"lf_c_{i}", maker.prepare(f"lf_c_{i}", params("x"))[1]) for i in range(3)]
+        arn = await maker.create_batch(reqs)
+        assert (await maker.poll(arn)).ended
+        (ids_key,) = [k for k in s3_objects(emu, bucket) if k.endswith("/ids.json")]
+        emu._state._s3.put_object(Bucket=bucket, Key=ids_key, Body=b'["lf_c_0","lf_c_1"]')
+        with pytest.raises(Exception, match="does not hold this flush's 2 records"):
+            [item async for item in provider(emu, bucket).results(arn)]

@@ -433,3 +433,153 @@ async def test_takeover_finds_a_tagged_batch_exactly_where_the_adapter_tags_crea
             assert error is None
             assert value.choices[0].message.content.endswith("find me")
             assert emu.ledger.batches_created == 2  # the tagged one and the decoy, no third
+
+
+async def test_a_leader_change_inside_the_window_keeps_each_calls_window(
+    redis: RedisServer,
+) -> None:
+    """G3 holds fleet-wide, from the caller's submit: calls submitted at t0 while A leads,
+    A leaves normally at t0 + window/2, B takes over; the batch is still flushed by
+    t0 + window (plus a little real-time slack), because B queues each call with the instant
+    it reached the stream, not the instant B read it."""
+    window = 4.0
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        slow = policy(batch_window_ms=int(window * 1000), batch_min_size=100, batch_max_size=100)
+        leading, submitted = anyio.Event(), anyio.Event()
+        answered: dict[int, float] = {}
+        t0 = t0_wall = 0.0
+
+        async def leader() -> None:
+            async with open_fleet(client, policy=slow, broker=redis.url, lease_ttl_ms=1500) as a:
+                while not a.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                    await anyio.sleep(0.01)
+                leading.set()
+                await submitted.wait()
+                await anyio.sleep(t0 + window / 2 - anyio.current_time())
+            assert a.terms_led == 1
+
+        async def member() -> None:
+            nonlocal t0, t0_wall
+            await leading.wait()
+            async with open_fleet(client, policy=slow, broker=redis.url, lease_ttl_ms=1500) as b:
+
+                async def one(i: int) -> None:
+                    assert text_of(await b.submit_batch(**params(f"w{i}"))).endswith(f"w{i}")
+                    answered[i] = anyio.current_time()
+
+                t0, t0_wall = anyio.current_time(), time.time()
+                async with anyio.create_task_group() as tg:
+                    for i in range(5):
+                        tg.start_soon(one, i)
+                    submitted.set()
+                assert b.terms_led == 1  # B served them, after A left
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader)
+                tg.start_soon(member)
+        assert sorted(answered) == list(range(5))
+        (created,) = [
+            r.time for r in emu.requests if r.method == "POST" and r.path == "/v1/messages/batches"
+        ]
+        # Flushed by the window (not before it) and by t0 + window, whoever led; answered
+        # a poll or two later.
+        assert window - 0.1 <= created - t0_wall <= window + 1.0, created - t0_wall
+        assert max(answered.values()) - t0 <= window + 1.0, answered
+
+
+async def test_a_released_lease_is_taken_at_once(redis: RedisServer) -> None:
+    """A leader that leaves normally releases its lease, and a process waiting for it takes
+    it at once: not at its next look, ttl/3 later (10 s with this 30 s ttl)."""
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        options: dict[str, Any] = {"policy": policy(), "broker": redis.url, "lease_ttl_ms": 30_000}
+        leading, leave = anyio.Event(), anyio.Event()
+
+        async def leader() -> None:
+            async with open_fleet(client, **options) as a:
+                while not a.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                    await anyio.sleep(0.01)
+                leading.set()
+                await leave.wait()
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader)
+                await leading.wait()
+                async with open_fleet(client, **options) as b:
+                    await anyio.sleep(0.3)  # B has looked, found the lease held, and waits
+                    assert not b.leading
+                    leave.set()  # A's block ends: a normal exit
+                    left_at = anyio.current_time()
+                    while not b.leading:  # noqa: ASYNC110 - the lease is taken in Redis
+                        await anyio.sleep(0.01)
+                    took = anyio.current_time() - left_at
+                    assert b.terms_led == 1
+        assert took < 1.0, took
+
+
+async def test_a_callers_clock_never_enters_its_window_or_budget(redis: RedisServer) -> None:
+    """A call from a machine whose clock is an hour behind (its submit time says it has
+    waited an hour) is still batched under its 10-minute budget: the leader reads when the
+    call arrived from the Redis server's stamp on its stream entry, not from the caller's
+    clock, which would have spent its budget and sent it direct at once."""
+    import json
+
+    import coredis
+
+    from llmfleet.broker._redis import GROUP
+
+    keys = Keys.of("default")
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        raw: coredis.Redis[str] = coredis.Redis.from_url(redis.url, decode_responses=True)
+        async with raw:
+            await raw.xgroup_create(keys.calls, GROUP, identifier="0", mkstream=True)
+            skewed = {"t": "call", "id": DEAD_CALL, "o": DEAD_ORIGIN}
+            skewed |= {"p": json.dumps(params("skewed")), "b": "600000.0"}
+            await raw.xadd(keys.calls, {**skewed, "a": repr(time.time() - 3600)})
+            async with open_fleet(
+                client, policy=policy(batch_min_size=1, batch_window_ms=200), broker=redis.url
+            ):
+                with anyio.fail_after(20):
+                    # Polls another process's stream (no event to wait on).
+                    while not await raw.xread({keys.results(DEAD_ORIGIN): "0-0"}, count=1):  # noqa: ASYNC110
+                        await anyio.sleep(0.05)
+        assert emu.ledger.batches_created == 1
+        assert len(emu.ledger.select(route="direct")) == 0
+
+
+async def test_a_brokered_flush_is_tagged_with_128_random_bits(redis: RedisServer) -> None:
+    """The tag the leader records for a flush and puts on its create (OpenAI metadata here)
+    is `lf_` and 32 hex digits, as the fleet's custom_ids are: unique across fleets, so a
+    successor's find_tagged never takes another fleet's batch for its own."""
+    import re
+
+    from openai import AsyncOpenAI
+
+    from llmfleet.providers.openai import TAG_KEY
+
+    chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "tag me"}]}
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
+        AsyncOpenAI(api_key=KEY, base_url=emu.url + "/v1") as client,
+    ):
+        for _ in range(2):
+            async with open_fleet(
+                client, policy=policy(batch_min_size=1), broker=redis.url
+            ) as fleet:
+                with anyio.fail_after(20):
+                    await fleet.submit_batch(**chat)
+        batches = list(emu.openai.batches.values())
+        tags = [(b.metadata or {}).get(TAG_KEY, "") for b in batches]
+        assert len(tags) == 2
+        assert all(re.fullmatch(r"lf_[0-9a-f]{32}", tag) for tag in tags), tags
+        assert tags[0] != tags[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
 from contextlib import aclosing
 from dataclasses import fields
@@ -171,8 +172,11 @@ async def test_both_routes_return_the_sdk_type(
     [batch] = emu.openai.batches.values()
     assert batch.endpoint == endpoint
     assert batch.metadata is not None
-    assert batch.metadata[TAG_KEY].startswith("lf_")
+    # 128 random bits in the tag and in the fleet's part of every custom_id: no two fleets
+    # anywhere share either (docs/design.md §4.4, §9.1).
+    assert re.fullmatch(r"lf_[0-9a-f]{32}", batch.metadata[TAG_KEY])
     [line] = input_lines(emu, batch.id)
+    assert re.fullmatch(r"lf_[0-9a-f]{32}_1", line["custom_id"])
     assert line == {
         "custom_id": line["custom_id"],
         "method": "POST",

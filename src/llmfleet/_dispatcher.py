@@ -179,7 +179,11 @@ class FleetDispatcher(Generic[R_co]):
         self._room: anyio.Event | None = None
         self._idle: anyio.Event | None = None  # made in _open: an Event needs a running loop
         # custom_ids are opaque: a random fleet tag and a counter, never the request content.
-        self._tag = secrets.token_hex(4)
+        # 128 random bits, so that no two fleets anywhere share custom_ids: an adapter that
+        # derives a create's idempotency token from them (Bedrock) must never be answered
+        # with another fleet's batch (docs/design.md §4.4). 3 + 32 + 1 characters leave a
+        # counter of up to 28 digits within the 64 a custom_id may have.
+        self._tag = secrets.token_hex(16)
         self._ids = itertools.count(1)
         self._stack: AsyncExitStack | None = None
         # What every batch shares (the board, the create gate): made in _open.
@@ -300,12 +304,37 @@ class FleetDispatcher(Generic[R_co]):
         batched: R_co = await self._submit_batch(params, None, None, idempotency_key)
         return batched
 
+    async def _submit_arrived(
+        self, params: dict[str, Any], *, arrival: float, budget_ms: float | None
+    ) -> Any:
+        """A batch-route call that arrived at ``arrival`` (this fleet's clock, at or before
+        now) rather than now: the broker's leader serving a call another process submitted
+        (docs/design.md §9.3). Its window (§4) and its deadline (§8) count from its arrival;
+        its budget routes as :meth:`submit` routes what is left of it.
+
+        :param budget_ms: the caller's whole latency budget, or ``None`` (``submit_batch``).
+        """
+        now = self._clock()
+        arrival = min(arrival, now)
+        if budget_ms is None or self.policy.deadline_action == "wait":
+            return await self._submit_batch(params, None, None, arrival=arrival)
+        left_ms = budget_ms - (now - arrival) * 1000
+        if left_ms <= self.policy.sync_max_latency_ms:
+            return await self._direct(params)
+        turnaround = self._deadlines.turnaround.estimate(self.provider.model_of(params))
+        if turnaround is not None and left_ms / 1000 < turnaround:
+            self._stats._routed_by_deadline()
+            return await self._direct(params)
+        return await self._submit_batch(params, budget_ms / 1000, turnaround, arrival=arrival)
+
     async def _submit_batch(
         self,
         params: dict[str, Any],
         budget: float | None,
         turnaround: float | None,
         idempotency_key: str | None = None,
+        *,
+        arrival: float | None = None,
     ) -> Any:
         self._check_open()
         provider = self.provider
@@ -335,7 +364,7 @@ class FleetDispatcher(Generic[R_co]):
             await self._room.wait()
             self._check_open()
         assert self._send is not None
-        call.arrival = now = self._clock()
+        call.arrival = now = self._clock() if arrival is None else arrival
         if budget is not None:
             self._deadlines.promise(call, now + budget, turnaround)
         self._send.send_nowait(call)

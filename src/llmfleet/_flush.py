@@ -49,6 +49,11 @@ class FlushQueue(Generic[T]):
 
     Calls withdrawn by their callers are dropped lazily, so withdrawing is O(1).
 
+    A call may arrive earlier than the one pushed before it (the broker's leader queues calls
+    that arrived in other processes with their own arrival, docs/design.md §9.3): its window
+    then ends before the head's, and is kept in a heap beside the FIFO, so that it still
+    leaves the queue by ``arrival + window`` (G3).
+
     :param min_size: live calls that make a flush due at once (>= 1).
     :param max_size: most calls in one batch (>= min_size).
     :param window: seconds a call may wait (>= 0).
@@ -56,7 +61,9 @@ class FlushQueue(Generic[T]):
     """
 
     __slots__ = (
+        "_early",
         "_items",
+        "_last",
         "_live",
         "_urgent",
         "_urgent_ids",
@@ -82,6 +89,10 @@ class FlushQueue(Generic[T]):
         # dropped lazily (their ids leave _urgent_ids).
         self._urgent: list[tuple[float, int, T]] = []
         self._urgent_ids: set[int] = set()
+        # Window ends of calls that arrived before the call pushed ahead of them, earliest
+        # first; dropped lazily like _urgent's (the ids of both heaps are _urgent_ids).
+        self._early: list[tuple[float, int, T]] = []
+        self._last = -math.inf
 
     def __len__(self) -> int:
         """Live (not withdrawn) calls in the queue."""
@@ -93,7 +104,7 @@ class FlushQueue(Generic[T]):
         return (item for item in self._items if id(item) not in withdrawn)
 
     def push(self, item: T) -> None:
-        """Append a call; its ``arrival`` must not precede the last one's."""
+        """Append a call (FIFO by push order; its ``arrival`` may precede the last one's)."""
         if item.size + ENVELOPE_BYTES > self.max_bytes:
             raise ValueError(f"a call of {item.size} bytes can never fit a batch body")
         self._items.append(item)
@@ -101,6 +112,11 @@ class FlushQueue(Generic[T]):
         if item.flush_by != math.inf:
             heapq.heappush(self._urgent, (item.flush_by, id(item), item))
             self._urgent_ids.add(id(item))
+        if item.arrival < self._last:
+            heapq.heappush(self._early, (item.arrival + self.window, id(item), item))
+            self._urgent_ids.add(id(item))
+        else:
+            self._last = item.arrival
 
     def withdraw(self, item: T) -> None:
         """Forget a queued call (its caller left); it will never be flushed."""
@@ -124,18 +140,26 @@ class FlushQueue(Generic[T]):
             heapq.heappop(urgent)
         return urgent[0][0] if urgent else math.inf
 
+    def _window_end(self) -> float:
+        """When the oldest live call's window ends (the head's, or an earlier arrival's)."""
+        end = self._items[0].arrival + self.window
+        early, ids = self._early, self._urgent_ids
+        while early and early[0][1] not in ids:
+            heapq.heappop(early)
+        return min(end, early[0][0]) if early else end
+
     def deadline(self) -> float | None:
         """The next instant a flush falls due with no new arrival (the oldest call's window
         or the earliest ``flush_by``), or ``None`` if the queue is empty."""
         if not self._items:
             return None
-        return min(self._items[0].arrival + self.window, self._flush_by())
+        return min(self._window_end(), self._flush_by())
 
     def due(self, now: float) -> FlushReason | None:
         """Why a flush is due at ``now``, or ``None``."""
         if self._live >= self.min_size:
             return "size"
-        if self._items and now >= self._items[0].arrival + self.window:
+        if self._items and now >= self._window_end():
             return "window"
         if self._items and now >= self._flush_by():
             return "deadline"

@@ -265,6 +265,8 @@ class BrokeredFleet(Generic[R_co]):
             "o": self.origin,
             "p": body,
             "b": "" if budget_ms is None else repr(budget_ms),
+            # The submit's wall time, for leaders of earlier versions: a leader now reads the
+            # arrival from the entry id, the Redis server's clock (_leader._arrival).
             "a": repr(time.time()),
         }
         try:

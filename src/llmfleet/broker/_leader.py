@@ -5,13 +5,18 @@ own local fleet (over :class:`~llmfleet.broker._provider.LeaderProvider`), one t
 then delivers the outcome to the calling process's results stream. A call's stream entry stays
 pending until its outcome is delivered, so a successor finds every call a dead leader left:
 those in a recorded batch are answered by re-attaching to it, the rest are submitted again.
+
+Each call is queued with the instant it was added to the stream, not the instant this leader
+read it, so its window and its deadline count from its caller's submit whoever leads
+(docs/design.md §9.3). That instant is the entry id's, stamped by the Redis server's clock;
+the leader maps it onto its own clock by reading the server's time (``_sync_clock``), so the
+clocks of the callers' machines never enter it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
@@ -94,6 +99,9 @@ class Leadership:
         self._dropped: set[str] = set()
         #: Terms this process has led (a takeover test reads it).
         self.terms = 0
+        # The Redis server's clock minus this process's (anyio.current_time), in seconds:
+        # how an entry id's stamp becomes an instant of this process (None: not measured).
+        self._offset: float | None = None
 
     @property
     def leading(self) -> bool:
@@ -116,8 +124,29 @@ class Leadership:
                     logger.debug("lease: %s", exc)
                 if isinstance(value, str):
                     await self._lead(value)
-                # A dead leader's lease runs out within ttl: look again well within that.
-                await anyio.sleep(self._ttl / 3)
+                # A released lease is taken at once; a dead leader's runs out within ttl:
+                # look again well within that.
+                await self._released(self._ttl / 3)
+
+    async def _released(self, longest: float) -> None:
+        """Wait until the lease is released (its holder leaves a notice as it lets go: the
+        release script) or ``longest`` seconds have passed."""
+        end = anyio.current_time() + longest
+        while True:
+            left = end - anyio.current_time()
+            if left < 0.01:  # BLPOP's 0 would block for ever
+                await anyio.sleep(max(left, 0))
+                return
+            block = min(left, READ_BLOCK_MS / 1000)
+            try:
+                with anyio.fail_after(block + self._ttl):
+                    notice = await self._redis.blpop([self._keys.released], timeout=block)
+            except BROKER_DOWN as exc:
+                logger.debug("waiting for the lease: %s", exc)
+                await anyio.sleep(max(left, 0))
+                return
+            if notice:
+                return
 
     async def stop(self) -> None:
         """Step down (if leading) without cancelling any batch: they are the successor's."""
@@ -150,6 +179,7 @@ class Leadership:
                 self._lead_scope = tg.cancel_scope
                 tg.start_soon(self._renew)
                 try:
+                    await self._sync_clock()
                     await self._take_over(tg)
                     await self._consume(tg)
                 except LEADER_LOST as exc:
@@ -161,7 +191,10 @@ class Leadership:
             self._dropped.clear()
             with anyio.move_on_after(1.0, shield=True):
                 try:
-                    await self._scripts.release(keys=[self._keys.lease], args=[value])
+                    await self._scripts.release(
+                        keys=[self._keys.lease, self._keys.released],
+                        args=[value, int(self._ttl * 1000)],
+                    )
                 except BROKER_ERRORS:
                     pass  # it runs out on its own
 
@@ -184,6 +217,37 @@ class Leadership:
                 self._lose("the lease ran out and was taken")
                 return
             last = anyio.current_time()
+            try:
+                with anyio.fail_after(self._ttl / 3):
+                    await self._sync_clock()  # the two clocks drift apart slowly
+            except BROKER_DOWN as exc:
+                logger.debug("could not read the broker's clock: %s", exc)
+
+    async def _sync_clock(self) -> None:
+        """Measure the Redis server's clock against this process's (to within half a round
+        trip), so that a call's entry id tells when it arrived (:meth:`_arrival`)."""
+        before = anyio.current_time()
+        now_ms: Any = await self._scripts.now_ms(keys=[self._keys.calls])
+        after = anyio.current_time()
+        self._offset = int(now_ms) / 1000 - (before + after) / 2
+
+    def _arrival(self, entry_id: str) -> float:
+        """When the call in stream entry ``entry_id`` arrived, on this process's clock.
+
+        The entry id's milliseconds are the Redis server's time when the caller's XADD ran
+        (just after its submit), and the offset comes from the same server's clock: no two
+        machines' clocks are compared. Never later than now (Redis keeps entry ids growing
+        even if its clock steps back, and a call cannot arrive in the future); a call read
+        long after it arrived (no leader meanwhile) has spent its window and is flushed at
+        once."""
+        now = anyio.current_time()
+        if self._offset is None:
+            return now
+        try:
+            stamp = int(entry_id.split("-", 1)[0]) / 1000
+        except ValueError:
+            return now
+        return min(now, stamp - self._offset)
 
     # -- taking over -----------------------------------------------------------------------
 
@@ -391,7 +455,7 @@ class Leadership:
                     await anyio.lowlevel.checkpoint()
                 params = json.loads(fields["p"])
                 try:
-                    value = await self._submit(params, fields)
+                    value = await self._submit(params, fields, entry_id)
                     payload = dump_value(self._provider.inner, value)
                 except Exception as exc:
                     if not self._lease.active:
@@ -419,16 +483,15 @@ class Leadership:
         finally:
             self._serving.pop(call_id, None)
 
-    async def _submit(self, params: dict[str, Any], fields: Any) -> Any:
-        fleet = self._fleet
+    async def _submit(self, params: dict[str, Any], fields: Any, entry_id: str) -> Any:
+        # The window and the budget count from the caller's submit, not from this read
+        # (whichever leader reads it).
         budget = fields.get("b", "")
-        if budget == "":
-            return await fleet.submit_batch(**params)
-        # The budget counts from the caller's submit, not from this read.
-        left = float(budget) - max(0.0, time.time() - float(fields["a"])) * 1000
-        if self._policy.deadline_action == "wait":
-            return await fleet.submit_batch(**params)
-        return await fleet.submit(latency_budget_ms=max(0.0, left), **params)
+        return await self._fleet._submit_arrived(
+            params,
+            arrival=self._arrival(entry_id),
+            budget_ms=None if budget == "" else float(budget),
+        )
 
 
 def served_call(served: Served) -> tuple[str, str, str]:

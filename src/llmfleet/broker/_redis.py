@@ -36,15 +36,28 @@ _RENEW: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
-# RELEASE(lease; value) -> 1 if it was ours.
+# RELEASE(lease, released; value, ttl_ms) -> 1 if it was ours. A released lease leaves one
+# notice on the released list, which a process waiting for the lease pops (BLPOP) and takes
+# the lease at once, instead of at its next look (every ttl/3). The notice expires with the
+# ttl: a process that comes later finds the lease free anyway.
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-return redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return 1
 """
 # FENCED(lease; value) -> 1 if ours: a check before a request that writes nothing to Redis.
 _FENCED: Final = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return 1
+"""
+# NOW(calls) -> the Redis server's time in ms: the clock of the calls stream's entry ids
+# (run by the node that holds the stream, under Redis Cluster too).
+_NOW: Final = """
+local t = redis.call('TIME')
+return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 # PUT_FLUSH(lease, flushes, batch_ids; value, flush_id, record, batch_id, now_ms) -> 1/0.
 _PUT_FLUSH: Final = """
@@ -119,6 +132,10 @@ class Keys:
         return f"{self.prefix}:lease"
 
     @property
+    def released(self) -> str:
+        return f"{self.prefix}:released"
+
+    @property
     def fence(self) -> str:
         return f"{self.prefix}:fence"
 
@@ -152,6 +169,7 @@ class Scripts:
         self.drop_flush = redis.register_script(_DROP_FLUSH)
         self.deliver = redis.register_script(_DELIVER)
         self.take_slot = redis.register_script(_TAKE_SLOT)
+        self.now_ms = redis.register_script(_NOW)
         self._redis = redis
 
     async def load(self) -> None:
@@ -165,6 +183,7 @@ class Scripts:
             self.drop_flush,
             self.deliver,
             self.take_slot,
+            self.now_ms,
         ):
             await self._redis.script_load(script.script)
 

@@ -175,6 +175,11 @@ class _UnknownJob(Exception):
     """Results asked of a job this adapter did not make (a bug in the caller)."""
 
 
+class _ForeignJob(_UnknownJob):
+    """The job a create or a search returned is not the flush's own (its input or its record
+    count differ): its results belong to other callers and are not read."""
+
+
 @dataclass(slots=True)
 class _Attempt:
     """The job one batch task is creating: its name and its records' custom_ids."""
@@ -200,14 +205,17 @@ async def _to_thread(fn: Callable[[], Any]) -> Any:
 class BedrockProvider:
     """Adapter over Bedrock's InvokeModel and batch inference jobs (docs/design.md §7).
 
-    **Idempotency.** A job's name and ``clientRequestToken`` are derived from its records'
-    custom_ids (or, in a fleet with a journal, its name from the flush's ``BATCH_TAG``), so
-    the same flush sent twice is the same job: after an unanswered create,
+    **Idempotency.** A job's name and ``clientRequestToken`` are digests of the flush's own
+    content (model, custom_ids, input file; in a fleet with a journal or a broker, its name
+    carries the flush's ``BATCH_TAG`` instead), so the same flush sent twice is the same job
+    and no other flush, from any fleet, is answered with it: after an unanswered create,
     :meth:`find_batch` finds it by name (``ListModelInvocationJobs nameContains``), and a
     create sent again is answered with the job already made. The name ends in the record
     count, so a process that did not send the create finds the job by count and time
     (:meth:`find_batch`) or exactly by its tag (:meth:`find_tagged`). The custom_ids are
     written beside the job's input (``ids.json``), so any process reads any job's results.
+    Before reading them, the job is checked to be the flush's own (its input file, its record
+    count): a foreign job's results are never handed to this flush's callers.
 
     :param client: where Bedrock is, and the job limits.
     :param run_sync: how blocking botocore calls run (default: in a worker thread). Tests
@@ -256,8 +264,9 @@ class BedrockProvider:
             "s3", region_name=client.region, endpoint_url=client.s3_endpoint_url, config=once
         )
         self._lock = threading.Lock()
-        # The custom_ids of each job this adapter made or found, until its results are read.
-        self._records: dict[str, tuple[str, ...]] = {}
+        # The custom_ids and input URI of each job this adapter made or found, until its
+        # results are read.
+        self._records: dict[str, tuple[tuple[str, ...], str]] = {}
         # Creates that got no answer, by job name: the fallback for a find_batch() called
         # outside the task that sent the create.
         self._unanswered: dict[str, tuple[str, ...]] = {}
@@ -342,12 +351,30 @@ class BedrockProvider:
 
     # -- jobs -----------------------------------------------------------------------------
 
-    def _names(self, ids: Sequence[str], tag: str | None) -> tuple[str, str]:
-        """The job name and clientRequestToken of a flush: the same records (and tag), the
-        same job."""
-        digest = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-        mark = digest[:MARK_MAX] if tag is None else tag_mark(tag)
-        return f"{JOB_PREFIX}{mark}-{len(ids)}", digest[:64]
+    def _names(
+        self, ids: Sequence[str], tag: str | None, model: str, body: bytes
+    ) -> tuple[str, str]:
+        """The job name and clientRequestToken of a flush: the same flush, the same job.
+
+        Both are digests of the flush's own content (its model, its records' custom_ids and
+        its input file), so no other flush, from this fleet or any other, shares them even
+        where two fleets' custom_ids coincide: Bedrock answers a create whose token it has
+        seen with the job that token made, without an error (docs/design.md §C). With a
+        journal's or broker's tag (``BATCH_TAG``, 128 random bits) the name carries the tag
+        instead, for :meth:`find_tagged`, and the token covers the tag too.
+        """
+        digest = hashlib.sha256()
+        for part in (tag or "", model, "\n".join(ids)):
+            data = part.encode()
+            digest.update(len(data).to_bytes(8, "big") + data)
+        digest.update(body)
+        token = digest.hexdigest()
+        mark = token[:MARK_MAX] if tag is None else tag_mark(tag)
+        return f"{JOB_PREFIX}{mark}-{len(ids)}", token
+
+    def _input_uri(self, name: str) -> str:
+        """Where the input file of the job named ``name`` is written."""
+        return self._uri(posixpath.join(self.config.prefix, name, _INPUT_FILE))
 
     def _uri(self, key: str) -> str:
         return f"s3://{self.config.bucket}/{key}"
@@ -359,9 +386,6 @@ class BedrockProvider:
             # batch_key keeps models apart; reaching here is a bug in the caller.
             raise ValueError(f"one job runs one model, got {sorted(models)}")
         (model,) = models
-        name, token = self._names(ids, BATCH_TAG.get())
-        folder = posixpath.join(self.config.prefix, name)
-        input_key = f"{folder}/{_INPUT_FILE}"
         ids_body = json.dumps(list(ids), separators=(",", ":")).encode()
         # A recordId is the record's place in the job, in 11 alphanumeric characters (the
         # user guide's format, "CALL0000001"): the adapter keeps the job's custom_ids in order.
@@ -369,6 +393,9 @@ class BedrockProvider:
             f'{{"recordId":"{record_id(n)}","modelInput":{json_body}}}\n'
             for n, (_, (_, json_body)) in enumerate(requests)
         ).encode()
+        name, token = self._names(ids, BATCH_TAG.get(), model, body)
+        folder = posixpath.join(self.config.prefix, name)
+        input_key = f"{folder}/{_INPUT_FILE}"
         attempt = _Attempt(name, ids)
         _ATTEMPT.set(attempt)
         with self._lock:
@@ -405,7 +432,9 @@ class BedrockProvider:
             raise
         with self._lock:
             self._unanswered.pop(name, None)
-            self._records[arn] = ids
+            # The job the token answered with is checked against this flush before its
+            # results are read (_read_results): a create is idempotent by token alone.
+            self._records[arn] = (ids, self._uri(input_key))
         return arn
 
     async def find_batch(
@@ -429,7 +458,7 @@ class BedrockProvider:
                 if job.get("jobName") == name and arn not in exclude:
                     with self._lock:
                         self._unanswered.pop(name, None)
-                        self._records[arn] = ids
+                        self._records[arn] = (ids, self._input_uri(name))
                     return str(arn)
         if attempt is not None or wanted:
             # This process's own create, not found by its name: it made no job.
@@ -509,7 +538,12 @@ class BedrockProvider:
             self._records.pop(batch_id, None)
 
     def _read_results(self, batch_id: str) -> list[tuple[str, ItemResult]]:
-        """Every record's result, read in one worker thread (three requests)."""
+        """Every record's result, read in one worker thread (three requests; four for a job
+        another process made).
+
+        The job is checked first: a job this adapter made or found must read the input this
+        flush wrote, and every job must hold as many records as its custom_ids, else its
+        results are another flush's and are not read (:class:`_ForeignJob`)."""
         job = self._bedrock.get_model_invocation_job(jobIdentifier=batch_id)
         status = job.get("status", "")
         input_uri = job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
@@ -517,14 +551,34 @@ class BedrockProvider:
         job_id = batch_id.rsplit("/", 1)[-1]
         bucket, out_prefix = split_uri(output_uri)
         folder = posixpath.join(out_prefix, job_id)
-        manifest = self._get(bucket, f"{folder}/manifest.json.out")
-        output = self._get(bucket, f"{folder}/{posixpath.basename(input_uri)}.out")
         with self._lock:
-            ids = self._records.get(batch_id)
-        if ids is None:
+            known = self._records.get(batch_id)
+        if known is not None:
+            ids, expected = known
+            if input_uri != expected:
+                raise _ForeignJob(
+                    f"job {batch_id} reads {input_uri}, not this flush's input {expected}: it "
+                    "is another create's job (Bedrock answers a repeated clientRequestToken "
+                    "with the job it made first), so its results are not read. Submit the "
+                    "calls again."
+                )
+        else:
             # A job another process made (a journal reopened, a broker's new leader): its
             # custom_ids are beside its input.
             ids = self._read_ids(input_uri, batch_id)
+        manifest = self._get(bucket, f"{folder}/manifest.json.out")
+        counts = json.loads(manifest) if manifest is not None else {}
+        named = count_of(str(job.get("jobName", "")))
+        total = counts.get("totalRecordCount")
+        if (named is not None and named != len(ids)) or (
+            total is not None and int(total) != len(ids)
+        ):
+            raise _ForeignJob(
+                f"job {batch_id} ({job.get('jobName')!r}, {total} records in its manifest) "
+                f"does not hold this flush's {len(ids)} records, so its results are not read. "
+                "Submit the calls again."
+            )
+        output = self._get(bucket, f"{folder}/{posixpath.basename(input_uri)}.out")
         results: dict[str, ItemResult] = {}
         for raw in (output or b"").splitlines():
             if not raw.strip():
@@ -547,7 +601,6 @@ class BedrockProvider:
                     "succeeded", value=Message.model_validate(line["modelOutput"])
                 )
         if manifest is not None:
-            counts = json.loads(manifest)
             processed = int(counts.get("processedRecordCount", 0))
             if len(results) < processed:
                 raise OutputIncomplete(
