@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 import anyio
+import botocore.exceptions
 import httpx2
 import openai
 import pytest
@@ -28,7 +29,8 @@ from openai.types.chat import ChatCompletion
 
 from llmfleet import BatchRequestError, BatchSubmitError, open_fleet
 from llmfleet.emulator import EmulatorConfig, run_emulator
-from llmfleet.providers import ErrorKind
+from llmfleet.providers import ErrorInfo, ErrorKind
+from llmfleet.providers._bedrock_wire import classify_aws
 from llmfleet.providers.anthropic import AnthropicProvider
 from llmfleet.providers.openai import CHAT_COMPLETIONS, OpenAIProvider
 
@@ -335,6 +337,15 @@ async def test_nothing_listening_fails_at_once_without_looking_for_the_batch(
     info = provider.classify(caught.value.__cause__)  # type: ignore[arg-type]
     assert info is not None
     assert (info.kind, info.unreachable) == (ErrorKind.CONNECTION, True)
+
+
+def test_bedrock_endpoint_never_reached_is_unreachable() -> None:
+    """botocore's "could not connect to the endpoint URL" is a connection never made; a
+    connection closed mid-request is not."""
+    never = classify_aws(botocore.exceptions.EndpointConnectionError(endpoint_url="http://x"))
+    closed = classify_aws(botocore.exceptions.ConnectionClosedError(endpoint_url="http://x"))
+    assert never == ErrorInfo(ErrorKind.CONNECTION, unreachable=True)
+    assert closed == ErrorInfo(ErrorKind.CONNECTION, unreachable=False)
 
 
 def test_a_dropped_connection_is_still_ambiguous() -> None:

@@ -408,11 +408,12 @@ class Batch:
             self.live -= 1
         call = self.calls.pop(custom_id, None)
         if call is not None:
+            rest_went = " (the rest of its batch goes without it)" if rest else ""
             error = BatchSubmitError(
                 f"the provider refused this request (custom_id {custom_id}, "
-                f"{excerpt(reason, 120)}); it was not sent and nothing was billed for it (the "
-                "rest of its batch was sent without it). Fix the request: sent again as it "
-                "is, it would be refused again",
+                f"{excerpt(reason, 120)}); it was not sent and nothing was billed for "
+                f"it{rest_went}. Fix the request: sent again as it is, it would be refused "
+                "again",
                 batch_size=len(requests),
             )
             error.__cause__ = exc
