@@ -36,9 +36,6 @@ _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 100
 # The largest page the list endpoint serves: fewest requests for a status refresh.
 _STATUS_PAGE: Final = 1000
-# How a create's 400 names the request it refuses: `requests.3.params.max_tokens: Field
-# required` (the first problem the API found; docs/design.md §A).
-_NAMED: Final = re.compile(r"requests\.(?P<index>\d+)(?:\.(?P<where>[^\s:]+))?: (?P<why>.+)")
 
 
 @final
@@ -231,6 +228,11 @@ class AnthropicProvider:
             base=anthropic.AnthropicError,
             status_of=_status_of,
         )
+
+
+# How a create's 400 names the request it refuses: `requests.3.params.max_tokens: Field
+# required` (the first problem the API found; docs/design.md §A).
+_NAMED: Final = re.compile(r"requests\.(?P<index>\d+)(?:\.(?P<where>[^\s:]+))?: (?P<why>.+)")
 
 
 def _status(batch: MessageBatch) -> BatchStatus:
