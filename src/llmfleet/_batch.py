@@ -465,9 +465,9 @@ class Batch:
         (submit_sync() only where the direct route can help)."""
         # An excerpt: a provider's message may quote the request (docs/design.md §5); the
         # whole error stays available as __cause__.
-        said = excerpt(
-            str(getattr(exc, "api_message", None) or getattr(exc, "message", None) or exc), 60
-        )
+        said = str(getattr(exc, "api_message", None) or getattr(exc, "message", None) or exc)
+        # A connection error quotes no request: it may be read whole (host, errno, reason).
+        said = excerpt(said, 160 if info.kind is ErrorKind.CONNECTION else 60)
         origin, path = _url_of(exc)
         url = origin + path
         if info.kind is ErrorKind.CONNECTION:
