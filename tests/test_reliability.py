@@ -52,7 +52,7 @@ from llmfleet.errors import UnbatchableRequestError
 if TYPE_CHECKING:
     from llmfleet.emulator import Emulator
 
-from e2e import CANCELLED, KEY, MODEL, Outcomes, params, policy, text_of, until
+from e2e import CANCELLED, KEY, Outcomes, params, policy, text_of, until
 
 pytestmark = [pytest.mark.timeout(30)]
 
@@ -323,22 +323,26 @@ async def test_reconciliation_closes_the_batch_listing() -> None:
 
 
 async def test_create_invalid_request_message_reaches_the_callers() -> None:
-    """Fault: 400 from validation (max_tokens missing in one request), phase *create*: every
-    caller of the batch gets BatchSubmitError carrying the provider's message."""
+    """Fault: 400 naming no request of the batch, phase *create*: every caller of the batch
+    gets BatchSubmitError carrying the provider's message and what to do. (A 400 naming one
+    request fails that caller alone: tests/test_split.py.)"""
     out: Outcomes = {}
-    bad = {"model": MODEL, "messages": [{"role": "user", "content": "no max_tokens"}]}
+    said = "requests: this batch is not allowed for the workspace"
     async with (
         run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu,
         AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
         open_fleet(client, policy=policy(batch_min_size=2)) as fleet,
         anyio.create_task_group() as tg,
     ):
-        tg.start_soon(call, fleet, "good", out)
-        tg.start_soon(partial(call, fleet, "bad", out, request=bad))
-    for text in ("good", "bad"):
+        emu.add_fault(Fault("batch_create", "status", status=400, message=said))
+        tg.start_soon(call, fleet, "one", out)
+        tg.start_soon(call, fleet, "two", out)
+    for text in ("one", "two"):
         error = out[text]
         assert type(error) is BatchSubmitError
-        assert "max_tokens: Field required" in str(error)
+        assert "this batch is not allowed" in str(error)
+        assert "status 400" in str(error)
+        assert "nothing was billed" in str(error)
         assert type(error.__cause__) is anthropic.BadRequestError
     assert emu.counts["batch_create"] == 1
     assert emu.batches == {}

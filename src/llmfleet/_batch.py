@@ -40,7 +40,7 @@ from .journal import FlushEntry
 from .providers import BATCH_TAG, ErrorKind
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Callable, Sequence
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 
     from ._board import StatusBoard, Watch
     from ._budget import RequestBudget
@@ -164,6 +164,7 @@ class Batch:
         "live",
         "reason",
         "requests",
+        "unsent",
         "watch",
     )
 
@@ -192,6 +193,8 @@ class Batch:
         self.ended = False
         self.ended_at: float | None = None
         self.watch: Watch | None = None
+        # Calls the ended batch ran nothing for (``unsent`` results): sent again by run().
+        self.unsent: list[Call] = []
         #: Its record in the fleet's journal (given with a re-attached batch, else made
         #: right before the create).
         self.flush = flush
@@ -219,22 +222,28 @@ class Batch:
         # unknown here.
         created_here = self.id is None
         try:
-            if self.id is None:
-                await self.create()
-            if self.id is not None:
-                models = {call.model for call in self.calls.values()} if created_here else ()
-                if self.live and await self.wait_until_ended():
-                    self.ended = True
-                    took = ctx.clock() - self.created_at
-                    for model in models:
-                        ctx.turnaround.observe(model, took)
-                    await self.fetch_results()
-                    if self.ended_at is not None:
-                        # Wall time: the provider's end stamp is wall time too.
-                        lag = max(0.0, time.time() - self.ended_at)
-                else:
-                    # Every caller left before the batch ended: nobody pays for unwanted work.
-                    await self.cancel_remote()
+            while True:
+                if self.id is None:
+                    await self.create()
+                if self.id is not None:
+                    models = {call.model for call in self.calls.values()} if created_here else ()
+                    if self.live and await self.wait_until_ended():
+                        self.ended = True
+                        took = ctx.clock() - self.created_at
+                        await self.fetch_results()
+                        if not self.unsent:
+                            # (A batch that ran nothing says nothing of the turnaround.)
+                            for model in models:
+                                ctx.turnaround.observe(model, took)
+                        if self.ended_at is not None:
+                            # Wall time: the provider's end stamp is wall time too.
+                            lag = max(0.0, time.time() - self.ended_at)
+                    else:
+                        # Every caller left before the batch ended: nobody pays for unwanted
+                        # work.
+                        await self.cancel_remote()
+                if not self._again():
+                    break
         except anyio.get_cancelled_exc_class():
             # The fleet is aborting (exception in the body, outer cancellation, drain
             # timeout): this batch may be cancelled before the fleet's abort runs, so cancel
@@ -249,28 +258,79 @@ class Batch:
             cause = exc
             self.fail_all(lambda call: self._result_error(call, cause))
         finally:
-            self.fail_all(
-                lambda call: BatchResultMissingError(
-                    "the batch ended with no result for this call",
-                    batch_id=self.id or "?",
-                    custom_id=call.custom_id,
-                )
-            )
+            self._fail_missing()
             if self.flush is not None and ctx.journal is not None:
                 ctx.journal.settled(self.flush)  # its waiting keys go on
             ctx.stats._batch_done(lag)
             ctx.on_end(self)
 
+    def _fail_missing(self) -> None:
+        self.fail_all(
+            lambda call: BatchResultMissingError(
+                "the batch ended with no result for this call",
+                batch_id=self.id or "?",
+                custom_id=call.custom_id,
+            )
+        )
+
+    def _again(self) -> bool:
+        """After the batch ended: whether calls it ran nothing for (``unsent`` results, the
+        provider having refused others of the batch) go out again, as a new batch of this
+        task (True), their requests ready for :meth:`create`.
+
+        The batch that refused them has ended and billed nothing for them, so no call is
+        ever in two live batches (docs/design.md §4 G1); each round leaves at least one
+        refused call out, so the rounds are bounded by the batch's size.
+        """
+        again = [c for c in self.unsent if c.state == SENT and c.request is not None]
+        self.unsent = []
+        if not again:
+            return False
+        if self._ctx.aborting:
+            self.calls.update((call.custom_id, call) for call in again)
+            self.fail_all(lambda call: closed_error("before this call was sent again"))
+            return False
+        logger.info(
+            "batch %s ran nothing of %d calls it did not refuse; sending them again",
+            self.id,
+            len(again),
+        )
+        ctx = self._ctx
+        self._fail_missing()  # whatever the ended batch left without a line
+        if self.flush is not None:
+            if ctx.journal is not None:
+                ctx.journal.settled(self.flush)
+            # The next create gets a record of its own.
+            self.flush = None
+            self.live -= 1
+        self.calls = {call.custom_id: call for call in again}
+        self.requests = [(call.custom_id, call.request) for call in again]
+        self.id = None
+        self.created_at = 0.0
+        self.cancel_sent = False
+        self.ended = False
+        self.ended_at = None
+        return True
+
     # -- create ---------------------------------------------------------------------------
 
     async def create(self) -> None:
         """Create the batch at the provider: afterwards either ``id`` is set, or every caller
-        has its error (refused, or never answered)."""
+        has its error (refused, or never answered).
+
+        When the provider refuses the create because of one request and names it (the
+        adapter's optional ``refused``), only that caller fails; the others go out again in
+        a new create, as often as the provider names another one (docs/design.md §5).
+        """
         ctx = self._ctx
         provider = ctx.provider
         journal = ctx.journal
+        refused = getattr(provider, "refused", None)
         requests, self.requests = self.requests, []
-        for attempt in range(1, CREATE_ATTEMPTS + 1):
+        ambiguous = 0
+        # Each split takes one request out: bounded by the batch's size.
+        splits_left = len(requests)
+        while True:
             # While an ambiguous create is being reconciled, no other create may start: its
             # batch could be mistaken for the one being looked for.
             await ctx.gate.wait_open()
@@ -293,17 +353,26 @@ class Batch:
                     if info is None:
                         raise
                     ctx.provider_error(info)
-                    if info.kind is not ErrorKind.CONNECTION:
+                    if info.kind is not ErrorKind.CONNECTION or info.unreachable:
+                        # Refused, or never sent: no batch was made, nothing was billed.
                         await self._void()
-                        self._refuse(exc, info)
+                        named = refused(exc) if refused is not None and splits_left else None
+                        if named is not None and 0 <= named[0] < len(requests):
+                            requests = self._split(exc, requests, *named)
+                            splits_left -= 1
+                            if requests and self.live and not ctx.aborting:
+                                continue
+                            return
+                        self._refuse(exc, info, len(requests))
                         return
+                    ambiguous += 1
                     logger.warning("batch create: no answer (%s); looking for the batch", exc)
                     batch_id = await ctx.gate.reconcile(len(requests), since)
                     if batch_id is None:
-                        if attempt < CREATE_ATTEMPTS and not ctx.aborting:
+                        if ambiguous < CREATE_ATTEMPTS and not ctx.aborting:
                             continue
                         await self._void()
-                        self._refuse(exc, info)
+                        self._refuse(exc, info, len(requests))
                         return
                     logger.info("adopted batch %s after an ambiguous create", batch_id)
                 finally:
@@ -318,6 +387,38 @@ class Batch:
             self.created(batch_id)
             logger.debug("batch %s created with %d calls", batch_id, len(requests))
             return
+
+    def _split(
+        self, exc: Exception, requests: list[tuple[str, object]], index: int, reason: str
+    ) -> list[tuple[str, object]]:
+        """The provider refused the create because of ``requests[index]``: fail its caller
+        alone, and return the requests to send again without it (the refusal made no batch,
+        so nothing of them was billed)."""
+        custom_id = requests[index][0]
+        rest = requests[:index] + requests[index + 1 :]
+        logger.info(
+            "batch create refused because of %s (%s); sending the other %d again",
+            custom_id,
+            reason,
+            len(rest),
+        )
+        if self.flush is not None:
+            # Its record is void; the requests sent again get a record of their own.
+            self.flush = None
+            self.live -= 1
+        call = self.calls.pop(custom_id, None)
+        if call is not None:
+            rest_went = " (the rest of its batch goes without it)" if rest else ""
+            error = BatchSubmitError(
+                f"the provider refused this request (custom_id {custom_id}, "
+                f"{excerpt(reason, 120)}); it was not sent and nothing was billed for "
+                f"it{rest_went}. Fix the request: sent again as it is, it would be refused "
+                "again",
+                batch_size=len(requests),
+            )
+            error.__cause__ = exc
+            self._ctx.outcomes.resolve(call, "failed", error=error)
+        return rest
 
     async def _record_intent(
         self, journal: FleetJournal, requests: list[tuple[str, object]]
@@ -348,17 +449,9 @@ class Batch:
         ctx.gate.adopt(batch_id)
         ctx.stats._batch_submitted()
 
-    def _refuse(self, exc: Exception, info: ErrorInfo) -> None:
-        status = f"status {info.status}" if info.status else info.kind.value
-        size = len(self.calls)
-        # An excerpt: a provider's message may quote the request (docs/design.md §5); the
-        # whole error stays available as __cause__.
-        said = getattr(exc, "api_message", None) or getattr(exc, "message", None) or str(exc)
-        message = (
-            f"the provider refused the batch of {size} calls ({status}: "
-            f"{excerpt(str(said), 60)}); nothing was billed for it. Submit again, or use "
-            "submit_sync()"
-        )
+    def _refuse(self, exc: Exception, info: ErrorInfo, size: int) -> None:
+        """Fail every caller: the provider did not take the batch of ``size`` requests."""
+        message = self._refusal(exc, info, size)
 
         def error(call: Call) -> BaseException:
             err = BatchSubmitError(message, batch_size=size)
@@ -366,6 +459,51 @@ class Batch:
             return err
 
         self.fail_all(error)
+
+    def _refusal(self, exc: Exception, info: ErrorInfo, size: int) -> str:
+        """What the callers of a refused create are told: what happened, and what to do
+        (submit_sync() only where the direct route can help)."""
+        # An excerpt: a provider's message may quote the request (docs/design.md §5); the
+        # whole error stays available as __cause__.
+        said = str(getattr(exc, "api_message", None) or getattr(exc, "message", None) or exc)
+        # A connection error quotes no request: it may be read whole (host, errno, reason).
+        said = excerpt(said, 160 if info.kind is ErrorKind.CONNECTION else 60)
+        origin, path = _url_of(exc)
+        url = origin + path
+        if info.kind is ErrorKind.CONNECTION:
+            if info.unreachable:
+                where = f"at {origin}" if origin else "at the client's base_url"
+                return (
+                    f"could not connect to the provider {where} ({said}): nothing listens "
+                    f"there, or its name does not resolve. The batch of {size} calls was not "
+                    "sent and nothing was billed. Check the client's base_url (and that the "
+                    "server is up), then submit again"
+                )
+            return (
+                f"the provider did not answer the batch create of {size} calls ({said}), and "
+                "no batch was found for it: nothing was billed. Check the connection to the "
+                "provider, then submit again"
+            )
+        if info.status == 404:
+            hint = getattr(self._ctx.provider, "base_url_hint", "")
+            return (
+                f"no batch endpoint at {url or 'the client base_url'} (status 404: {said}): "
+                f"the batch of {size} calls was not sent and nothing was billed. Check the "
+                "client's base_url" + (f": {hint}" if hint else "")
+            )
+        status = f"status {info.status}" if info.status else info.kind.value
+        head = f"the provider refused the batch of {size} calls ({status}: {said}); "
+        if info.kind in (ErrorKind.RATE_LIMITED, ErrorKind.SERVER):
+            return head + "nothing was billed for it. Submit again later, or use submit_sync()"
+        if info.status in (401, 403):
+            return (
+                head + "nothing was billed for it. Check the client's API key and that it "
+                "may use the Batch API"
+            )
+        return (
+            head + "nothing was billed for it. Fix what it names, or use submit_sync() if "
+            "only the batch route refuses it"
+        )
 
     # -- wait -----------------------------------------------------------------------------
 
@@ -420,7 +558,9 @@ class Batch:
                 ) as lines:
                     if self.flush is not None and ctx.journal is not None:
                         # Each page is stored before its callers wake.
-                        await ctx.journal.stream(self.flush, self.id, lines, self.deliver)
+                        await ctx.journal.stream(
+                            self.flush, self.id, self._held(lines), self.deliver
+                        )
                         await ctx.journal.finished(self.flush.flush_id)
                         return
                     # Read to the end even once every call is resolved: a stream left half-read
@@ -443,6 +583,17 @@ class Batch:
                 await anyio.sleep(max(delay, info.retry_after or 0))
                 delay = min(delay * _BACKOFF, policy.poll_max_interval_ms / 1000)
 
+    async def _held(
+        self, lines: AsyncIterator[tuple[str, ItemResult]]
+    ) -> AsyncGenerator[tuple[str, ItemResult]]:
+        """``lines`` without the ``unsent`` ones, which go straight to :meth:`deliver`: the
+        journal keeps what a batch answered, and a call sent again is answered by the next."""
+        async for custom_id, result in lines:
+            if result.unsent:
+                self.deliver(custom_id, result)
+            else:
+                yield custom_id, result
+
     def deliver(self, custom_id: str, result: ItemResult) -> None:
         """Hand one result to its caller (O(1); the call leaves the batch, so a re-fetch
         skips it)."""
@@ -452,6 +603,10 @@ class Batch:
             return
         assert self.id is not None
         ctx = self._ctx
+        if result.unsent:
+            # Sent again in a new batch, unless its caller has left (see _again).
+            self.unsent.append(call)
+            return
         if call.state != SENT:
             # Its caller left, or it was escalated and answered by the direct route; in that
             # case, if the batch had processed it, it is paid at batch price too.
@@ -560,3 +715,16 @@ class Batch:
             self.create_scope.deadline = self._ctx.clock() + ABORT_GRACE_S
             return False
         return self.id is not None
+
+
+def _url_of(exc: BaseException) -> tuple[str, str]:
+    """The origin (``scheme://host:port``) and path of the request an SDK error is about
+    (never its query), or ``("", "")``."""
+    url = getattr(getattr(exc, "request", None), "url", None)
+    scheme, host = getattr(url, "scheme", None), getattr(url, "host", None)
+    if not isinstance(scheme, str) or not isinstance(host, str) or not host:
+        return "", ""
+    port = getattr(url, "port", None)
+    path = getattr(url, "path", "")
+    origin = f"{scheme}://{host}" + (f":{port}" if isinstance(port, int) else "")
+    return origin, path if isinstance(path, str) else ""

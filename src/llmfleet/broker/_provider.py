@@ -9,6 +9,7 @@ its batch id after (``_store.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
@@ -171,7 +172,7 @@ class LeaderProvider:
             batch_id = await self.inner.create_batch(requests)
         except Exception as exc:
             info = self.inner.classify(exc)
-            if info is not None and info.kind is ErrorKind.CONNECTION:
+            if info is not None and info.kind is ErrorKind.CONNECTION and not info.unreachable:
                 self._ambiguous[first] = flush
             else:
                 # Refused: nothing billed. The callers get BatchSubmitError, delivered by
@@ -236,8 +237,14 @@ class LeaderProvider:
             await self.store.take_slot(self._per_minute)
         lines = cast("AsyncGenerator[tuple[str, ItemResult]]", self.inner.results(batch_id))
         async with aclosing(lines):
-            async for line in lines:
-                yield line
+            async for custom_id, result in lines:
+                if result.unsent:
+                    # The broker's records hold one batch per flush: a request the provider
+                    # did not run (docs/design.md §5) is reported errored, with the provider's
+                    # reason, rather than sent again in a batch no record knows of.
+                    yield custom_id, dataclasses.replace(result, unsent=False)
+                else:
+                    yield custom_id, result
 
     async def cancel(self, batch_id: str) -> None:
         if not self.store.lease.active:

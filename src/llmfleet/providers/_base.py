@@ -35,7 +35,8 @@ BATCH_TAG: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 class ErrorKind(enum.Enum):
     """What an exception from a provider call means for the dispatcher."""
 
-    #: No answer: connection failed, dropped or timed out. The provider may have acted on it.
+    #: No answer: connection failed, dropped or timed out. The provider may have acted on it,
+    #: unless :attr:`ErrorInfo.unreachable` says the connection was never made.
     CONNECTION = "connection"
     #: 429: the provider is rate-limiting us; ``retry_after`` may say for how long.
     RATE_LIMITED = "rate_limited"
@@ -57,6 +58,10 @@ class ErrorInfo:
     retry_after: float | None = None
     #: The HTTP status, if there was one.
     status: int | None = None
+    #: For :attr:`ErrorKind.CONNECTION`: the connection was never made (refused, name not
+    #: resolved), so nothing was sent and nothing can have been acted on. A create that
+    #: failed so is not ambiguous (docs/design.md §5): there is no batch to look for.
+    unreachable: bool = False
 
 
 @final
@@ -89,6 +94,11 @@ class ItemResult:
     #: The provider's error type and message, for ``errored``.
     error_type: str = ""
     message: str = ""
+    #: For ``errored``: the provider ran nothing of this batch and billed nothing for this
+    #: request, because of *other* requests it refused (an OpenAI batch that failed
+    #: validation), so it is safe to send again: the fleet does, in a new batch
+    #: (docs/design.md §5). Whatever does not send it again reports it as errored.
+    unsent: bool = False
 
 
 @runtime_checkable
@@ -126,6 +136,13 @@ class Provider(Protocol):
     # ``async find_tagged(tag, *, created_after, exclude) -> batch id | None`` for an adapter
     # that puts ``BATCH_TAG`` on its creates. Without them, values are stored as they are
     # and an interrupted create is found by count and time (``find_batch``).
+    #
+    # Optional, for create errors (docs/design.md §5): ``refused(exc) -> (index, reason) |
+    # None``: when the provider refused a whole create because of one of its requests and
+    # says which (Anthropic's 400 naming ``requests.<i>``), that request's index in the
+    # create's ``requests`` and the provider's reason; the fleet fails that caller alone and
+    # sends the others again without it. ``base_url_hint: str``: what the client's base URL
+    # should look like, told to the callers when the batch endpoint answers 404.
 
     def model_of(self, params: Mapping[str, Any]) -> str:
         """The model a request names (for prices and per-model stats)."""

@@ -34,7 +34,9 @@ class OutputIncomplete(Exception):
 def classify_aws(exc: BaseException) -> ErrorInfo | None:
     """What a botocore exception means to the dispatcher."""
     if isinstance(exc, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
-        return ErrorInfo(ErrorKind.CONNECTION)
+        # "Could not connect to the endpoint URL": never connected, so nothing was sent.
+        unreachable = isinstance(exc, botocore.exceptions.EndpointConnectionError)
+        return ErrorInfo(ErrorKind.CONNECTION, unreachable=unreachable)
     if isinstance(exc, (json.JSONDecodeError, OutputIncomplete)):
         # An output file cut short, or read before it was whole.
         return ErrorInfo(ErrorKind.CONNECTION)

@@ -15,7 +15,7 @@ from ._base import ErrorInfo, ErrorKind
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["classify_http", "retry_after"]
+__all__ = ["classify_http", "never_connected", "retry_after"]
 
 
 def classify_http(
@@ -34,7 +34,7 @@ def classify_http(
     :param status_of: the status code and response of a ``status`` error.
     """
     if isinstance(exc, connection | httpx2.TransportError):
-        return ErrorInfo(ErrorKind.CONNECTION)
+        return ErrorInfo(ErrorKind.CONNECTION, unreachable=never_connected(exc))
     if isinstance(exc, json.JSONDecodeError):
         # A results stream or file cut in the middle of a line.
         return ErrorInfo(ErrorKind.CONNECTION)
@@ -50,6 +50,22 @@ def classify_http(
     if isinstance(exc, base):
         return ErrorInfo(ErrorKind.FATAL)
     return None
+
+
+def never_connected(exc: BaseException) -> bool:
+    """Whether ``exc`` (an SDK's connection error, or the HTTP library's own) comes of a
+    connection that was never made: refused, or its host name not resolved. Such a request
+    was not sent, so nothing can have acted on it (a connect *timeout* is not counted: the
+    server may be slow rather than absent)."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    # The SDKs raise their APIConnectionError `from` the HTTP library's error.
+    while error is not None and id(error) not in seen:
+        if isinstance(error, httpx2.ConnectError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__
+    return False
 
 
 def retry_after(response: httpx2.Response) -> float | None:

@@ -5,6 +5,7 @@ Wire facts it relies on are in docs/design.md §A.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anthropic
@@ -47,6 +48,11 @@ class AnthropicProvider:
     """
 
     name = "anthropic"
+    #: Told to the callers when the batch endpoint answers 404 (docs/design.md §5).
+    base_url_hint = (
+        "Anthropic's base URL has no /v1 (e.g. https://api.anthropic.com, or "
+        "http://127.0.0.1:8787 for the emulator)"
+    )
     max_batch_requests = MAX_REQUESTS
     max_batch_bytes = MAX_BYTES
     # The SDK's results() retrieves the batch before it downloads the results.
@@ -196,6 +202,24 @@ class AnthropicProvider:
     async def cancel(self, batch_id: str) -> None:
         await self._once.messages.batches.cancel(batch_id)
 
+    def refused(self, exc: BaseException) -> tuple[int, str] | None:
+        """The request a refused batch create names as its reason: its index in the create
+        and the API's words (``params.max_tokens: Field required``), or ``None``.
+
+        A 400 ``invalid_request_error`` on a create made no batch: the API checks the whole
+        body first, and names the first bad request as ``requests.<i>.<where>: <why>``.
+        """
+        if not isinstance(exc, anthropic.BadRequestError) or not isinstance(exc.body, dict):
+            return None
+        error = exc.body.get("error")
+        if not isinstance(error, dict) or error.get("type") != "invalid_request_error":
+            return None
+        found = _NAMED.match(str(error.get("message", "")))
+        if found is None:
+            return None
+        where = found["where"]
+        return int(found["index"]), (f"{where}: " if where else "") + found["why"]
+
     def classify(self, exc: BaseException) -> ErrorInfo | None:
         return classify_http(
             exc,
@@ -204,6 +228,11 @@ class AnthropicProvider:
             base=anthropic.AnthropicError,
             status_of=_status_of,
         )
+
+
+# How a create's 400 names the request it refuses: `requests.3.params.max_tokens: Field
+# required` (the first problem the API found; docs/design.md §A).
+_NAMED: Final = re.compile(r"requests\.(?P<index>\d+)(?:\.(?P<where>[^\s:]+))?: (?P<why>.+)")
 
 
 def _status(batch: MessageBatch) -> BatchStatus:

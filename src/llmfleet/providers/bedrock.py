@@ -425,8 +425,8 @@ class BedrockProvider:
             arn: str = await self._run(create)
         except Exception as exc:
             info = classify_aws(exc)
-            if info is None or info.kind is not ErrorKind.CONNECTION:
-                # Refused: no job to look for later.
+            if info is None or info.kind is not ErrorKind.CONNECTION or info.unreachable:
+                # Refused, or never sent: no job to look for later.
                 with self._lock:
                     self._unanswered.pop(name, None)
             raise

@@ -126,6 +126,12 @@ class OpenAIProvider:
         # find_batch() called outside the task that sent the create.
         self._unanswered: dict[str, int] = {}
 
+    #: Told to the callers when the batch endpoint answers 404 (docs/design.md §5).
+    base_url_hint = (
+        "OpenAI's base URL ends in /v1 (e.g. https://api.openai.com/v1, or "
+        "http://127.0.0.1:8787/v1 for the emulator)"
+    )
+
     def __repr__(self) -> str:
         # The client's repr could carry its key one day; name only the endpoint.
         return f"<OpenAIProvider base_url={str(self._client.base_url)!r}>"
@@ -430,13 +436,23 @@ class OpenAIProvider:
                     yield number, custom_id
 
     async def _failed(self, batch: Batch) -> AsyncGenerator[tuple[str, ItemResult]]:
-        """A batch that failed validation ran nothing: every request is errored, and told why
-        (its own line's errors first)."""
+        """A batch that failed validation ran nothing and billed nothing.
+
+        When every error names a line, the requests on those lines are errored (told why)
+        and the others are ``unsent``: the fleet sends them again without the bad ones
+        (docs/design.md §5). An error of the whole batch (no line) fails every request,
+        told why (its own line's errors first).
+        """
         errors = list(batch.errors.data or []) if batch.errors is not None else []
         by_line: dict[int, list[str]] = {}
         for error in errors:
             if error.line is not None:
-                by_line.setdefault(error.line, []).append(_describe(error.code, error.message))
+                where = f"{error.param}: " if error.param else ""
+                by_line.setdefault(error.line, []).append(
+                    where + _describe(error.code, error.message)
+                )
+        # Only the lines named were refused: the rest may go again.
+        split = bool(by_line) and all(error.line is not None for error in errors)
         summary = "; ".join(
             (f"line {e.line}: " if e.line is not None else "") + _describe(e.code, e.message)
             for e in errors[:_ERRORS_SHOWN]
@@ -449,7 +465,18 @@ class OpenAIProvider:
             async for number, custom_id in ids:
                 own = by_line.get(number)
                 if own:
-                    message = f"this request failed the batch's validation: {'; '.join(own)}"
+                    message = (
+                        f"this request failed the batch's validation (custom_id {custom_id}: "
+                        f"{'; '.join(own)}); it was not run and nothing was billed for it. Fix "
+                        "the request: sent again as it is, it would fail again"
+                    )
+                elif split:
+                    # Refused for the others' sake only: the fleet sends it again.
+                    yield (
+                        custom_id,
+                        ItemResult("errored", error_type=code, message=general, unsent=True),
+                    )
+                    continue
                 else:
                     message = general
                 yield custom_id, ItemResult("errored", error_type=code, message=message)
