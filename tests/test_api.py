@@ -18,6 +18,7 @@ from llmfleet.errors import (
     DeadlineExceededError,
     FleetClosedError,
     FleetError,
+    InvalidRequestError,
     JournalError,
     PolicyError,
     UnbatchableRequestError,
@@ -28,6 +29,8 @@ ERROR_NAMES = (
     "FleetError",
     "PolicyError",
     "UnbatchableRequestError",
+    # A request that breaks the provider's schema, refused alone at submit.
+    "InvalidRequestError",
     "FleetClosedError",
     "BatchSubmitError",
     # docs/design.md §8: deadline_action="fail".
@@ -118,6 +121,8 @@ def test_errors_module_draws_the_tree() -> None:
         (PolicyError, ValueError),
         (UnbatchableRequestError, FleetError),
         (UnbatchableRequestError, ValueError),
+        (InvalidRequestError, UnbatchableRequestError),
+        (InvalidRequestError, ValueError),
         (FleetClosedError, FleetError),
         (BatchSubmitError, FleetError),
         (DeadlineExceededError, FleetError),
@@ -187,6 +192,12 @@ def test_policy_error_carries_field() -> None:
     assert error.field == "batch_window_ms"
     assert "batch_window_ms" in str(error)
     assert "must be >= 0" in str(error)
+
+
+def test_invalid_request_error_carries_field() -> None:
+    error = InvalidRequestError("messages.0.role", "must be 'user' or 'assistant'")
+    assert error.field == "messages.0.role"
+    assert str(error) == "messages.0.role: must be 'user' or 'assistant'"
 
 
 def test_excerpt_keeps_short_text_whole() -> None:

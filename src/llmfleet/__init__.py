@@ -24,6 +24,7 @@ from .errors import BrokerError as BrokerError
 from .errors import DeadlineExceededError as DeadlineExceededError
 from .errors import FleetClosedError as FleetClosedError
 from .errors import FleetError as FleetError
+from .errors import InvalidRequestError as InvalidRequestError
 from .errors import JournalError as JournalError
 from .errors import PolicyError as PolicyError
 from .errors import UnbatchableRequestError as UnbatchableRequestError
@@ -44,6 +45,7 @@ __all__ = [
     "FleetDispatcher",
     "FleetError",
     "FleetStats",
+    "InvalidRequestError",
     "Journal",
     "JournalError",
     "Percentiles",
