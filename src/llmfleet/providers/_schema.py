@@ -248,7 +248,7 @@ def check_messages(body: Mapping[str, Any], schema: Schema) -> None:
             "max_tokens",
             "max_tokens=0 is not allowed inside a batch; use max_tokens >= 1 or submit_sync()",
         )
-    _positive_int(body, "max_tokens")
+    _positive_int(body, "max_tokens", required=True)
     _messages(body["messages"], _ANTHROPIC_ROLES, content=True)
     system = body.get("system")
     if system is not None and not isinstance(system, (str, *_LIST)):
@@ -306,9 +306,9 @@ def _model(body: Mapping[str, Any]) -> None:
         )
 
 
-def _positive_int(body: Mapping[str, Any], key: str) -> None:
+def _positive_int(body: Mapping[str, Any], key: str, *, required: bool = False) -> None:
     value = body.get(key)
-    if value is None:
+    if value is None and not required:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidRequestError(key, f"must be an integer >= 1, got {value!r:.60}")
