@@ -191,6 +191,17 @@ def test_anthropic_sends_the_body_the_sdk_would_send() -> None:
     assert json.loads(prepared) == claude(service_tier="auto")
 
 
+def test_anthropic_takes_what_the_sdk_takes_beyond_plain_json_types() -> None:
+    """A tuple of messages (the SDK takes any iterable) passes, as a list; a required
+    parameter set to the SDK's "not given" marker is missing, as the SDK would send it."""
+    adapter = anthropic_adapter()
+    _, prepared = adapter.prepare("lf_ab_1", claude(messages=({"role": "user", "content": "t"},)))
+    assert json.loads(prepared)["messages"] == [{"role": "user", "content": "t"}]
+    error = refusal(lambda: adapter.prepare("lf_ab_2", claude(max_tokens=anthropic.omit)))
+    assert error.field == "max_tokens"
+    assert "required by messages.create and missing" in str(error)
+
+
 OPENAI_BAD: list[tuple[dict[str, Any], str, str]] = [
     (chat(temperatur=0.5), "temperatur", "did you mean 'temperature'"),
     (chat(model=""), "model", "non-empty string"),

@@ -83,6 +83,11 @@ class Schema:
     known: frozenset[str]
     #: The required ones, in the order the SDK declares them.
     required: tuple[str, ...]
+    #: The same, as a set.
+    required_set: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "required_set", frozenset(self.required))
 
 
 def schema_of(call: str, source: str, params_type: Any) -> Schema:
@@ -177,41 +182,48 @@ def check_leaked(params: Mapping[str, Any]) -> None:
 
 
 def wire_body(
-    params: Mapping[str, Any], schema: Schema, unset: tuple[type, ...] = ()
+    params: Mapping[str, Any], schema: Schema, unset: tuple[object, ...] = ()
 ) -> Mapping[str, Any]:
-    """The JSON body the SDK would send for ``params``: values of an ``unset`` type (the
-    SDK's ``NOT_GIVEN``/``omit``) dropped, ``extra_body`` merged in (its keys are the
-    caller's to vouch for: parameters newer than the SDK). ``params`` itself when nothing
-    changes.
+    """The JSON body the SDK would send for ``params``: values that are one of the ``unset``
+    markers (the SDK's ``NOT_GIVEN``, ``omit``) dropped, ``extra_body`` merged in (its keys
+    are the caller's to vouch for: parameters newer than the SDK). ``params`` itself when
+    nothing changes.
 
     :raises InvalidRequestError: a name the call does not take, an SDK request option (a batch
         cannot carry it), an ``extra_body`` that is not a dict.
     """
-    known = schema.known
-    changed = False
+    # The common case, in C: known names only, and no marker among the values (the SDKs'
+    # markers are falsy, so values that are all truthy hold none). Every batched call runs it.
+    if params.keys() <= schema.known and (not unset or _no_marker(params, unset)):
+        return params
+    markers = tuple({type(marker) for marker in unset})
     extra: Any = None
+    body: dict[str, Any] = {}
     for key, value in params.items():
-        if key not in known:
+        if key not in schema.known:
             if key != "extra_body":
                 _refuse_unknown(key, schema)
-            extra, changed = value, True
-        elif unset and isinstance(value, unset):
-            changed = True
-    if not changed:
-        return params
+            extra = value
+        elif not isinstance(value, markers):
+            body[key] = value
     if extra is not None and not isinstance(extra, Mapping):
         raise InvalidRequestError(
             "extra_body",
             f"must be a dict of body fields to add, got {type(extra).__name__}",
         )
-    body = {
-        key: value
-        for key, value in params.items()
-        if key != "extra_body" and not (unset and isinstance(value, unset))
-    }
     if extra:
         body.update(extra)
     return body
+
+
+def _no_marker(params: Mapping[str, Any], unset: tuple[object, ...]) -> bool:
+    values = params.values()
+    try:
+        if all(values):
+            return True
+    except Exception:  # a value with no truth value (an array): look at each value
+        pass
+    return not any(value is marker for value in values for marker in unset)
 
 
 def _refuse_unknown(key: str, schema: Schema) -> None:
@@ -239,6 +251,33 @@ def check_messages(body: Mapping[str, Any], schema: Schema) -> None:
 
     :raises InvalidRequestError: naming the first field at fault.
     """
+    # Every batched call runs this: the common case (plain dicts, lists, strings and ints)
+    # is decided in a few C-level steps; anything else takes the full path, which names the
+    # field at fault.
+    max_tokens = body.get("max_tokens")
+    messages = body.get("messages")
+    system = body.get("system")
+    if (
+        body.keys() >= schema.required_set
+        and type(max_tokens) is int
+        and max_tokens >= 1
+        and type(messages) is list
+        and messages
+        and (system is None or type(system) is str or type(system) is list)
+        and ("model" not in schema.required_set or (type(body["model"]) is str and body["model"]))
+    ):
+        for message in messages:
+            if type(message) is not dict or message.get("role") not in _ANTHROPIC_ROLES:
+                break
+            content = message.get("content")
+            if type(content) is not str and type(content) is not list:
+                break
+        else:
+            return
+    _check_messages(body, schema)
+
+
+def _check_messages(body: Mapping[str, Any], schema: Schema) -> None:
     _require(body, schema)
     if "model" in schema.required:
         _model(body)
@@ -292,6 +331,8 @@ def check_responses(body: Mapping[str, Any], schema: Schema) -> None:
 
 
 def _require(body: Mapping[str, Any], schema: Schema) -> None:
+    if body.keys() >= schema.required_set:
+        return
     for key in schema.required:
         if key not in body:
             add = _ADD.get(key, f"{key}=...")

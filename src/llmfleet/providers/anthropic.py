@@ -37,7 +37,7 @@ _LIST_PAGE: Final = 100
 # The largest page the list endpoint serves: fewest requests for a status refresh.
 _STATUS_PAGE: Final = 1000
 # The SDK's markers of a parameter not given: dropped from the body, as the SDK drops them.
-_UNSET: Final = (anthropic.NotGiven, anthropic.Omit)
+_UNSET: Final = (anthropic.NOT_GIVEN, anthropic.omit)
 
 
 @final
@@ -72,7 +72,8 @@ class AnthropicProvider:
                 "stream=True is not supported: the fleet returns whole messages. "
                 "Call client.messages.stream(...) or create(stream=True) on the client directly."
             )
-        check_leaked(params)
+        if "latency_budget_ms" in params or "idempotency_key" in params:
+            check_leaked(params)
 
     def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, str]:
         # Checked against the API's schema first: the API refuses a whole batch create for

@@ -259,7 +259,8 @@ class BedrockProvider:
                 "stream=True is not supported: the fleet returns whole messages. Call "
                 "InvokeModelWithResponseStream yourself for streaming."
             )
-        check_leaked(params)
+        if "latency_budget_ms" in params or "idempotency_key" in params:
+            check_leaked(params)
         model = params.get("model")
         if not isinstance(model, str) or not model:
             raise UnbatchableRequestError(

@@ -67,7 +67,7 @@ TAG_KEY: Final = "llmfleet_tag"
 # Responses params that mark a request for /v1/responses when it has no `input`.
 _RESPONSES_ONLY: Final = ("input", "prompt", "previous_response_id", "conversation")
 # The SDK's markers of a parameter not given: dropped from the body, as the SDK drops them.
-_UNSET: Final = (openai.NotGiven, openai.Omit)
+_UNSET: Final = (openai.NOT_GIVEN, openai.omit)
 _ENDED: Final = frozenset({"completed", "failed", "expired", "cancelled"})
 # `{"custom_id":"…","method":"POST","url":"…","body":…}\n` around each request's body.
 _LINE_OVERHEAD: Final = len('{"custom_id":"","method":"POST","url":"","body":}\n')
@@ -166,7 +166,8 @@ class OpenAIProvider:
                 "stream=True is not supported: the fleet returns whole responses. "
                 "Call create(stream=True) or the stream helpers on the client directly."
             )
-        check_leaked(params)
+        if "latency_budget_ms" in params or "idempotency_key" in params:
+            check_leaked(params)
         self.endpoint_of(params)
 
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:
