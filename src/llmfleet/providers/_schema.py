@@ -1,5 +1,4 @@
-"""What a create call's params may hold, as the provider publishes it (docs/design.md,
-"Request validation").
+"""What a create call's params may hold, as the provider publishes it (docs/design.md §2.1).
 
 A provider validates a batch as a whole: one request with no ``max_tokens`` or a misspelt
 ``temperatur`` makes Anthropic refuse the whole batch create, and OpenAI fail the whole batch.

@@ -77,7 +77,7 @@ class AnthropicProvider:
 
     def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, str]:
         # Checked against the API's schema first: the API refuses a whole batch create for
-        # one bad request in it (docs/design.md, "Request validation").
+        # one bad request in it (docs/design.md §2.1).
         schema = anthropic_messages()
         request = wire_body(params, schema, _UNSET)
         check_messages(request, schema)

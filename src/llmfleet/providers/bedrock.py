@@ -283,7 +283,7 @@ class BedrockProvider:
 
     def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, _Prepared]:
         # The record's body checked as Claude on Bedrock takes it: a job whose records break
-        # the schema errors them (docs/design.md, "Request validation").
+        # the schema errors them (docs/design.md §2.1).
         request = model_input(params)
         schema = bedrock_claude()
         wire_body(request, schema)

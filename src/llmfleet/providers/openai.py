@@ -180,7 +180,7 @@ class OpenAIProvider:
     def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, _Prepared]:
         endpoint = self.endpoint_of(params)
         # Checked against the API's schema first: OpenAI fails a whole batch for one bad
-        # line in it (docs/design.md, "Request validation").
+        # line in it (docs/design.md §2.1).
         if endpoint == CHAT_COMPLETIONS:
             schema = openai_chat()
             body = wire_body(params, schema, _UNSET)
