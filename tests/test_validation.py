@@ -10,6 +10,10 @@ serves from its own thread).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import anthropic
@@ -44,7 +48,6 @@ from bedrock_env import bedrock_client, stand_in
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
-    from pathlib import Path
 
     from llmfleet.emulator import Emulator
 
@@ -552,6 +555,35 @@ async def test_emulator_models_none_serves_any_model() -> None:
         emu.config.models = frozenset({CLAUDE})
         with pytest.raises(anthropic.NotFoundError):
             await client.messages.create(**claude(model="my-own-model"))
+
+
+def test_emulator_command_line_serves_any_model_when_told() -> None:
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    for flags, served in (([], False), (["--any-model"], True)):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "llmfleet.emulator", "--port", "0", *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().strip()
+            with anthropic.Anthropic(api_key=KEY, base_url=url, max_retries=0) as client:
+                try:
+                    client.messages.create(**claude(model="my-own-model"))
+                except anthropic.NotFoundError:
+                    assert not served
+                else:
+                    assert served
+        finally:
+            process.terminate()
+            process.communicate(timeout=10)
 
 
 # -- the fleet accepts what the emulator accepts ----------------------------------------------
