@@ -402,7 +402,7 @@ def test_prepare_keeps_the_request_as_json_and_refuses_what_a_batch_cannot_carry
     assert size >= len(entry.encode())
     bad_params: list[tuple[dict[str, Any], str]] = [
         ({"metadata": {"k": object()}}, "JSON"),
-        ({"temperature": math.nan}, "JSON"),
+        ({"metadata": {"user_id": math.nan}}, "JSON"),
         ({"max_tokens": 0}, "max_tokens=0"),
     ]
     for bad, why in bad_params:

@@ -19,6 +19,7 @@ from llmfleet.errors import (
     FleetClosedError,
     FleetError,
     FleetUsageError,
+    InvalidRequestError,
     JournalError,
     PolicyError,
     UnbatchableRequestError,
@@ -29,6 +30,8 @@ ERROR_NAMES = (
     "FleetError",
     "PolicyError",
     "UnbatchableRequestError",
+    # A request that breaks the provider's schema, refused alone at submit.
+    "InvalidRequestError",
     "FleetClosedError",
     # open_fleet()'s context manager or a fleet used without `async with`.
     "FleetUsageError",
@@ -121,6 +124,8 @@ def test_errors_module_draws_the_tree() -> None:
         (PolicyError, ValueError),
         (UnbatchableRequestError, FleetError),
         (UnbatchableRequestError, ValueError),
+        (InvalidRequestError, UnbatchableRequestError),
+        (InvalidRequestError, ValueError),
         (FleetClosedError, FleetError),
         (FleetUsageError, FleetError),
         (FleetUsageError, TypeError),
@@ -192,6 +197,12 @@ def test_policy_error_carries_field() -> None:
     assert error.field == "batch_window_ms"
     assert "batch_window_ms" in str(error)
     assert "must be >= 0" in str(error)
+
+
+def test_invalid_request_error_carries_field() -> None:
+    error = InvalidRequestError("messages.0.role", "must be 'user' or 'assistant'")
+    assert error.field == "messages.0.role"
+    assert str(error) == "messages.0.role: must be 'user' or 'assistant'"
 
 
 def test_excerpt_keeps_short_text_whole() -> None:

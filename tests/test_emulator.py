@@ -663,6 +663,7 @@ def test_fault_and_config_are_checked() -> None:
 
 
 async def test_ledger_prices_each_route(emu: Emulator, client: AsyncAnthropic) -> None:
+    emu.config.models = None  # serve the made-up models below
     emu.config.prices = PriceTable({"my-model": ModelPrice.of("2", "10", "2.5", "0.2")})
     text = "x" * 400  # 100 tokens in, 100 out
     await client.messages.create(

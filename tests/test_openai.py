@@ -26,6 +26,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 import llmfleet._dispatcher
+import llmfleet.providers.openai
 from llmfleet import (
     BatchRequestCanceledError,
     BatchRequestError,
@@ -144,6 +145,13 @@ def input_lines(emu: Emulator, batch_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in data.splitlines()]
 
 
+def let_through_what_the_fleet_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turn off the adapter's checks of a chat body at submit (tests/test_validation.py), to
+    see how a request the provider refuses inside a batch comes back: the provider checks
+    more than the fleet can (and its rules change)."""
+    monkeypatch.setattr(llmfleet.providers.openai, "check_chat", lambda body, schema: None)
+
+
 def dispatcher_groups_by_key() -> bool:
     """Whether the dispatcher keeps one queue per ``Provider.batch_key`` (requested in #6)."""
     return "batch_key" in inspect.getsource(llmfleet._dispatcher)
@@ -255,9 +263,12 @@ async def test_mixed_endpoints_are_never_sent_in_one_batch(
 # -- outcomes: output and error files, failed, expired, cancelled -----------------------------
 
 
-async def test_output_and_error_files(emu: Emulator, client: AsyncOpenAI) -> None:
+async def test_output_and_error_files(
+    emu: Emulator, client: AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Errored lines (a 500 and a 400) become BatchRequestError with the code and message; the
     rest succeed; all four files are deleted afterwards."""
+    let_through_what_the_fleet_refuses(monkeypatch)
     out: Outcomes = {}
     bad_role = {"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}
     async with open_fleet(client, policy=policy(batch_min_size=3)) as fleet:
@@ -285,10 +296,11 @@ async def test_output_and_error_files(emu: Emulator, client: AsyncOpenAI) -> Non
 
 
 async def test_a_failed_batch_errors_every_caller_with_the_validation_messages(
-    emu: Emulator, client: AsyncOpenAI
+    emu: Emulator, client: AsyncOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch that fails validation (here: requests with no model) ran nothing: every caller
     gets BatchRequestError with its own line's message; nothing is billed."""
+    let_through_what_the_fleet_refuses(monkeypatch)
     out: Outcomes = {}
     async with open_fleet(client, policy=policy(batch_min_size=2)) as fleet:
         async with anyio.create_task_group() as tg:

@@ -25,6 +25,7 @@ from .errors import DeadlineExceededError as DeadlineExceededError
 from .errors import FleetClosedError as FleetClosedError
 from .errors import FleetError as FleetError
 from .errors import FleetUsageError as FleetUsageError
+from .errors import InvalidRequestError as InvalidRequestError
 from .errors import JournalError as JournalError
 from .errors import PolicyError as PolicyError
 from .errors import UnbatchableRequestError as UnbatchableRequestError
@@ -46,6 +47,7 @@ __all__ = [
     "FleetError",
     "FleetStats",
     "FleetUsageError",
+    "InvalidRequestError",
     "Journal",
     "JournalError",
     "Percentiles",

@@ -5,6 +5,7 @@
     FleetError
     ├── PolicyError (also ValueError)
     ├── UnbatchableRequestError (also ValueError)
+    │   └── InvalidRequestError          (field: the request breaks the provider's schema)
     ├── FleetClosedError
     ├── FleetUsageError (also TypeError) (open_fleet() or a fleet used without `async with`)
     ├── BatchSubmitError
@@ -37,6 +38,7 @@ __all__ = [
     "FleetClosedError",
     "FleetError",
     "FleetUsageError",
+    "InvalidRequestError",
     "JournalError",
     "PolicyError",
     "UnbatchableRequestError",
@@ -66,6 +68,16 @@ class PolicyError(FleetError, ValueError):
 
 class UnbatchableRequestError(FleetError, ValueError):
     """The request cannot go where it was routed (e.g. ``stream=True``, too large for a batch)."""
+
+
+class InvalidRequestError(UnbatchableRequestError):
+    """The request breaks the provider's published schema (a missing or unknown parameter, a
+    wrong type): ``field`` names where (``"max_tokens"``, ``"messages.0.role"``). Refused at
+    submit, alone, before it could join a batch (a batch holding it would be refused whole)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {reason}")
 
 
 class FleetClosedError(FleetError):

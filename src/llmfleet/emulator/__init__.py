@@ -35,6 +35,7 @@ from ._anthropic import BatchInfo as BatchInfo
 from ._bedrock_params import BedrockConfig as BedrockConfig
 from ._bedrock_params import BedrockFault as BedrockFault
 from ._bedrock_params import JobInfo as JobInfo
+from ._config import DEFAULT_MODELS as DEFAULT_MODELS
 from ._config import EXTRA_LINE_CUSTOM_ID as EXTRA_LINE_CUSTOM_ID
 from ._config import Duration as Duration
 from ._config import EmulatorConfig as EmulatorConfig
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from ._server import start_emulator as start_emulator
 
 __all__ = [
+    "DEFAULT_MODELS",
     "EXTRA_LINE_CUSTOM_ID",
     "BatchInfo",
     "BedrockConfig",

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import _serving
-from ._config import EmulatorConfig
+from ._config import DEFAULT_MODELS, EmulatorConfig
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--expired-ratio", type=float, default=0.0, help="share of batch items expired"
     )
+    parser.add_argument(
+        "--any-model",
+        action="store_true",
+        help="serve any model id (default: only current ones; another gets the API's 404)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log each request line")
     return parser
 
@@ -79,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             errored_ratio=args.errored_ratio,
             expired_ratio=args.expired_ratio,
+            models=None if args.any_model else DEFAULT_MODELS,
         )
     except (TypeError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,8 +20,10 @@ from ._anthropic_params import (
     CHARS_PER_TOKEN,
     Item,
     Usage,
+    check_model,
     invalid,
     last_user_text,
+    model_not_found,
     prompt_blocks,
     tokens,
     validate_batch_body,
@@ -153,6 +155,7 @@ class AnthropicState(JobBook[_Batch]):
         """
         validate_params(params)
         assert isinstance(params, dict)  # validate_params checked it
+        check_model(params["model"], self.config.models)
         with self._lock:
             self._direct_calls += 1
             message_id = make_id("msg_", f"{self.config.seed}/msg/{self._direct_calls}")
@@ -338,16 +341,23 @@ class AnthropicState(JobBook[_Batch]):
             )
 
     def _outcome(self, batch_id: str, item: Item) -> dict[str, Any]:
+        models = self.config.models
+        model = item.params["model"]
+        if models is not None and model not in models:
+            # The create checks the body's shape only: a model is looked up as each request
+            # runs, and one the API does not serve errors that request alone.
+            return self._errored("not_found_error", model_not_found(model).message)
         kind, code = self.outcome(batch_id, item.custom_id, last_user_text(item.params))
         if kind == "errored":
             return self._errored(code or "api_error")
         return {"type": kind}
 
     @staticmethod
-    def _errored(error_type: str) -> dict[str, Any]:
-        message = _ERROR_MESSAGES.get(
-            error_type, f"{error_type} (injected by the llmfleet emulator)."
-        )
+    def _errored(error_type: str, message: str | None = None) -> dict[str, Any]:
+        if message is None:
+            message = _ERROR_MESSAGES.get(
+                error_type, f"{error_type} (injected by the llmfleet emulator)."
+            )
         return {
             "type": "errored",
             "error": {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from llmfleet.pricing import TokenUsage
+from llmfleet.providers._schema import anthropic_messages
 
 from ._core import ApiError
 
@@ -22,8 +23,10 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "Item",
     "Usage",
+    "check_model",
     "invalid",
     "last_user_text",
+    "model_not_found",
     "prompt_blocks",
     "tokens",
     "validate_batch_body",
@@ -117,6 +120,21 @@ def prompt_blocks(params: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return blocks
 
 
+def check_model(model: str, models: frozenset[str] | None) -> None:
+    """Refuse a model the API does not serve, as it does.
+
+    :param models: the served ids (``None``: any).
+    :raises ApiError: 404 ``not_found_error`` (``model: <id>``).
+    """
+    if models is not None and model not in models:
+        raise model_not_found(model)
+
+
+def model_not_found(model: str) -> ApiError:
+    """The API's answer to a model it does not serve."""
+    return ApiError(404, "not_found_error", f"model: {model}")
+
+
 def validate_params(params: object, prefix: str = "", *, in_batch: bool = False) -> None:
     """Check one Messages request body like the API does.
 
@@ -161,6 +179,12 @@ def validate_params(params: object, prefix: str = "", *, in_batch: bool = False)
         if in_batch:
             raise invalid(f"{prefix}stream: Stream mode is not supported in Message Batches")
         raise invalid("stream: the llmfleet emulator does not stream responses; send stream=false")
+    # Last, as the API lists them after the fields' own errors. The names are the installed
+    # SDK's (llmfleet/providers/_schema.py): the SDK is generated from the API's schema.
+    known = anthropic_messages().known
+    for key in params:
+        if key not in known:
+            raise invalid(f"{prefix}{key}: Extra inputs are not permitted")
 
 
 def validate_batch_body(body: object, max_requests: int) -> list[Item]:

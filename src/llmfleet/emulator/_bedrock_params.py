@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
 
 from llmfleet.pricing import PriceTable, TokenUsage
+from llmfleet.providers._schema import bedrock_claude
 
 from ._anthropic_params import last_user_text
 from ._config import Fault
@@ -212,6 +213,15 @@ def check_input(body: Any) -> tuple[int, str] | None:
             return 400, f"Malformed input request: #/messages/{i}/role: expected user or assistant"
     if body.get("stream"):
         return 400, "Malformed input request: #: extraneous key [stream] is not permitted"
+    # The Messages parameters the installed SDK knows, as Claude on Bedrock takes them
+    # (llmfleet/providers/_schema.py).
+    known = bedrock_claude().known
+    for key in body:
+        if key not in known:
+            return 400, (
+                f"Malformed input request: #: extraneous key [{key}] is not permitted, "
+                "please reformat your input and try again."
+            )
     return None
 
 

@@ -10,7 +10,15 @@ from typing import Any, Final, Literal, TypeAlias, final, get_args
 
 from llmfleet.pricing import PriceTable
 
-__all__ = ["EXTRA_LINE_CUSTOM_ID", "Duration", "EmulatorConfig", "Endpoint", "Fault", "FaultKind"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "EXTRA_LINE_CUSTOM_ID",
+    "Duration",
+    "EmulatorConfig",
+    "Endpoint",
+    "Fault",
+    "FaultKind",
+]
 
 #: A duration in seconds, or a function that draws one from the emulator's seeded generator.
 Duration: TypeAlias = float | Callable[[random.Random], float]
@@ -51,6 +59,99 @@ FaultKind: TypeAlias = Literal[
     "extra_line",
     "drop_line",
 ]
+
+#: The model ids the emulator serves by default (:attr:`EmulatorConfig.models`): the current
+#: ones of each vendor, with their dated snapshots, as their model pages list them. An id the
+#: real API does not serve gets its 404 here too.
+DEFAULT_MODELS: Final = frozenset(
+    {
+        # Anthropic: aliases and snapshots.
+        "claude-fable-5-2",
+        "claude-fable-5-1",
+        "claude-fable-5",
+        "claude-mythos-5-2",
+        "claude-mythos-5-1",
+        "claude-mythos-5",
+        "claude-mythos-preview",
+        "claude-opus-5-5",
+        "claude-opus-5",
+        "claude-sonnet-5-5",
+        "claude-sonnet-5",
+        "claude-haiku-5-5",
+        "claude-opus-4-8",
+        "claude-opus-4-7",
+        "claude-opus-4-6",
+        "claude-opus-4-5",
+        "claude-opus-4-5-20251101",
+        "claude-opus-4-1",
+        "claude-opus-4-1-20250805",
+        "claude-opus-4-0",
+        "claude-opus-4-20250514",
+        "claude-sonnet-4-6",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-0",
+        "claude-sonnet-4-20250514",
+        "claude-haiku-4-5",
+        "claude-haiku-4-5-20251001",
+        "claude-3-7-sonnet-latest",
+        "claude-3-7-sonnet-20250219",
+        "claude-3-5-haiku-latest",
+        "claude-3-5-haiku-20241022",
+        "claude-3-haiku-20240307",
+        # OpenAI: chat and reasoning models, with their dated snapshots.
+        "gpt-6.2-astra",
+        "gpt-6-astra",
+        "gpt-6.2-sol",
+        "gpt-6.1-sol",
+        "gpt-6-sol",
+        "gpt-6.1-terra",
+        "gpt-6-luna",
+        "gpt-5.6-sol",
+        "gpt-5.6-terra",
+        "gpt-5.6-luna",
+        "gpt-5.5",
+        "gpt-5.5-2026-04-23",
+        "gpt-5.4",
+        "gpt-5.4-mini",
+        "gpt-5.4-nano",
+        "gpt-5.4-mini-2026-03-17",
+        "gpt-5.4-nano-2026-03-17",
+        "gpt-5.2",
+        "gpt-5.2-pro",
+        "gpt-5.2-2025-12-11",
+        "gpt-5.2-pro-2025-12-11",
+        "gpt-5.1",
+        "gpt-5.1-mini",
+        "gpt-5.1-2025-11-13",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "gpt-5-2025-08-07",
+        "gpt-5-mini-2025-08-07",
+        "gpt-5-nano-2025-08-07",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "gpt-4.1-2025-04-14",
+        "gpt-4.1-mini-2025-04-14",
+        "gpt-4.1-nano-2025-04-14",
+        "gpt-4o",
+        "gpt-4o-2024-11-20",
+        "gpt-4o-2024-08-06",
+        "gpt-4o-2024-05-13",
+        "gpt-4o-mini",
+        "gpt-4o-mini-2024-07-18",
+        "o4-mini",
+        "o4-mini-2025-04-16",
+        "o3",
+        "o3-2025-04-16",
+        "o3-mini",
+        "o3-mini-2025-01-31",
+        "o1",
+        "o1-2024-12-17",
+    }
+)
 
 ENDPOINTS: Final[tuple[str, ...]] = get_args(Endpoint)
 FAULT_KINDS: Final[tuple[str, ...]] = get_args(FaultKind)
@@ -204,7 +305,18 @@ def _check_rpm(name: str, value: object) -> None:
         _check_positive_int(name, value)
 
 
+def _check_models(name: str, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, frozenset) or not all(isinstance(m, str) and m for m in value):
+        raise TypeError(
+            f"{name} must be a frozenset of model ids, or None to serve any model, "
+            f"got {value!r:.80}"
+        )
+
+
 _CHECKS: Final[dict[str, Callable[[str, object], None]]] = {
+    "models": _check_models,
     "batch_rpm": _check_rpm,
     "turnaround_s": lambda n, v: _check_duration(n, v, optional=True),
     "direct_latency_s": lambda n, v: _check_duration(n, v, optional=False),
@@ -249,6 +361,10 @@ class EmulatorConfig:
         results, OpenAI's file downloads), which then goes out a line at a time: results
         that drip in, so a test can act while half of them have arrived.
     :param faults: faults armed at start-up.
+    :param models: the model ids served (default :data:`DEFAULT_MODELS`), or ``None`` for any.
+        Another id gets the API's 404: on ``POST /v1/messages``, ``not_found_error``
+        (``model: <id>``); on OpenAI's direct routes, ``model_not_found``. Inside a batch, the
+        batch is accepted and that request alone ends errored with the same error.
     :param batch_rpm: like the real API's organisation limit, at most this many requests to
         the batch endpoints (create, retrieve, list, cancel, delete, results) in any 60 s;
         beyond it they answer 429 ``rate_limit_error`` with ``retry-after``. ``None``: no limit.
@@ -273,6 +389,7 @@ class EmulatorConfig:
     results_chunk_bytes: int = 64 * 1024
     results_line_delay_s: Duration = 0.0
     faults: Sequence[Fault] = ()
+    models: frozenset[str] | None = DEFAULT_MODELS
     batch_rpm: int | None = None
     fault_ratio: float = 0.0
 

@@ -165,7 +165,7 @@ class OpenAIState(JobBook[_Batch]):
 
         :raises ApiError: for an invalid body.
         """
-        params = validate(endpoint, body)
+        params = validate(endpoint, body, models=self.config.models)
         with self._lock:
             self._direct_calls += 1
             prefix = "chatcmpl-" if endpoint == "/v1/chat/completions" else "resp_"
@@ -448,7 +448,7 @@ class OpenAIState(JobBook[_Batch]):
             }
             return line, "errored", None, TokenUsage()
         try:
-            params = validate(job.endpoint, item.body)
+            params = validate(job.endpoint, item.body, models=self.config.models)
         except ApiError as refused:
             line["response"] = {
                 "status_code": refused.status,

@@ -7,12 +7,14 @@ Pure functions of the request, with OpenAI's error shape
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from llmfleet.pricing import TokenUsage
+from llmfleet.providers import _schema
 
 from ._core import ApiError
 
@@ -25,7 +27,9 @@ __all__ = [
     "error",
     "error_body",
     "invalid",
+    "known_params",
     "last_user_text",
+    "model_not_found",
     "parse_input",
     "reply",
     "validate",
@@ -122,13 +126,50 @@ def _prompt_tokens(params: dict[str, Any]) -> int:
     return max(1, _tokens(chars))
 
 
-def validate(endpoint: str, body: object, prefix: str = "") -> dict[str, Any]:
+_CHAT_ROLES: Final = ("system", "developer", "user", "assistant", "tool", "function")
+
+
+@functools.cache
+def known_params(endpoint: str) -> frozenset[str] | None:
+    """The body parameters an endpoint takes, as the installed ``openai`` SDK types them (it is
+    generated from the API's schema; llmfleet/providers/_schema.py), or ``None`` (any) when
+    that SDK is not installed."""
+    try:
+        schema = (
+            _schema.openai_chat()
+            if endpoint == "/v1/chat/completions"
+            else _schema.openai_responses()
+        )
+    except ImportError:
+        return None
+    return schema.known
+
+
+def model_not_found(model: str) -> ApiError:
+    """OpenAI's answer to a model it does not serve."""
+    return error(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+    )
+
+
+def validate(
+    endpoint: str, body: object, prefix: str = "", *, models: frozenset[str] | None = None
+) -> dict[str, Any]:
     """Check one request body as the endpoint would; return it.
 
-    :raises ApiError: 400 naming the first problem.
+    :param models: the model ids served (``None``: any).
+    :raises ApiError: 400 naming the first problem; 404 ``model_not_found`` for a model not
+        in ``models``.
     """
     if not isinstance(body, dict):
         raise invalid(f"{prefix or 'body'}: expected an object", prefix or None)
+    known = known_params(endpoint)
+    if known is not None:
+        for key in body:
+            if key not in known:
+                raise invalid(f"Unrecognized request argument supplied: {key}", f"{prefix}{key}")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid(
@@ -141,22 +182,22 @@ def validate(endpoint: str, body: object, prefix: str = "") -> dict[str, Any]:
         if not isinstance(messages, list) or not messages:
             raise invalid("messages: a non-empty array is required", f"{prefix}messages")
         for i, message in enumerate(messages):
-            if not isinstance(message, dict) or message.get("role") not in (
-                "system",
-                "developer",
-                "user",
-                "assistant",
-                "tool",
-            ):
+            if not isinstance(message, dict) or message.get("role") not in _CHAT_ROLES:
                 raise invalid(f"messages[{i}].role: invalid role", f"{prefix}messages[{i}].role")
-        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        limits: tuple[str, ...] = ("max_completion_tokens", "max_tokens")
     else:
         raw = body.get("input")
         if not isinstance(raw, str | list) or not raw:
             raise invalid("input: a string or a non-empty array is required", f"{prefix}input")
-        limit = body.get("max_output_tokens")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise invalid("the token limit must be an integer >= 1", f"{prefix}max_tokens")
+        limits = ("max_output_tokens",)
+    for name in limits:
+        limit = body.get(name)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise invalid(f"{name}: must be an integer >= 1", f"{prefix}{name}")
+    if models is not None and model not in models:
+        raise model_not_found(model)
     return body
 
 

@@ -16,6 +16,7 @@ from ..errors import UnbatchableRequestError, excerpt
 from ._base import BatchStatus, ErrorInfo, ItemResult
 from ._http import classify_http
 from ._json import encode
+from ._schema import anthropic_messages, check_leaked, check_messages, wire_body
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -36,6 +37,8 @@ _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 100
 # The largest page the list endpoint serves: fewest requests for a status refresh.
 _STATUS_PAGE: Final = 1000
+# The SDK's markers of a parameter not given: dropped from the body, as the SDK drops them.
+_UNSET: Final = (anthropic.NOT_GIVEN, anthropic.omit)
 
 
 @final
@@ -75,14 +78,17 @@ class AnthropicProvider:
                 "stream=True is not supported: the fleet returns whole messages. "
                 "Call client.messages.stream(...) or create(stream=True) on the client directly."
             )
+        if "latency_budget_ms" in params or "idempotency_key" in params:
+            check_leaked(params)
 
     def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, str]:
-        if params.get("max_tokens") == 0:
-            raise UnbatchableRequestError(
-                "max_tokens=0 is not allowed inside a batch; use max_tokens >= 1 or submit_sync()"
-            )
+        # Checked against the API's schema first: the API refuses a whole batch create for
+        # one bad request in it (docs/design.md §2.1).
+        schema = anthropic_messages()
+        request = wire_body(params, schema, _UNSET)
+        check_messages(request, schema)
         try:
-            body = encode(params)
+            body = encode(request)
         except (TypeError, ValueError) as exc:
             raise UnbatchableRequestError(
                 f"the request params are not JSON-serializable ({exc}); a batch carries plain "

@@ -72,6 +72,7 @@ from ._bedrock_wire import (
     unanswered_result,
 )
 from ._json import encode
+from ._schema import bedrock_claude, check_leaked, check_messages, wire_body
 from .anthropic import dump_message, load_message, message_tokens
 
 if TYPE_CHECKING:
@@ -282,6 +283,8 @@ class BedrockProvider:
                 "stream=True is not supported: the fleet returns whole messages. Call "
                 "InvokeModelWithResponseStream yourself for streaming."
             )
+        if "latency_budget_ms" in params or "idempotency_key" in params:
+            check_leaked(params)
         model = params.get("model")
         if not isinstance(model, str) or not model:
             raise UnbatchableRequestError(
@@ -303,12 +306,14 @@ class BedrockProvider:
         return str(params.get("model", ""))
 
     def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, _Prepared]:
-        if params.get("max_tokens") == 0:
-            raise UnbatchableRequestError(
-                "max_tokens=0 is not allowed in a batch; use max_tokens >= 1 or submit_sync()"
-            )
+        # The record's body checked as Claude on Bedrock takes it: a job whose records break
+        # the schema errors them (docs/design.md §2.1).
+        request = model_input(params)
+        schema = bedrock_claude()
+        wire_body(request, schema)
+        check_messages(request, schema)
         try:
-            body = encode(model_input(params))
+            body = encode(request)
         except (TypeError, ValueError) as exc:
             raise UnbatchableRequestError(
                 f"the request params are not JSON-serializable ({exc}); a batch carries plain "

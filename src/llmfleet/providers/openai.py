@@ -35,6 +35,14 @@ from ..errors import UnbatchableRequestError, excerpt
 from ._base import BATCH_TAG, BatchStatus, ErrorInfo, ItemResult
 from ._http import classify_http
 from ._json import encode
+from ._schema import (
+    check_chat,
+    check_leaked,
+    check_responses,
+    openai_chat,
+    openai_responses,
+    wire_body,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, AsyncIterator, Hashable, Mapping, Sequence
@@ -58,8 +66,8 @@ MAX_BYTES: Final = 200 * 1024 * 1024
 TAG_KEY: Final = "llmfleet_tag"
 # Responses params that mark a request for /v1/responses when it has no `input`.
 _RESPONSES_ONLY: Final = ("input", "prompt", "previous_response_id", "conversation")
-# SDK request options, not body params: a batch line carries a body only.
-_REQUEST_OPTIONS: Final = ("extra_headers", "extra_query", "timeout")
+# The SDK's markers of a parameter not given: dropped from the body, as the SDK drops them.
+_UNSET: Final = (openai.NOT_GIVEN, openai.omit)
 _ENDED: Final = frozenset({"completed", "failed", "expired", "cancelled"})
 # `{"custom_id":"…","method":"POST","url":"…","body":…}\n` around each request's body.
 _LINE_OVERHEAD: Final = len('{"custom_id":"","method":"POST","url":"","body":}\n')
@@ -164,6 +172,8 @@ class OpenAIProvider:
                 "stream=True is not supported: the fleet returns whole responses. "
                 "Call create(stream=True) or the stream helpers on the client directly."
             )
+        if "latency_budget_ms" in params or "idempotency_key" in params:
+            check_leaked(params)
         self.endpoint_of(params)
 
     def batch_key(self, params: Mapping[str, Any]) -> Hashable:
@@ -175,13 +185,16 @@ class OpenAIProvider:
 
     def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, _Prepared]:
         endpoint = self.endpoint_of(params)
-        options = [key for key in _REQUEST_OPTIONS if key in params]
-        if options:
-            raise UnbatchableRequestError(
-                f"{', '.join(options)} {'is a' if len(options) == 1 else 'are'} per-request SDK "
-                "option(s) a batch line cannot carry; drop them or use submit_sync()"
-            )
-        body = _body(params)
+        # Checked against the API's schema first: OpenAI fails a whole batch for one bad
+        # line in it (docs/design.md §2.1).
+        if endpoint == CHAT_COMPLETIONS:
+            schema = openai_chat()
+            body = wire_body(params, schema, _UNSET)
+            check_chat(body, schema)
+        else:
+            schema = openai_responses()
+            body = wire_body(params, schema, _UNSET)
+            check_responses(body, schema)
         try:
             # ensure_ascii gives the longest encoding the file could hold: a safe upper bound.
             encoded = encode(body)
@@ -533,20 +546,6 @@ class OpenAIProvider:
 
 def _given(params: Mapping[str, Any], key: str) -> bool:
     return key in params and not isinstance(params[key], openai.NotGiven | openai.Omit)
-
-
-def _body(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON body the SDK would send for ``params``: unset values dropped, ``extra_body``
-    merged in."""
-    body = {
-        key: value
-        for key, value in params.items()
-        if key != "extra_body" and not isinstance(value, openai.NotGiven | openai.Omit)
-    }
-    extra = params.get("extra_body")
-    if isinstance(extra, dict):
-        body.update(extra)
-    return body
 
 
 def _status(batch: Batch) -> BatchStatus:
