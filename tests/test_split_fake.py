@@ -134,3 +134,45 @@ async def test_a_create_refused_for_named_requests_goes_again_without_them(
         assert [set(attempt) for attempt in fake.attempts] == [set(texts)]
         assert set(errors) == set(texts)
         assert fleet.stats.batches_submitted == 0
+
+
+async def test_callers_of_a_batch_sent_again_all_leaving_cancel_it() -> None:
+    """The batch sent again counts only its own callers: when they all leave, it is cancelled
+    at the provider (nobody pays for unwanted work), although the bad caller of the first
+    round was answered and never left."""
+    fake = FailsValidation()
+    out: Outcomes = {}
+    texts = ["a", "bad", "c", "d", "e"]
+    async with open_fleet(fake, policy=POLICY) as fleet, anyio.create_task_group() as tg:
+        for text in texts:
+            tg.start_soon(submit, fleet, text, out)
+        await anyio.sleep(15)  # the first batch ended at 11 s; the second is running
+        assert len(fake.creates) == 2
+        for text in "acde":
+            scope = out[f"scope {text}"]
+            assert isinstance(scope, anyio.CancelScope)
+            scope.cancel()
+    _, second, _ = fake.creates[1]
+    assert [batch_id for _, batch_id in fake.cancels] == [second]
+    assert isinstance(out["bad"], BatchRequestError)
+    assert fleet.stats.withdrawn == 4
+
+
+async def test_callers_left_after_a_split_all_leaving_cancel_the_batch() -> None:
+    """After a create refused for a named request, the batch made of the rest counts only
+    their callers: when they all leave, it is cancelled at the provider."""
+    fake = RefusesNamed()
+    out: Outcomes = {}
+    texts = ["bad 1", "b", "c", "d", "e"]
+    async with open_fleet(fake, policy=POLICY) as fleet, anyio.create_task_group() as tg:
+        for text in texts:
+            tg.start_soon(submit, fleet, text, out)
+        await anyio.sleep(5)  # the batch of the other four is running
+        assert len(fake.creates) == 1
+        for text in "bcde":
+            scope = out[f"scope {text}"]
+            assert isinstance(scope, anyio.CancelScope)
+            scope.cancel()
+    (_, batch_id, _) = fake.creates[0]
+    assert [cancelled for _, cancelled in fake.cancels] == [batch_id]
+    assert isinstance(out["bad 1"], BatchSubmitError)
