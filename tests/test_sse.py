@@ -6,6 +6,7 @@ synthesised body.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from llmfleet._sse import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -223,12 +224,6 @@ def test_events_are_framed_as_the_api_frames_them() -> None:
     )
 
 
-def test_the_message_is_not_modified() -> None:
-    before = json.dumps(MESSAGE)
-    list(anthropic_message_events(MESSAGE))
-    assert json.dumps(MESSAGE) == before
-
-
 async def test_citations_server_tools_and_usage_details_round_trip() -> None:
     citation = {
         "type": "char_location",
@@ -314,11 +309,6 @@ async def test_error_event_raises_in_the_sdk_after_the_events_before_it() -> Non
     assert anthropic_error_event("api_error", "x") == (
         b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"x"}}\n\n'
     )
-
-
-def test_chunk_chars_below_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="chunk_chars must be at least 1"):
-        list(anthropic_message_events(MESSAGE, chunk_chars=0))
 
 
 def json_values() -> st.SearchStrategy[object]:
@@ -856,3 +846,43 @@ async def test_any_text_and_arguments_round_trip_through_the_openai_helpers(
         rebuilt = await responses.get_final_response()
     assert without_parsed(rebuilt.model_dump()) == Response.model_validate(response).model_dump()
     assert rebuilt.output_text == text
+
+
+# --------------------------------------------------------------------------------------------
+# All three
+# --------------------------------------------------------------------------------------------
+
+STREAMS: list[tuple[Callable[..., Iterator[bytes]], dict[str, Any]]] = [
+    (anthropic_message_events, MESSAGE),
+    (openai_chat_chunks, COMPLETION),
+    (openai_response_events, RESPONSE),
+]
+
+
+@pytest.mark.parametrize(("events", "result"), STREAMS)
+def test_a_bad_chunk_size_is_refused_when_the_stream_is_asked_for(
+    events: Callable[..., Iterator[bytes]], result: dict[str, Any]
+) -> None:
+    with pytest.raises(ValueError, match="chunk_chars must be at least 1, got 0"):
+        events(result, chunk_chars=0)
+    with pytest.raises(TypeError, match="chunk_chars must be an int, got float"):
+        events(result, chunk_chars=1.5)
+    with pytest.raises(TypeError, match="chunk_chars must be an int, got bool"):
+        events(result, chunk_chars=True)
+
+
+@pytest.mark.parametrize(("events", "result"), STREAMS)
+def test_the_result_is_read_once_when_the_stream_is_asked_for(
+    events: Callable[..., Iterator[bytes]], result: dict[str, Any]
+) -> None:
+    mine = copy.deepcopy(result)
+    before = json.dumps(mine)
+    stream = events(mine, chunk_chars=3)
+    # The caller may reuse its dict while the stream is being written.
+    mine["model"] = "changed"
+    mine["id"] = "changed"
+    body = b"".join(stream)
+    assert b"changed" not in body
+    mine["model"], mine["id"] = result["model"], result["id"]
+    assert json.dumps(mine) == before
+    assert body == b"".join(events(result, chunk_chars=3))

@@ -47,10 +47,16 @@ def _data(data: object) -> bytes:
     return b"data: " + _json(data) + b"\n\n"
 
 
+def _check_chunk_chars(chunk_chars: int) -> None:
+    # Checked when the stream is asked for, not when it is first read.
+    if isinstance(chunk_chars, bool) or not isinstance(chunk_chars, int):
+        raise TypeError(f"chunk_chars must be an int, got {type(chunk_chars).__name__}")
+    if chunk_chars < 1:
+        raise ValueError(f"chunk_chars must be at least 1, got {chunk_chars}")
+
+
 def _pieces(text: str, size: int) -> Iterator[str]:
     """``text`` cut in runs of at most ``size`` characters; at least one (maybe empty) run."""
-    if size < 1:
-        raise ValueError(f"chunk_chars must be at least 1, got {size}")
     if not text:
         yield ""
         return
@@ -91,18 +97,23 @@ def anthropic_message_events(
 
     :param message: a Message as the API returns it (its JSON as a dict); not modified.
     :param chunk_chars: at most this many characters per text, thinking or JSON delta.
+    :raises TypeError: if ``chunk_chars`` is not an int.
     :raises ValueError: if ``chunk_chars`` is below 1.
     :return: one ``b"event: <type>\\ndata: <json>\\n\\n"`` per event.
     """
-    if chunk_chars < 1:
-        raise ValueError(f"chunk_chars must be at least 1, got {chunk_chars}")
+    _check_chunk_chars(chunk_chars)
+    return _anthropic_message_events(copy.deepcopy(message), chunk_chars)
+
+
+def _anthropic_message_events(message: dict[str, Any], chunk_chars: int) -> Iterator[bytes]:
+    # ``message`` is the stream's own copy: nothing here changes it.
     usage: dict[str, Any] = dict(message.get("usage") or {})
     final_output_tokens = usage.get("output_tokens", 0)
     start_usage = {key: value for key, value in usage.items() if key not in _END_USAGE}
     # The API counts the first output token at message_start and the total at message_delta.
     start_usage["output_tokens"] = min(1, final_output_tokens)
     start = {
-        **copy.deepcopy(message),
+        **message,
         "content": [],
         "stop_reason": None,
         "stop_sequence": None,
@@ -122,11 +133,9 @@ def anthropic_message_events(
     }
     for key in ("stop_details", "container"):
         if message.get(key) is not None:
-            delta[key] = copy.deepcopy(message[key])
+            delta[key] = message[key]
     delta_usage = {"output_tokens": final_output_tokens}
-    delta_usage.update(
-        {key: copy.deepcopy(usage[key]) for key in _DELTA_USAGE if usage.get(key) is not None}
-    )
+    delta_usage.update({key: usage[key] for key in _DELTA_USAGE if usage.get(key) is not None})
     yield _event("message_delta", {"type": "message_delta", "delta": delta, "usage": delta_usage})
     yield _event("message_stop", {"type": "message_stop"})
 
@@ -206,11 +215,17 @@ def openai_chat_chunks(
         modified.
     :param include_usage: whether the request asked for ``stream_options.include_usage``.
     :param chunk_chars: at most this many characters per content, refusal or arguments delta.
+    :raises TypeError: if ``chunk_chars`` is not an int.
     :raises ValueError: if ``chunk_chars`` is below 1.
     :return: one ``b"data: <json>\\n\\n"`` per chunk, then ``b"data: [DONE]\\n\\n"``.
     """
-    if chunk_chars < 1:
-        raise ValueError(f"chunk_chars must be at least 1, got {chunk_chars}")
+    _check_chunk_chars(chunk_chars)
+    return _openai_chat_chunks(copy.deepcopy(completion), include_usage, chunk_chars)
+
+
+def _openai_chat_chunks(
+    completion: dict[str, Any], include_usage: bool, chunk_chars: int
+) -> Iterator[bytes]:
     base: dict[str, Any] = {
         "id": completion.get("id", ""),
         "object": "chat.completion.chunk",
@@ -234,7 +249,7 @@ def openai_chat_chunks(
             entry.update(extra)
             yield chunk([entry])
     if include_usage:
-        yield chunk([], copy.deepcopy(completion.get("usage")))
+        yield chunk([], completion.get("usage"))
     yield b"data: [DONE]\n\n"
 
 
@@ -261,7 +276,7 @@ def _chat_choice_deltas(
     # Fields that arrive whole, in one delta of their own.
     for key in ("annotations", "audio"):
         if message.get(key) is not None:
-            yield {key: copy.deepcopy(message[key])}, pending
+            yield {key: message[key]}, pending
     function_call = message.get("function_call")
     if function_call is not None:
         yield {"function_call": {"name": function_call.get("name"), "arguments": ""}}, pending
@@ -272,7 +287,7 @@ def _chat_choice_deltas(
         function = call.get("function")
         if call.get("type", "function") != "function" or function is None:
             # A custom tool call has no delta form; it arrives whole.
-            yield {"tool_calls": [{"index": index, **copy.deepcopy(call)}]}, pending
+            yield {"tool_calls": [{"index": index, **call}]}, pending
             continue
         head = {
             "index": index,
@@ -288,7 +303,7 @@ def _chat_choice_deltas(
     # choice's, and would count those of a later choice's first chunk twice (docs/design.md
     # §2.2).
     last = {
-        "logprobs": copy.deepcopy(choice.get("logprobs")),
+        "logprobs": choice.get("logprobs"),
         "finish_reason": choice.get("finish_reason"),
     }
     yield {}, last
@@ -321,11 +336,15 @@ def openai_response_events(
 
     :param response: a Response as the API returns it (its JSON as a dict); not modified.
     :param chunk_chars: at most this many characters per delta.
+    :raises TypeError: if ``chunk_chars`` is not an int.
     :raises ValueError: if ``chunk_chars`` is below 1.
     :return: one ``b"event: <type>\\ndata: <json>\\n\\n"`` per event.
     """
-    if chunk_chars < 1:
-        raise ValueError(f"chunk_chars must be at least 1, got {chunk_chars}")
+    _check_chunk_chars(chunk_chars)
+    return _openai_response_events(copy.deepcopy(response), chunk_chars)
+
+
+def _openai_response_events(whole: dict[str, Any], chunk_chars: int) -> Iterator[bytes]:
     sequence = 0
 
     def event(kind: str, **fields: object) -> bytes:
@@ -334,7 +353,6 @@ def openai_response_events(
         sequence += 1
         return _event(kind, data)
 
-    whole = copy.deepcopy(response)
     progress = {**whole, "status": "in_progress", "output": [], "usage": None}
     for key in ("completed_at", "incomplete_details", "error"):
         if key in progress:
