@@ -351,6 +351,15 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
             st.text(min_size=1),
         ),
         st.builds(lambda data: {"type": "redacted_thinking", "data": data}, st.text()),
+        st.builds(
+            lambda query: {
+                "type": "server_tool_use",
+                "id": "srvtoolu_01",
+                "name": "web_search",
+                "input": {"query": query},
+            },
+            st.text(),
+        ),
     )
     return {
         "id": "msg_" + draw(st.text("abcdef0123456789", min_size=1, max_size=24)),
