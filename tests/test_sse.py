@@ -286,6 +286,25 @@ async def test_stop_sequence_and_zero_output_tokens_round_trip() -> None:
     assert final.model_dump() == Message.model_validate(message).model_dump()
 
 
+def test_fields_left_out_stream_as_their_empty_values() -> None:
+    message = {
+        **MESSAGE,
+        "content": [{"type": "text"}, {"type": "thinking"}],
+        "usage": {"input_tokens": 5},
+    }
+    events = [
+        json.loads(data) for _, data in parse_sse(b"".join(anthropic_message_events(message)))
+    ]
+    assert events[0]["message"]["usage"] == {"input_tokens": 5, "output_tokens": 0}
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert deltas == [
+        {"type": "text_delta", "text": ""},
+        {"type": "thinking_delta", "thinking": ""},
+        {"type": "signature_delta", "signature": ""},
+    ]
+    assert events[-2]["usage"] == {"output_tokens": 0, "input_tokens": 5}
+
+
 async def test_error_event_raises_in_the_sdk_after_the_events_before_it() -> None:
     events = [*anthropic_message_events(MESSAGE)][:4]
     events.append(anthropic_error_event("overloaded_error", "Overloaded"))
