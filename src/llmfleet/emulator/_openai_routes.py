@@ -107,7 +107,9 @@ def openai_routes(state: State) -> list[Route]:
     def direct(path: str) -> Handler:
         async def handler(request: Request, call: Call) -> Response:
             validate(path, call.body)
-            latency = openai.direct_latency()
+            body = call.body
+            flex = isinstance(body, dict) and body.get("service_tier") == "flex"
+            latency = openai.direct_latency(flex=flex)
             if latency > 0:
                 await anyio.sleep(latency)
             return JSONResponse(openai.create(path, call.body))
