@@ -227,10 +227,12 @@ class FleetDispatcher(Generic[R_co]):
         it returns (``anthropic.types.Message``; typed so, see the class), whichever route ran.
 
         :param latency_budget_ms: how long the caller can wait. ``None`` or at most
-            ``policy.sync_max_latency_ms``: the direct route; longer: the batch route.
+            ``policy.sync_max_latency_ms``: the direct route; up to
+            ``policy.flex_max_latency_ms``, where the provider offers a flex tier for the
+            request: the flex route (docs/design.md §2.2); longer: the batch route.
         :param idempotency_key: with a journal, the call's stable key (else a hash of its
             params): a batched call whose result the journal holds is answered from it.
-            Not sent to the provider; ignored on the direct route.
+            Not sent to the provider; ignored on the direct and flex routes.
         :raises ValueError: a negative budget; an ``idempotency_key`` already in flight.
         :raises UnbatchableRequestError: ``stream=True``, or a request the batch route
             cannot carry.
@@ -288,21 +290,24 @@ class FleetDispatcher(Generic[R_co]):
             self._check_open()
         provider: Any = self.provider
         provider.check(params)
-        stats = self._stats
-        stats._flex_started()
         model = provider.model_of(params)
         policy = self.policy
-        clock = self._clock
-        start = clock()
-        deadline = start + budget
         action = policy.deadline_action
         if action == "escalate":
             # Cut off early enough for a standard call to answer by the deadline, as an
             # escalation is (docs/design.md §8).
             direct = self._direct_latency.estimate(model) or 0.0
-            cutoff = max(0.0, budget - direct - policy.escalation_margin_ms / 1000)
+            cutoff = budget - direct - policy.escalation_margin_ms / 1000
+            if cutoff <= 0:
+                # No time left for a flex answer at all: the standard tier, now.
+                return await self._direct(params)
         else:
             cutoff = budget if action == "fail" else math.inf
+        stats = self._stats
+        stats._flex_started()
+        clock = self._clock
+        start = clock()
+        deadline = start + budget
         # The SDK's own timeout must not end the call before the fleet would: flex answers
         # are slow (OpenAI suggests 15 minutes).
         timeout = max(FLEX_TIMEOUT_S, cutoff + 1.0) if cutoff != math.inf else FLEX_TIMEOUT_S

@@ -154,6 +154,8 @@ class OpenAIProvider:
         self._client = client
         self._endpoint = endpoint
         self.flex_models = frozenset(flex_models)
+        # Whether each model seen offers flex: read on every flex-band submit.
+        self._flex_of: dict[str, bool] = {}
         self._once = client.with_options(max_retries=0)
         # Tags of creates that got no answer, with their request counts: the fallback for a
         # find_batch() called outside the task that sent the create.
@@ -282,8 +284,11 @@ class OpenAIProvider:
         model = params.get("model")
         if not isinstance(model, str):
             return False
-        flex = self.flex_models
-        return model in flex or _SNAPSHOT.sub("", model) in flex
+        known = self._flex_of.get(model)
+        if known is None:
+            flex = self.flex_models
+            known = self._flex_of[model] = model in flex or _SNAPSHOT.sub("", model) in flex
+        return known
 
     async def call_flex(
         self, params: Mapping[str, Any], *, sdk_timeout: float
