@@ -4,10 +4,16 @@ and an Anthropic fleet, which has no flex tier. Real clocks (see tests/test_open
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anthropic
 import anyio
+import httpx2
+import openai
 import pytest
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
@@ -173,3 +179,51 @@ async def test_an_anthropic_fleet_with_a_flex_band_budget_batches() -> None:
     assert fleet.stats.flex_calls == 0
     assert fleet.stats.batched_calls == 1
     assert emu.counts.get("messages", 0) == 0
+
+
+def test_emulator_command_line_sets_the_flex_knobs() -> None:
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llmfleet.emulator", "--port", "0", "--flex-unavailable", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        with openai.OpenAI(api_key=KEY, base_url=url + "/v1", max_retries=0) as client:
+            standard = client.chat.completions.create(**chat("standard"))
+            assert standard.service_tier == "default"
+            with pytest.raises(openai.RateLimitError) as refused:
+                client.chat.completions.create(**chat("flex"), service_tier="flex")
+        assert refused.value.code == "resource_unavailable"
+        provider = OpenAIProvider(AsyncOpenAI(api_key=KEY, base_url=url + "/v1"))
+        assert provider.flex_unavailable(refused.value)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_a_flex_refusal_is_told_apart_from_a_rate_limit() -> None:
+    provider = OpenAIProvider(AsyncOpenAI(api_key=KEY, base_url="http://127.0.0.1:9/v1"))
+    request = httpx2.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+
+    def status(code: int, body: object) -> openai.APIStatusError:
+        response = httpx2.Response(code, request=request)
+        return openai.APIStatusError("x", response=response, body=body)
+
+    unavailable = {"type": "rate_limit_error", "code": "resource_unavailable", "message": "m"}
+    worded = {"type": "x", "code": None, "message": "Resource Unavailable, try later"}
+    limited = {"type": "requests", "code": "rate_limit_exceeded", "message": "Rate limit reached"}
+    assert provider.flex_unavailable(status(429, unavailable))
+    assert provider.flex_unavailable(status(429, {"error": unavailable}))
+    assert provider.flex_unavailable(status(429, worded))
+    assert not provider.flex_unavailable(status(429, limited))
+    assert not provider.flex_unavailable(status(400, unavailable))
+    assert not provider.flex_unavailable(ValueError("resource unavailable"))
