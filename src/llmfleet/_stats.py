@@ -36,7 +36,7 @@ class Route(enum.Enum):
 
     DIRECT = "direct"
     BATCH = "batch"
-    #: The provider's flex tier: the synchronous endpoint at batch prices (docs/design.md §2).
+    #: The provider's flex tier: the synchronous endpoint at batch prices (docs/design.md §2.2).
     FLEX = "flex"
 
 
