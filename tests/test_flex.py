@@ -141,9 +141,10 @@ async def test_flex_unavailable_goes_to_the_standard_tier_at_once() -> None:
     def unavailable(params: Any) -> None:
         raise FakeError(ErrorKind.RATE_LIMITED, "429 resource unavailable")
 
+    events: list[ResultEvent] = []
     fake = FlexFakeProvider(flex_latency=0.25, on_flex=unavailable, direct_latency=0.5)
     start = anyio.current_time()
-    async with open_fleet(fake, policy=policy()) as fleet:
+    async with open_fleet(fake, policy=policy(), on_result=events.append) as fleet:
         reply = await fleet.submit(latency_budget_ms=60_000, **request("x"))
     assert isinstance(reply, FakeMessage)
     assert reply.route == "direct"  # the caller gets the standard tier's answer
@@ -160,6 +161,11 @@ async def test_flex_unavailable_goes_to_the_standard_tier_at_once() -> None:
     assert stats.cost[Route.DIRECT] == Cost(LIST_PRICE, LIST_PRICE)
     assert stats.flex_fallback_cost == Cost(LIST_PRICE, LIST_PRICE)
     assert stats.deadline_hits[Route.DIRECT] == 1
+    # One event for the one call: its answer, on the direct route, waited for since submit.
+    (event,) = events
+    assert (event.route, event.outcome) == (Route.DIRECT, "succeeded")
+    assert event.wait_s == pytest.approx(0.75)
+    assert event.cost == Cost(LIST_PRICE, LIST_PRICE)
 
 
 @pytest.mark.parametrize(
