@@ -227,3 +227,16 @@ def test_a_flex_refusal_is_told_apart_from_a_rate_limit() -> None:
     assert not provider.flex_unavailable(status(429, limited))
     assert not provider.flex_unavailable(status(400, unavailable))
     assert not provider.flex_unavailable(ValueError("resource unavailable"))
+
+
+async def test_a_fleet_over_an_adapter_with_its_own_flex_models(
+    emu: Emulator, client: AsyncOpenAI
+) -> None:
+    provider = OpenAIProvider(client, flex_models={"gpt-4o-mini"})
+    async with open_fleet(provider, policy=policy()) as fleet:
+        completion = await fleet.submit(latency_budget_ms=60_000, **chat("mine", "gpt-4o-mini"))
+        batched = await fleet.submit(latency_budget_ms=60_000, **chat("not listed", "o3"))
+    assert completion.service_tier == "flex"
+    assert batched.service_tier == "default"
+    assert fleet.stats.flex_calls == 1
+    assert fleet.stats.batched_calls == 1
