@@ -30,7 +30,7 @@ class FakeMessage:
 
     custom_id: str | None
     text: str
-    route: Literal["direct", "batch"]
+    route: Literal["direct", "batch", "flex"]
     usage: TokenUsage = field(default_factory=lambda: TokenUsage(10, 5))
 
 
@@ -230,3 +230,32 @@ def request(text: str = "hi", **extra: Any) -> dict[str, Any]:
         "messages": [{"role": "user", "content": text}],
         **extra,
     }
+
+
+@dataclass
+class FlexFakeProvider(FakeProvider):
+    """A :class:`FakeProvider` with a flex tier (docs/design.md §2.3), for the models in
+    ``flex_models``: a flex call waits ``flex_latency`` virtual seconds, then asks ``on_flex``
+    (which may return a value or raise), and answers with route ``"flex"``."""
+
+    flex_models: frozenset[str] = frozenset({"claude-haiku-4-5"})
+    flex_latency: float = 0.0
+    on_flex: Hook | None = None
+    flex_calls: list[tuple[float, dict[str, Any], float]] = field(default_factory=list)
+
+    def supports_flex(self, params: Mapping[str, Any]) -> bool:
+        return "service_tier" not in params and self.model_of(params) in self.flex_models
+
+    async def call_flex(self, params: Mapping[str, Any], *, sdk_timeout: float) -> Any:
+        assert self.model_of(params) in self.flex_models, "flex used for a model without it"
+        self.flex_calls.append((anyio.current_time(), dict(params), sdk_timeout))
+        if self.flex_latency:
+            await anyio.sleep(self.flex_latency)
+        if self.on_flex is not None:
+            value = self.on_flex(params)
+            if value is not None:
+                return value
+        return FakeMessage(None, text_of(params), "flex")
+
+    def flex_unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, FakeError) and "resource unavailable" in str(exc)

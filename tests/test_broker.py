@@ -583,3 +583,24 @@ async def test_a_brokered_flush_is_tagged_with_128_random_bits(redis: RedisServe
         assert len(tags) == 2
         assert all(re.fullmatch(r"lf_[0-9a-f]{32}", tag) for tag in tags), tags
         assert tags[0] != tags[1]
+
+
+async def test_flex_calls_stay_in_their_process(redis: RedisServer) -> None:
+    """docs/design.md §2.3: a budget in the flex band, for a model with a flex tier, is one
+    synchronous flex call from this process; nothing goes through Redis."""
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion
+
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.1)) as emu,
+        AsyncOpenAI(api_key=KEY, base_url=emu.url + "/v1") as client,
+        open_fleet(client, policy=policy(), broker=redis.url) as fleet,
+    ):
+        chat = {"model": "o4-mini", "messages": [{"role": "user", "content": "flex"}]}
+        completion = await fleet.submit(latency_budget_ms=60_000, **chat)
+        assert type(completion) is ChatCompletion
+        assert completion.service_tier == "flex"
+        assert fleet.stats.flex_calls == 1
+        assert len(emu.ledger.select(route="flex")) == 1
+        assert emu.ledger.batches_created == 0
+        assert await _pending(redis) == 0

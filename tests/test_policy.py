@@ -26,6 +26,7 @@ ALL_FIELDS = (
     "deadline_action",
     "expected_turnaround_ms",
     "escalation_margin_ms",
+    "flex_max_latency_ms",
 )
 
 
@@ -43,6 +44,7 @@ def test_defaults_match_design() -> None:
         "deadline_action": "escalate",
         "expected_turnaround_ms": None,
         "escalation_margin_ms": 2_000,
+        "flex_max_latency_ms": 900_000,
     }
 
 

@@ -202,18 +202,23 @@ class Outcomes:
         value: Any,
         *,
         call: Call | None = None,
+        deadline: float | None = None,
     ) -> None:
         """Count one call's outcome in the stats, and tell the hook if there is one.
 
         O(1) and cheap: tokens are summed per model and priced only when the stats are read.
+
+        :param deadline: the deadline of a call that has no :class:`Call` (a flex call's).
         """
         now = self._clock()
         wait = now - start
         tokens = None if value is None else self._provider.tokens_of(value)
         hit = None
-        if call is not None and call.deadline != math.inf and outcome != "withdrawn":
+        if call is not None:
+            deadline = call.deadline
+        if deadline is not None and deadline != math.inf and outcome != "withdrawn":
             # Budget hit rate per route (docs/design.md §8): answered by the deadline or not.
-            hit = now <= call.deadline
+            hit = now <= deadline
         self._stats._outcome(route, outcome, model, wait, tokens, hit)
         if self._on_result is not None:
             self._tell(route, outcome, model, wait, tokens, call)
@@ -240,7 +245,9 @@ class Outcomes:
             usage=usage,
             cost=None
             if usage is None
-            else self._prices.cost(model, usage, batch=route is Route.BATCH),
+            else self._prices.cost(
+                model, usage, batch=route is Route.BATCH, flex=route is Route.FLEX
+            ),
         )
         try:
             self._on_result(event)
@@ -286,9 +293,9 @@ class Outcomes:
         self.record(Route.BATCH, "failed", call.model, call.arrival, None, call=call)
         call.done.set()
 
-    def cost_of(self, model: str, value: Any, *, batch: bool) -> Cost | None:
+    def cost_of(self, model: str, value: Any, *, batch: bool, flex: bool = False) -> Cost | None:
         """What one response cost (``None``: no usage, or no price for its model)."""
         tokens = self._provider.tokens_of(value)
         if tokens is None:
             return None
-        return self._prices.cost(model, TokenUsage(*tokens), batch=batch)
+        return self._prices.cost(model, TokenUsage(*tokens), batch=batch, flex=flex)

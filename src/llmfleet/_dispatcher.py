@@ -30,7 +30,7 @@ from ._deadlines import Deadlines
 from ._flush import FlushQueue, FlushReason
 from ._policy import RoutingPolicy
 from ._stats import FleetStats, OnResult, Route
-from .errors import FleetClosedError, FleetUsageError
+from .errors import DeadlineExceededError, FleetClosedError, FleetUsageError
 from .journal._fleet import FleetJournal
 from .pricing import PriceTable
 from .providers import ErrorKind, Provider, adapter_for
@@ -65,6 +65,8 @@ R_co = TypeVar("R_co", covariant=True, default=Any)
 logger = logging.getLogger("llmfleet")
 
 _NUMBER: Final = (int, float)
+#: The SDK timeout of a flex call at least (OpenAI suggests 15 minutes for flex, §B).
+FLEX_TIMEOUT_S: Final = 900.0
 
 
 @final
@@ -150,6 +152,12 @@ class FleetDispatcher(Generic[R_co]):
         )
         # The direct route's own estimator, kept at hand for its hot path.
         self._direct_latency = self._deadlines.direct_latency
+        # The provider's flex tier, if it has one (docs/design.md §2.3).
+        self._supports_flex: Callable[[Mapping[str, Any]], bool] | None = (
+            getattr(self.provider, "supports_flex", None)
+            if callable(getattr(self.provider, "call_flex", None))
+            else None
+        )
         self._max_size = min(policy.batch_max_size, self.provider.max_batch_requests)
         # A provider may refuse batches below a size (Bedrock: 100 records a job): the queue
         # then waits for that many calls (or its window), and a smaller flush goes direct.
@@ -219,10 +227,12 @@ class FleetDispatcher(Generic[R_co]):
         it returns (``anthropic.types.Message``; typed so, see the class), whichever route ran.
 
         :param latency_budget_ms: how long the caller can wait. ``None`` or at most
-            ``policy.sync_max_latency_ms``: the direct route; longer: the batch route.
+            ``policy.sync_max_latency_ms``: the direct route; up to
+            ``policy.flex_max_latency_ms``, where the provider offers a flex tier for the
+            request: the flex route (docs/design.md §2.3); longer: the batch route.
         :param idempotency_key: with a journal, the call's stable key (else a hash of its
             params): a batched call whose result the journal holds is answered from it.
-            Not sent to the provider; ignored on the direct route.
+            Not sent to the provider; ignored on the direct and flex routes.
         :raises ValueError: a negative budget; an ``idempotency_key`` already in flight.
         :raises UnbatchableRequestError: ``stream=True``, or a request the batch route
             cannot carry.
@@ -243,6 +253,12 @@ class FleetDispatcher(Generic[R_co]):
         if latency_budget_ms <= self.policy.sync_max_latency_ms:
             return await self._direct(params)
         budget = latency_budget_ms / 1000
+        flex_max = self.policy.flex_max_latency_ms
+        if flex_max is not None and latency_budget_ms <= flex_max and self._flex_ok(params):
+            # Too tight for a batch, loose enough for a slow answer at the batch price
+            # (docs/design.md §2.3).
+            flexed: R_co = await self._flex(params, budget)
+            return flexed
         if self.policy.deadline_action == "wait":
             # The seed's behaviour: the budget only chooses the route (and is kept for the
             # hit-rate figures).
@@ -252,11 +268,115 @@ class FleetDispatcher(Generic[R_co]):
         turnaround = self._deadlines.turnaround.estimate(self.provider.model_of(params))
         if turnaround is not None and budget < turnaround:
             # Even a batch flushed now would likely end after the deadline (docs/design.md
-            # §8).
+            # §8): the flex tier if the model has one (same price as the batch), else direct.
             self._stats._routed_by_deadline()
+            if flex_max is not None and self._flex_ok(params):
+                flexed = await self._flex(params, budget)
+                return flexed
             return await self._direct(params)
         batched = await self._submit_batch(params, budget, turnaround, idempotency_key)
         return batched
+
+    def _flex_ok(self, params: dict[str, Any]) -> bool:
+        supports = self._supports_flex
+        return supports is not None and supports(params)
+
+    async def _flex(self, params: dict[str, Any], budget: float) -> Any:
+        """The flex route (docs/design.md §2.3): the provider's flex tier, falling back to its
+        standard tier (the direct route) on a refusal, or in time for the budget when the
+        flex answer is late (``deadline_action="escalate"``; ``"fail"`` raises
+        :class:`~llmfleet.DeadlineExceededError` at the deadline; ``"wait"`` waits)."""
+        if self._state != "open":
+            self._check_open()
+        provider: Any = self.provider
+        provider.check(params)
+        model = provider.model_of(params)
+        policy = self.policy
+        action = policy.deadline_action
+        if action == "escalate":
+            # Cut off early enough for a standard call to answer by the deadline, as an
+            # escalation is (docs/design.md §8).
+            direct = self._direct_latency.estimate(model) or 0.0
+            cutoff = budget - direct - policy.escalation_margin_ms / 1000
+            if cutoff <= 0:
+                # No time left for a flex answer at all: the standard tier, now.
+                return await self._direct(params)
+        else:
+            cutoff = budget if action == "fail" else math.inf
+        stats = self._stats
+        stats._flex_started()
+        clock = self._clock
+        start = clock()
+        deadline = start + budget
+        # The SDK's own timeout must not end the call before the fleet would: flex answers
+        # are slow (OpenAI suggests 15 minutes).
+        timeout = max(FLEX_TIMEOUT_S, cutoff + 1.0) if cutoff != math.inf else FLEX_TIMEOUT_S
+        outcomes = self._outcomes
+        reason: str
+        with anyio.move_on_after(cutoff) as scope:
+            try:
+                value = await provider.call_flex(params, sdk_timeout=timeout)
+            except Exception as exc:
+                info = provider.classify(exc)
+                if info is None:
+                    # Not a provider error: a bug, not a reason to pay the standard price.
+                    outcomes.record(Route.FLEX, "failed", model, start, None, deadline=deadline)
+                    raise
+                if info.kind is ErrorKind.RATE_LIMITED:
+                    unavailable = getattr(provider, "flex_unavailable", None)
+                    reason = (
+                        "unavailable"
+                        if unavailable is not None and unavailable(exc)
+                        else "rate_limited"
+                    )
+                else:
+                    reason = "error"
+                logger.debug("flex call failed (%s: %s): the standard tier", reason, exc)
+            except BaseException:
+                if not scope.cancel_called:
+                    # The caller left (or the fleet aborts): nothing more to send.
+                    outcomes.record(Route.FLEX, "withdrawn", model, start, None)
+                raise
+            else:
+                outcomes.record(Route.FLEX, "succeeded", model, start, value, deadline=deadline)
+                return value
+        if scope.cancelled_caught:
+            if action == "fail":
+                outcomes.record(Route.FLEX, "failed", model, start, None, deadline=deadline)
+                raise DeadlineExceededError(
+                    f"no flex answer within the latency budget ({budget * 1000:.0f} ms); use a "
+                    "longer budget, deadline_action='escalate', or submit_sync()"
+                )
+            reason = "deadline"
+            logger.debug("flex call cut off at %.3f s: the standard tier", clock() - start)
+        stats._flex_fallback(reason)
+        return await self._flex_fallback(params, model, start, deadline)
+
+    async def _flex_fallback(
+        self, params: dict[str, Any], model: str, start: float, deadline: float
+    ) -> Any:
+        """The standard tier for a flex call that failed or ran late: answered on the direct
+        route (its wait counted from the flex call's start), its cost in
+        ``stats.flex_fallback_cost`` as well."""
+        outcomes = self._outcomes
+        provider = self.provider
+        clock = self._clock
+        began = clock()
+        try:
+            value = await provider.call(params)
+        except Exception as exc:
+            info = provider.classify(exc)
+            errored = info is not None and info.kind is not ErrorKind.CONNECTION
+            outcome: Outcome = "errored" if errored else "failed"
+            outcomes.record(Route.DIRECT, outcome, model, start, None, deadline=deadline)
+            raise
+        except BaseException:
+            outcomes.record(Route.DIRECT, "withdrawn", model, start, None)
+            raise
+        self._direct_latency.observe(model, clock() - began)
+        outcomes.record(Route.DIRECT, "succeeded", model, start, value, deadline=deadline)
+        self._stats._flex_fallback_answered(outcomes.cost_of(model, value, batch=False))
+        return value
 
     async def submit_sync(self, **params: Any) -> R_co:
         """Make the call on the direct route, now. Same arguments and result as the SDK's."""

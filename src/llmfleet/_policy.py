@@ -42,6 +42,12 @@ class RoutingPolicy:
         one for a model (``None``: assume nothing; batch as usual and rely on escalation).
     :param escalation_margin_ms: how long before a deadline, beyond the direct route's p95
         latency, a call is escalated.
+    :param flex_max_latency_ms: budgets above ``sync_max_latency_ms`` and up to this go by
+        the provider's **flex tier** when it offers one for the model (OpenAI's
+        ``service_tier="flex"``: the synchronous endpoint at batch prices, slower, sometimes
+        unavailable), rather than into a batch (docs/design.md §2). Default 15 minutes (the
+        timeout OpenAI suggests for flex calls); ``None`` never uses flex. Providers without
+        a flex tier (Anthropic, Bedrock) never route there.
     """
 
     sync_max_latency_ms: int = 5_000
@@ -55,6 +61,7 @@ class RoutingPolicy:
     deadline_action: Literal["escalate", "wait", "fail"] = "escalate"
     expected_turnaround_ms: int | None = None
     escalation_margin_ms: int = 2_000
+    flex_max_latency_ms: int | None = 900_000
 
     def __post_init__(self) -> None:
         if self.batch_api_rpm is not None and (
@@ -80,9 +87,23 @@ class RoutingPolicy:
                 "expected_turnaround_ms",
                 f"must be an int >= 0, or None, got {self.expected_turnaround_ms!r}",
             )
+        if self.flex_max_latency_ms is not None and (
+            isinstance(self.flex_max_latency_ms, bool)
+            or not isinstance(self.flex_max_latency_ms, int)
+            or self.flex_max_latency_ms < 0
+        ):
+            raise PolicyError(
+                "flex_max_latency_ms",
+                f"must be an int >= 0, or None to never use flex, got {self.flex_max_latency_ms!r}",
+            )
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("batch_api_rpm", "deadline_action", "expected_turnaround_ms"):
+            if f.name in (
+                "batch_api_rpm",
+                "deadline_action",
+                "expected_turnaround_ms",
+                "flex_max_latency_ms",
+            ):
                 continue
             # bool is an int subclass; RoutingPolicy(batch_min_size=True) is a mistake.
             if isinstance(value, bool) or not isinstance(value, int):

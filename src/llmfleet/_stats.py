@@ -36,6 +36,8 @@ class Route(enum.Enum):
 
     DIRECT = "direct"
     BATCH = "batch"
+    #: The provider's flex tier: the synchronous endpoint at batch prices (docs/design.md §2.3).
+    FLEX = "flex"
 
 
 Outcome = Literal["succeeded", "errored", "expired", "canceled", "withdrawn", "failed"]
@@ -48,6 +50,9 @@ _OUTCOMES: Final[tuple[Outcome, ...]] = (
     "failed",
 )
 _REASONS: Final = ("size", "window", "drain", "deadline")
+#: Why a flex call went on to the standard tier: a 429 saying the flex tier has no capacity,
+#: another 429, any other provider error, or its budget running out (docs/design.md §2.3).
+_FLEX_FALLBACKS: Final = ("unavailable", "rate_limited", "error", "deadline")
 
 
 @final
@@ -104,6 +109,11 @@ class StatsSnapshot:
     deadline_misses: Mapping[Route, int]
     from_journal: int = 0
     reattached_batches: int = 0
+    flex_calls: int = 0
+    flex_fallbacks: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType(dict.fromkeys(_FLEX_FALLBACKS, 0))
+    )
+    flex_fallback_cost: Cost = field(default_factory=Cost)
 
     @property
     def saving(self) -> Decimal:
@@ -162,9 +172,17 @@ class _Counters:
     flushes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_REASONS, 0))
     direct: Tally = field(default_factory=lambda: Tally())
     batch: Tally = field(default_factory=lambda: Tally())
+    flex: Tally = field(default_factory=lambda: Tally())
+    flex_calls: int = 0
+    flex_fallbacks: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(_FLEX_FALLBACKS, 0)
+    )
+    flex_fallback_cost: Cost = field(default_factory=Cost)
 
     def tally(self, route: Route) -> Tally:
-        return self.direct if route is Route.DIRECT else self.batch
+        if route is Route.DIRECT:
+            return self.direct
+        return self.batch if route is Route.BATCH else self.flex
 
 
 @final
@@ -214,6 +232,20 @@ class FleetStats:
     #: Batched calls sent direct because their flush was smaller than the provider's
     #: smallest batch (``min_batch_requests``: Bedrock's 100 records a job).
     below_min_batch = _View[int]()
+    #: Calls routed to the provider's flex tier at submit, whatever their outcome (a call
+    #: that fell back to the standard tier is counted here, and its answer on the direct
+    #: route).
+    flex_calls = _View[int]()
+    #: What flex fallbacks cost: the standard-tier calls that answered them (their price is
+    #: in ``cost[Route.DIRECT]`` too).
+    flex_fallback_cost = _View[Cost]()
+
+    @property
+    def flex_fallbacks(self) -> Mapping[str, int]:
+        """Flex calls that went on to the standard tier, by reason: ``unavailable`` (a 429
+        saying flex has no capacity), ``rate_limited`` (another 429), ``error`` (another
+        provider error), ``deadline`` (the flex answer would have come too late)."""
+        return MappingProxyType(self._c.flex_fallbacks)
 
     @property
     def deadline_hits(self) -> Mapping[Route, int]:
@@ -279,7 +311,7 @@ class FleetStats:
         unpriced = 0
         for route in Route:
             costs[route], missing = self._c.tally(route).cost(
-                self._prices, batch=route is Route.BATCH
+                self._prices, batch=route is Route.BATCH, flex=route is Route.FLEX
             )
             unpriced += missing
         return MappingProxyType(costs), unpriced
@@ -341,6 +373,9 @@ class FleetStats:
             deadline_misses=self.deadline_misses,
             from_journal=c.from_journal,
             reattached_batches=c.reattached_batches,
+            flex_calls=c.flex_calls,
+            flex_fallbacks=MappingProxyType(dict(c.flex_fallbacks)),
+            flex_fallback_cost=c.flex_fallback_cost,
         )
 
     def __repr__(self) -> str:
@@ -397,7 +432,7 @@ class FleetStats:
     ) -> None:
         """One call's outcome; ``hit``: answered by its deadline (``None``: no deadline)."""
         c = self._c
-        tally = c.direct if route is Route.DIRECT else c.batch
+        tally = c.direct if route is Route.DIRECT else c.tally(route)
         if outcome == "succeeded":
             c.succeeded += 1
         else:
@@ -423,6 +458,18 @@ class FleetStats:
                 tally.hits += 1
             else:
                 tally.misses += 1
+
+    def _flex_started(self) -> None:
+        """A call routed to the flex tier (counted whatever its outcome)."""
+        self._c.flex_calls += 1
+
+    def _flex_fallback(self, reason: str) -> None:
+        """A flex call goes on to the standard tier (``reason``: see ``flex_fallbacks``)."""
+        self._c.flex_fallbacks[reason] += 1
+
+    def _flex_fallback_answered(self, cost: Cost | None) -> None:
+        if cost is not None:
+            self._c.flex_fallback_cost = self._c.flex_fallback_cost + cost
 
     def _queue_below(self, limit: int) -> bool:
         """Whether fewer than ``limit`` calls are queued (``queued`` without its view)."""

@@ -131,12 +131,12 @@ class Tally:
                 total[i] += slot[i]
         return TokenUsage(*total)
 
-    def cost(self, prices: PriceTable, *, batch: bool) -> tuple[Cost, int]:
+    def cost(self, prices: PriceTable, *, batch: bool, flex: bool = False) -> tuple[Cost, int]:
         """The cost of the priced models' tokens, and how many calls had no price."""
         cost = Cost()
         unpriced = 0
         for model, slot in self.tokens.items():
-            priced = prices.cost(model, TokenUsage(*slot[:4]), batch=batch)
+            priced = prices.cost(model, TokenUsage(*slot[:4]), batch=batch, flex=flex)
             if priced is None:
                 unpriced += slot[4]
             else:

@@ -2,7 +2,8 @@
 
 Prices are USD per million tokens (MTok), from Anthropic's, OpenAI's and Amazon Bedrock's
 public pricing pages.
-The batch route is billed at half of every rate (:data:`BATCH_DISCOUNT`), on both. OpenAI has
+The batch route is billed at half of every rate (:data:`BATCH_DISCOUNT`), on both; OpenAI's flex
+tier at its Batch API rates (:data:`FLEX_DISCOUNT`, docs/design.md §B). OpenAI has
 no cache-write premium: its ``cache_write`` is its input rate, its ``cache_read`` the cached
 input rate. Costs are :class:`~decimal.Decimal`
 so that sums are exact and a fleet's figure can be compared to the provider's to the cent.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_DISCOUNT",
     "DEFAULT_PRICES",
+    "FLEX_DISCOUNT",
     "Cost",
     "ModelPrice",
     "PriceTable",
@@ -31,6 +33,9 @@ __all__ = [
 
 #: Multiplier applied to every rate on the batch route.
 BATCH_DISCOUNT: Final = Decimal("0.5")
+#: Multiplier applied to every rate on the flex route: OpenAI bills flex processing "at Batch
+#: API rates" (docs/design.md §B).
+FLEX_DISCOUNT: Final = BATCH_DISCOUNT
 #: A price is per million tokens: 10**6.
 _MTOK_DIGITS: Final = 6
 
@@ -181,10 +186,13 @@ class PriceTable:
                 return self._prices[key]
         return None
 
-    def cost(self, model: str, usage: TokenUsage, *, batch: bool) -> Cost | None:
+    def cost(
+        self, model: str, usage: TokenUsage, *, batch: bool, flex: bool = False
+    ) -> Cost | None:
         """What ``usage`` of ``model`` costs at list price and as paid on its route.
 
         :param batch: the call went through the batch route (billed at :data:`BATCH_DISCOUNT`).
+        :param flex: the call was answered on the flex tier (billed at :data:`FLEX_DISCOUNT`).
         :return: the cost, or ``None`` for a model the table does not know.
         """
         price = self.price(model)
@@ -198,4 +206,8 @@ class PriceTable:
             + price.cache_write * usage.cache_write_tokens
             + price.cache_read * usage.cache_read_tokens
         ).scaleb(-_MTOK_DIGITS)
-        return Cost(list_price, list_price * BATCH_DISCOUNT if batch else list_price)
+        if batch:
+            return Cost(list_price, list_price * BATCH_DISCOUNT)
+        if flex:
+            return Cost(list_price, list_price * FLEX_DISCOUNT)
+        return Cost(list_price, list_price)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 from .._stats import Route
 from ..pricing import Cost
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .config import DemoConfig
 
 __all__ = [
+    "DEMO_ROUTES",
     "BudgetFigures",
     "DemoReport",
     "EscalationFigures",
@@ -31,6 +32,9 @@ __all__ = [
     "span",
     "usd",
 ]
+
+#: The routes the demo's callers take (its models have no flex tier): the report's rows.
+DEMO_ROUTES: Final = (Route.DIRECT, Route.BATCH)
 
 
 # -- what the run observed ------------------------------------------------------------------
@@ -284,7 +288,7 @@ def report_json(report: DemoReport) -> dict[str, Any]:
         ledger = {
             "batches_created": report.ledger.batches_created,
             "cost": {
-                **{route.value: _cost_json(report.ledger.cost[route]) for route in Route},
+                **{route.value: _cost_json(report.ledger.cost[route]) for route in DEMO_ROUTES},
                 "total": _cost_json(total),
             },
             # The part of the batch route's bill for calls that did not take their batch's
@@ -306,16 +310,16 @@ def report_json(report: DemoReport) -> dict[str, Any]:
         "config": config,
         "policy": asdict(report.config.policy()),
         "calls": {
-            "planned": {route.value: report.planned[route] for route in Route},
+            "planned": {route.value: report.planned[route] for route in DEMO_ROUTES},
             "routed": {"direct": s.sync_calls, "batch": s.batched_calls},
-            "ended": {route.value: report.ended[route] for route in Route},
+            "ended": {route.value: report.ended[route] for route in DEMO_ROUTES},
         },
         "batches": {
             "submitted": s.batches_submitted,
             "flushes": dict(s.flushes),
             "size": {"min": s.batch_size_min, "mean": s.batch_size_mean, "max": s.batch_size_max},
         },
-        "waits_ms": {route.value: _wait_json(s.wait_ms[route]) for route in Route},
+        "waits_ms": {route.value: _wait_json(s.wait_ms[route]) for route in DEMO_ROUTES},
         "outcomes": {
             "total": {
                 "succeeded": s.succeeded,
@@ -325,15 +329,15 @@ def report_json(report: DemoReport) -> dict[str, Any]:
                 "withdrawn": s.withdrawn,
                 "failed": s.failed,
             },
-            **{route.value: report.outcomes[route] for route in Route},
+            **{route.value: report.outcomes[route] for route in DEMO_ROUTES},
         },
         "handled_errors": report.handled,
         "budgets": {
-            **{route.value: _budget_json(report.budgets[route]) for route in Route},
+            **{route.value: _budget_json(report.budgets[route]) for route in DEMO_ROUTES},
             "total": _budget_json(report.budgets_total),
             "all_kept": report.budgets_kept,
-            "fleet_hits": {route.value: s.deadline_hits[route] for route in Route},
-            "fleet_misses": {route.value: s.deadline_misses[route] for route in Route},
+            "fleet_hits": {route.value: s.deadline_hits[route] for route in DEMO_ROUTES},
+            "fleet_misses": {route.value: s.deadline_misses[route] for route in DEMO_ROUTES},
         },
         "escalations": {
             "count": e.escalations,
@@ -344,9 +348,9 @@ def report_json(report: DemoReport) -> dict[str, Any]:
             "direct_calls": _cost_json(e.direct),
             "dropped_results": _cost_json(e.dropped),
         },
-        "tokens": {route.value: asdict(s.tokens[route]) for route in Route},
+        "tokens": {route.value: asdict(s.tokens[route]) for route in DEMO_ROUTES},
         "cost": {
-            **{route.value: _cost_json(s.cost[route]) for route in Route},
+            **{route.value: _cost_json(s.cost[route]) for route in DEMO_ROUTES},
             "total": _cost_json(report.cost),
         },
         "spent": _cost_json(report.spent),

@@ -19,7 +19,7 @@ from ..emulator import EmulatorConfig, run_emulator
 from ..pricing import Cost
 from .agents import Tally, chat_agent, grader
 from .config import EMULATOR_KEY
-from .report import DemoReport, EscalationFigures, LedgerFigures
+from .report import DEMO_ROUTES, DemoReport, EscalationFigures, LedgerFigures
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -109,8 +109,8 @@ async def run_demo(
         elapsed_s=elapsed,
         stats=stats,
         planned=planned,
-        ended={route: tally.ended[route] for route in Route},
-        outcomes={route: dict(tally.outcomes[route]) for route in Route},
+        ended={route: tally.ended[route] for route in DEMO_ROUTES},
+        outcomes={route: dict(tally.outcomes[route]) for route in DEMO_ROUTES},
         handled=tally.handled,
         ledger=ledger,
         budgets=dict(tally.budgets),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal, TypeAlias, final
 
 from .._stats import Route
 from ..pricing import Cost
-from .report import minus, ms, percent, policy_line, span, usd
+from .report import DEMO_ROUTES, minus, ms, percent, policy_line, span, usd
 
 if TYPE_CHECKING:
     from .config import DemoConfig
@@ -106,7 +106,7 @@ def _calls(report: DemoReport) -> Sheet:
     names = ("planned", "routed", "ended", "wait p50", "wait p95", "wait max")
     title, columns = _per_route("Calls per route (wait: from submit to result)", names)
     rows = []
-    for route in Route:
+    for route in DEMO_ROUTES:
         waits = s.wait_ms[route]
         cells = (str(report.planned[route]), str(routed[route]), str(report.ended[route]))
         rows.append(Row((route.value, *cells, ms(waits.p50), ms(waits.p95), ms(waits.max))))
@@ -118,7 +118,7 @@ def _outcomes(report: DemoReport) -> Sheet:
     title, columns = _per_route("Outcomes per route", names)
     rows = tuple(
         Row((route.value, *(str(report.outcomes[route].get(name, 0)) for name in names)))
-        for route in Route
+        for route in DEMO_ROUTES
     )
     return Sheet(title, columns, rows)
 
@@ -152,7 +152,7 @@ def _budgets(report: DemoReport) -> list[Block]:
         Route.BATCH: f"{span(config.grading_budget_ms, 1000)} s",
     }
     labels = {Route.DIRECT: "chat (direct)", Route.BATCH: "grading (batched)"}
-    figures = [(labels[route], budget_text[route], report.budgets[route]) for route in Route]
+    figures = [(labels[route], budget_text[route], report.budgets[route]) for route in DEMO_ROUTES]
     figures.append(("total", "", report.budgets_total))
     rows = tuple(
         Row(
@@ -172,7 +172,7 @@ def _budgets(report: DemoReport) -> list[Block]:
     title = "Budgets, as each caller measured them (wait from submit to outcome)"
     hits = " · ".join(
         f"{route.value} {s.deadline_hits[route]} hit / {s.deadline_misses[route]} missed"
-        for route in Route
+        for route in DEMO_ROUTES
     )
     return [
         Sheet(title, columns, rows),
@@ -184,7 +184,7 @@ def _tokens(report: DemoReport) -> Sheet:
     names = ("input", "output", "cache write", "cache read")
     title, columns = _per_route("Tokens per route", names)
     rows = []
-    for route in Route:
+    for route in DEMO_ROUTES:
         t = report.stats.tokens[route]
         counts = (t.input_tokens, t.output_tokens, t.cache_write_tokens, t.cache_read_tokens)
         rows.append(Row((route.value, *(f"{n:,}" for n in counts))))
@@ -201,7 +201,7 @@ def _money(report: DemoReport) -> Sheet:
     title, columns = _per_route("Cost (USD, exact)", tuple(names))
     figures: list[tuple[str, Cost, Cost | None]] = [
         (route.value, s.cost[route], ledger.cost[route] if ledger is not None else None)
-        for route in Route
+        for route in DEMO_ROUTES
     ]
     show_dropped = dropped != Cost() or (ledger is not None and ledger.unused != Cost())
     if show_dropped:

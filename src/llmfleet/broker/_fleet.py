@@ -232,6 +232,14 @@ class BrokeredFleet(Generic[R_co]):
             )
         if latency_budget_ms <= self.policy.sync_max_latency_ms:
             return await self.submit_sync(**params)
+        flex_max = self.policy.flex_max_latency_ms
+        local = self._local
+        if flex_max is not None and latency_budget_ms <= flex_max and local._flex_ok(params):
+            # The flex tier is a synchronous call: it stays in this process, as the direct
+            # route does (docs/design.md §2.3).
+            self._check_open()
+            flexed: R_co = await local._flex(params, latency_budget_ms / 1000)
+            return flexed
         return await self._remote(params, float(latency_budget_ms))
 
     async def submit_sync(self, **params: Any) -> R_co:

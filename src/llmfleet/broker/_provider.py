@@ -23,7 +23,15 @@ from ..providers import BATCH_TAG, ErrorInfo, ErrorKind
 from ._store import LEADER_LOST, FlushRecord, NotLeadingError, StoredCall
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Hashable, Mapping, Sequence
+    from collections.abc import (
+        AsyncGenerator,
+        AsyncIterator,
+        Awaitable,
+        Callable,
+        Hashable,
+        Mapping,
+        Sequence,
+    )
 
     from ..providers import BatchStatus, ItemResult, Provider
     from ._store import RedisBatchStore
@@ -66,6 +74,15 @@ class LeaderProvider:
         self.results_requests = max(1, getattr(inner, "results_requests", 1))
         self.batch_key: Callable[[Mapping[str, Any]], Hashable] | None = getattr(
             inner, "batch_key", None
+        )
+        # The flex tier, passed through where the adapter has one (docs/design.md §2.3):
+        # flex calls, like direct ones, are made by the process whose caller made them.
+        self.supports_flex: Callable[[Mapping[str, Any]], bool] | None = getattr(
+            inner, "supports_flex", None
+        )
+        self.call_flex: Callable[..., Awaitable[Any]] | None = getattr(inner, "call_flex", None)
+        self.flex_unavailable: Callable[[BaseException], bool] | None = getattr(
+            inner, "flex_unavailable", None
         )
         self._served: dict[str, Served] = {}
         # Flushes whose create got no answer, by their first custom_id: the fleet looks for

@@ -45,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds a direct call takes (default: %(default)s)",
     )
+    parser.add_argument(
+        "--flex-latency",
+        type=float,
+        default=0.0,
+        help="seconds before an OpenAI flex call (service_tier=flex) answers",
+    )
+    parser.add_argument(
+        "--flex-unavailable",
+        type=float,
+        default=0.0,
+        help="share of OpenAI flex calls refused with 429 resource_unavailable",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for ids and outcomes")
     parser.add_argument(
         "--errored-ratio", type=float, default=0.0, help="share of batch items errored"
@@ -81,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         config = EmulatorConfig(
             turnaround_s=None if args.turnaround < 0 else args.turnaround,
             direct_latency_s=args.latency,
+            flex_latency_s=args.flex_latency,
+            flex_unavailable_ratio=args.flex_unavailable,
             seed=args.seed,
             errored_ratio=args.errored_ratio,
             expired_ratio=args.expired_ratio,

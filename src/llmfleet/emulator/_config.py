@@ -320,6 +320,8 @@ _CHECKS: Final[dict[str, Callable[[str, object], None]]] = {
     "batch_rpm": _check_rpm,
     "turnaround_s": lambda n, v: _check_duration(n, v, optional=True),
     "direct_latency_s": lambda n, v: _check_duration(n, v, optional=False),
+    "flex_latency_s": lambda n, v: _check_duration(n, v, optional=False),
+    "flex_unavailable_ratio": _check_ratio,
     "cancel_delay_s": lambda n, v: _check_duration(n, v, optional=False),
     "errored_ratio": _check_ratio,
     "expired_ratio": _check_ratio,
@@ -345,6 +347,10 @@ class EmulatorConfig:
         ``None`` for never (tests then end batches with :meth:`Emulator.end_batch`). Read when
         the batch is created.
     :param direct_latency_s: delay before ``POST /v1/messages`` answers (seconds or callable).
+    :param flex_latency_s: delay before an OpenAI call with ``service_tier="flex"`` answers,
+        instead of ``direct_latency_s`` (flex is the slow tier; seconds or callable).
+    :param flex_unavailable_ratio: share of OpenAI flex calls refused with 429
+        ``resource_unavailable`` (not billed), drawn from ``seed`` and the call's number.
     :param cancel_delay_s: how long a batch stays ``canceling`` after a cancel before it ends.
     :param errored_ratio: share of batch items that end ``errored`` (``api_error``), drawn
         deterministically from ``seed``, the batch id and the ``custom_id``.
@@ -392,6 +398,8 @@ class EmulatorConfig:
     models: frozenset[str] | None = DEFAULT_MODELS
     batch_rpm: int | None = None
     fault_ratio: float = 0.0
+    flex_latency_s: Duration = 0.0
+    flex_unavailable_ratio: float = 0.0
 
     def __setattr__(self, name: str, value: Any) -> None:
         check = _CHECKS.get(name)

@@ -246,14 +246,22 @@ class Core:
 
     # -- time and money ---------------------------------------------------------------------
 
-    def direct_latency(self, scope: str, n: int) -> float:
-        """Seconds the ``n``-th direct call of a vendor (ids under ``scope``) waits."""
+    def direct_latency(self, scope: str, n: int, *, flex: bool = False) -> float:
+        """Seconds the ``n``-th direct call of a vendor (ids under ``scope``) waits; a flex
+        call (OpenAI's ``service_tier="flex"``) waits ``flex_latency_s`` instead."""
         rng = random.Random(f"{self.config.seed}/{scope}latency/{n}")
-        return draw(self.config.direct_latency_s, rng) or 0.0
+        latency = self.config.flex_latency_s if flex else self.config.direct_latency_s
+        return draw(latency, rng) or 0.0
+
+    def flex_unavailable(self, scope: str, n: int) -> bool:
+        """Whether the ``n``-th flex call is refused for want of capacity
+        (``flex_unavailable_ratio``, drawn from the seed: reproducible)."""
+        ratio = self.config.flex_unavailable_ratio
+        return bool(ratio) and random.Random(f"{self.config.seed}/{scope}flex/{n}").random() < ratio
 
     def bill(
         self,
-        route: Literal["direct", "batch"],
+        route: Literal["direct", "batch", "flex"],
         *,
         batch_id: str | None,
         custom_id: str | None,
@@ -273,7 +281,9 @@ class Core:
                 model=model,
                 result=result,
                 usage=usage,
-                cost=self.config.prices.cost(model, usage, batch=route == "batch"),
+                cost=self.config.prices.cost(
+                    model, usage, batch=route == "batch", flex=route == "flex"
+                ),
                 time=time.time() if at is None else at,
             )
         )

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Ledger", "LedgerEntry", "ResultType", "Route"]
 
-Route: TypeAlias = Literal["direct", "batch"]
+Route: TypeAlias = Literal["direct", "batch", "flex"]
 ResultType: TypeAlias = Literal["succeeded", "errored", "canceled", "expired"]
 
 
@@ -28,7 +28,7 @@ class LedgerEntry:
 
     ``cost`` is ``None`` when the price table does not know ``model``; otherwise
     ``cost.list_price`` is the undiscounted price and ``cost.paid`` what the route charges
-    (batch: half).
+    (batch: half; flex, an OpenAI direct call on ``service_tier="flex"``: the batch rate).
     """
 
     route: Route

@@ -11,7 +11,10 @@ file with its 400. The markers ``[[errored]]`` (``[[errored:code]]``) and ``[[ex
 request's last user text decide its outcome; a batch with an expired request ends ``expired``.
 Faults, turnaround, seed and prices come from the shared
 :class:`~llmfleet.emulator.EmulatorConfig`; billing goes to the shared ledger (direct at list
-price, batch at half, failed and unprocessed requests free).
+price, batch at half, failed and unprocessed requests free). A direct call with
+``service_tier="flex"`` waits ``flex_latency_s``, is refused at ``flex_unavailable_ratio``
+with a 429 ``resource_unavailable`` (free), and is billed at the batch rate on the ledger's
+``flex`` route; its response says ``service_tier: "flex"``.
 """
 
 from __future__ import annotations
@@ -154,25 +157,36 @@ class OpenAIState(JobBook[_Batch]):
 
     # -- direct ---------------------------------------------------------------------------
 
-    def direct_latency(self) -> float:
-        """Seconds the next direct call waits before answering."""
+    def direct_latency(self, *, flex: bool = False) -> float:
+        """Seconds the next direct call (a flex call: ``flex``) waits before answering."""
         with self._lock:
             n = self._direct_calls + 1
-        return self.core.direct_latency("openai/", n)
+        return self.core.direct_latency("openai/", n, flex=flex)
 
     def create(self, endpoint: str, body: object) -> dict[str, Any]:
-        """Answer a direct call; enters it in the ledger.
+        """Answer a direct call; enters it in the ledger (a flex call on the ``flex`` route).
 
-        :raises ApiError: for an invalid body.
+        :raises ApiError: for an invalid body, or 429 ``resource_unavailable`` for a flex call
+            refused by ``flex_unavailable_ratio``.
         """
         params = validate(endpoint, body, models=self.config.models)
+        flex = params.get("service_tier") == "flex"
         with self._lock:
             self._direct_calls += 1
+            if flex and self.core.flex_unavailable("openai/", self._direct_calls):
+                raise error(
+                    429,
+                    "Resource unavailable: flex processing has no capacity for this request "
+                    "now. Retry later, or send it without service_tier='flex'.",
+                    type_="rate_limit_error",
+                    code="resource_unavailable",
+                )
             prefix = "chatcmpl-" if endpoint == "/v1/chat/completions" else "resp_"
             reply_id = self.new_id(prefix, "direct", self._direct_calls)
             answer, usage = reply(endpoint, params, reply_id, time.time())
+            answer["service_tier"] = "flex" if flex else "default"
             self.core.bill(
-                "direct",
+                "flex" if flex else "direct",
                 batch_id=None,
                 custom_id=None,
                 message_id=reply_id,

@@ -27,6 +27,15 @@ MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 _FAULT_TYPES: Final = {429: "rate_limit_exceeded", 401: "invalid_api_key"}
 
 
+async def _client_left(request: Request, seconds: float) -> bool:
+    """Wait ``seconds``, or until the client closes its connection (then true)."""
+    with anyio.move_on_after(seconds):
+        while not await request.is_disconnected():  # noqa: ASYNC110 (told only when asked)
+            await anyio.sleep(0.02)
+        return True
+    return False
+
+
 def _fault_type(fault: Fault) -> str:
     return (
         fault.error_type
@@ -107,8 +116,15 @@ def openai_routes(state: State) -> list[Route]:
     def direct(path: str) -> Handler:
         async def handler(request: Request, call: Call) -> Response:
             validate(path, call.body)
-            latency = openai.direct_latency()
-            if latency > 0:
+            body = call.body
+            flex = isinstance(body, dict) and body.get("service_tier") == "flex"
+            latency = openai.direct_latency(flex=flex)
+            if flex and latency > 0:
+                # A flex call is slow; one its client gave up on is not answered, nor
+                # billed (the fleet cuts late flex calls off, docs/design.md §2.3).
+                if await _client_left(request, latency):
+                    return Response(status_code=499)
+            elif latency > 0:
                 await anyio.sleep(latency)
             return JSONResponse(openai.create(path, call.body))
 

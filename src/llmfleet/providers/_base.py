@@ -143,6 +143,13 @@ class Provider(Protocol):
     # create's ``requests`` and the provider's reason; the fleet fails that caller alone and
     # sends the others again without it. ``base_url_hint: str``: what the client's base URL
     # should look like, told to the callers when the batch endpoint answers 404.
+    #
+    # Optional, for a flex tier (docs/design.md §2.3): ``supports_flex(params) -> bool``
+    # (whether this request may go by the provider's flex tier: its model offers one and it
+    # names no tier of its own), ``async call_flex(params, *, sdk_timeout) -> response`` (the
+    # direct call on that tier, sent once, waiting up to ``sdk_timeout`` seconds) and
+    # ``flex_unavailable(exc) -> bool`` (the flex tier refused for want of capacity, as
+    # against a rate limit). A provider without them never routes there.
 
     def model_of(self, params: Mapping[str, Any]) -> str:
         """The model a request names (for prices and per-model stats)."""

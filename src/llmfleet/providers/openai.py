@@ -21,6 +21,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import secrets
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -50,7 +51,13 @@ if TYPE_CHECKING:
     import httpx2
     from openai.types import Batch
 
-__all__ = ["CHAT_COMPLETIONS", "RESPONSES", "OpenAIEndpoint", "OpenAIProvider"]
+__all__ = [
+    "CHAT_COMPLETIONS",
+    "DEFAULT_FLEX_MODELS",
+    "RESPONSES",
+    "OpenAIEndpoint",
+    "OpenAIProvider",
+]
 
 logger = logging.getLogger("llmfleet")
 
@@ -81,6 +88,13 @@ _LIST_PAGE: Final = 100
 _CLEANUP_S: Final = 5.0
 # How many validation errors of a failed batch each caller is told about.
 _ERRORS_SHOWN: Final = 3
+#: The models OpenAI's docs name for flex processing (docs/design.md §B): the first release
+#: (o3, o4-mini) and the current guide's examples (gpt-5.4, gpt-5.5, gpt-5.6). The pricing
+#: page holds the full list; pass ``OpenAIProvider(client, flex_models=...)`` for others.
+#: A dated snapshot of a listed id (``o3-2025-04-16``) counts as the id.
+DEFAULT_FLEX_MODELS: Final = frozenset({"o3", "o4-mini", "gpt-5.4", "gpt-5.5", "gpt-5.6"})
+# `-YYYY-MM-DD` at the end of a model id: a dated snapshot.
+_SNAPSHOT: Final = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(slots=True)
@@ -114,6 +128,9 @@ class OpenAIProvider:
 
     :param client: the SDK client (its base URL, key and retries serve the direct route).
     :param endpoint: send every request to this endpoint instead of choosing by params.
+    :param flex_models: the model ids that offer flex processing (default
+        :data:`DEFAULT_FLEX_MODELS`; an empty set never uses flex). Calls whose budget falls
+        in the policy's flex band go there (docs/design.md §2.3).
     """
 
     name = "openai"
@@ -123,12 +140,22 @@ class OpenAIProvider:
     results_requests = 3
 
     def __init__(
-        self, client: openai.AsyncOpenAI, *, endpoint: OpenAIEndpoint | None = None
+        self,
+        client: openai.AsyncOpenAI,
+        *,
+        endpoint: OpenAIEndpoint | None = None,
+        flex_models: frozenset[str] | set[str] = DEFAULT_FLEX_MODELS,
     ) -> None:
         if endpoint is not None and endpoint not in _ENDPOINTS:
             raise ValueError(f"endpoint must be one of {_ENDPOINTS}, got {endpoint!r}")
+        names: object = flex_models  # a bare string is a common slip; mypy cannot see it
+        if isinstance(names, str) or not all(isinstance(m, str) for m in flex_models):
+            raise TypeError(f"flex_models must be a set of model ids, got {flex_models!r:.80}")
         self._client = client
         self._endpoint = endpoint
+        self.flex_models = frozenset(flex_models)
+        # Whether each model seen offers flex: read on every flex-band submit.
+        self._flex_of: dict[str, bool] = {}
         self._once = client.with_options(max_retries=0)
         # Tags of creates that got no answer, with their request counts: the fallback for a
         # find_batch() called outside the task that sent the create.
@@ -246,6 +273,53 @@ class OpenAIProvider:
             create = self._client.responses.create
         value: ChatCompletion | Response = await create(**params)
         return value
+
+    # -- the flex tier (docs/design.md §2.3, §B) -------------------------------------------
+
+    def supports_flex(self, params: Mapping[str, Any]) -> bool:
+        """Whether this request may go by the flex tier: its model offers flex, and it names
+        no ``service_tier`` of its own (a caller who chose a tier keeps it)."""
+        if _given(params, "service_tier"):
+            return False
+        model = params.get("model")
+        if not isinstance(model, str):
+            return False
+        known = self._flex_of.get(model)
+        if known is None:
+            flex = self.flex_models
+            known = self._flex_of[model] = model in flex or _SNAPSHOT.sub("", model) in flex
+        return known
+
+    async def call_flex(
+        self, params: Mapping[str, Any], *, sdk_timeout: float
+    ) -> ChatCompletion | Response:
+        """The direct call on the flex tier: ``service_tier="flex"``, sent once (no SDK retry:
+        a 429 goes on to the standard tier at once, which the fleet does), waiting up to
+        ``sdk_timeout`` seconds (flex answers are slow: OpenAI suggests 15 minutes)."""
+        once: Any = self._once
+        if self.endpoint_of(params) == CHAT_COMPLETIONS:
+            create = once.chat.completions.create
+        else:
+            create = once.responses.create
+        value: ChatCompletion | Response = await create(
+            **{**params, "service_tier": "flex", "timeout": sdk_timeout}
+        )
+        return value
+
+    def flex_unavailable(self, exc: BaseException) -> bool:
+        """Whether a flex call's error is OpenAI's 429 "resource unavailable" (flex has no
+        capacity now; not billed) rather than a rate limit."""
+        if not isinstance(exc, openai.APIStatusError) or exc.status_code != 429:
+            return False
+        body = exc.body
+        detail = body.get("error", body) if isinstance(body, dict) else None
+        words = ""
+        if isinstance(detail, dict):
+            words = " ".join(str(detail.get(k) or "") for k in ("code", "type", "message"))
+        else:
+            words = str(exc)
+        words = words.lower().replace("_", " ")
+        return "resource unavailable" in words or "unavailable" in words.split()
 
     # -- the batch route ------------------------------------------------------------------
 
