@@ -11,6 +11,7 @@ Real clocks, as in tests/test_openai.py: the emulator serves from its own thread
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -491,3 +492,18 @@ except ModuleNotFoundError as exc:
         "the Gemini adapter (llmfleet.providers.gemini) needs google-genai: "
         "pip install 'llmfleet[gemini]'"
     )
+
+
+async def test_prepare_measures_a_request_as_the_create_sends_it(
+    emu: Emulator, client: genai.Client
+) -> None:
+    """The size prepare() gives a request is its bytes in the create's body (the SDK's wire
+    form: camelCase, a string content made a part), so the byte limit cuts batches right."""
+    provider = GeminiProvider(client)
+    params = ask("é and more " * 20, config={"system_instruction": "be brief", "temperature": 0})
+    size, prepared = provider.prepare("lf_x_1", params)
+    await provider.create_batch([("lf_x_1", prepared)])
+    [create] = [r for r in emu.requests if r.endpoint == "gemini_batch_create"]
+    [sent] = create.body["batch"]["inputConfig"]["requests"]["requests"]
+    assert sent["request"]["systemInstruction"] == {"parts": [{"text": "be brief"}], "role": "user"}
+    assert size == len(json.dumps(sent)) + 2  # and the ", " before the next one

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 import httpx2
 
 try:
+    from google.genai import batches as genai_batches
     from google.genai import errors as genai_errors
     from google.genai import types as genai_types
 except ModuleNotFoundError as exc:  # pragma: no cover - tested in a subprocess
@@ -71,8 +72,11 @@ _ENDED: Final = frozenset(
 )
 # The API's retries off, on every batch-endpoint call (see the module docstring).
 _ONCE: Final = {"retry_options": {"attempts": 1}}
-# `{"request": …, "metadata": {"key": "…"}}, ` around each request, and the body's frame.
-_ENTRY_OVERHEAD: Final = 64
+# The ", " between two requests of the create's body.
+_ENTRY_OVERHEAD: Final = 2
+# The create's body around its requests: `{"batch": {"displayName": "lf_…", "inputConfig":
+# {"requests": {"requests": […]}}}}`, with room to spare.
+_FRAME: Final = 1024
 _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 100
 # A prepared request: its model and its encoded InlinedRequest (custom_id in its metadata).
@@ -98,7 +102,8 @@ class GeminiProvider:
 
     :param client: a ``google.genai.Client`` or its ``.aio``.
     :param max_batch_requests: most requests in one batch.
-    :param max_batch_bytes: most bytes of inlined requests in one batch (the API's 20 MB).
+    :param max_batch_bytes: most bytes of inlined requests in one batch (the API's 20 MB less
+        room for the create's frame).
     :raises ValueError: a limit below 1 or ``max_batch_bytes`` above the API's 20 MB.
     """
 
@@ -116,7 +121,7 @@ class GeminiProvider:
         client: Client | AsyncClient,
         *,
         max_batch_requests: int = MAX_REQUESTS,
-        max_batch_bytes: int = MAX_BYTES,
+        max_batch_bytes: int = MAX_BYTES - _FRAME,
     ) -> None:
         if max_batch_requests < 1:
             raise ValueError(f"max_batch_requests must be >= 1, got {max_batch_requests}")
@@ -185,16 +190,26 @@ class GeminiProvider:
             raise InvalidRequestError(
                 _field_of(exc), f"the request does not fit generate_content()'s types: {exc}"
             ) from None
-        # The SDK's wire form differs (camelCase; a string content becomes a part): a safe
-        # bound is twice the text and a frame per request.
-        size = 2 * len(encoded) + _ENTRY_OVERHEAD
+        size = self._wire_size(request, encoded) + _ENTRY_OVERHEAD
         if size > self.max_batch_bytes:
             raise UnbatchableRequestError(
-                f"the request is about {size:,} bytes, over the {self.max_batch_bytes:,}-byte "
+                f"the request is {size:,} bytes, over the {self.max_batch_bytes:,}-byte "
                 f"limit of a Gemini batch's inlined requests (starts {excerpt(encoded)}); send "
                 "it with submit_sync() or make it smaller"
             )
         return size, (self.model_of(params), encoded)
+
+    def _wire_size(self, request: genai_types.InlinedRequest, encoded: str) -> int:
+        """The bytes ``request`` takes in the create's body, as the SDK writes it (camelCase,
+        a string content made a part; ``json.dumps``' default separators): measured with the
+        SDK's own converter, or bounded at twice the encoded request if that converter has
+        moved (it is private)."""
+        try:
+            api_client = self._aio._api_client
+            wire = genai_batches._InlinedRequest_to_mldev(api_client, request)
+            return len(json.dumps(wire))
+        except (AttributeError, TypeError, ValueError):
+            return 2 * len(encoded) + 64
 
     def model_of(self, params: Mapping[str, Any]) -> str:
         return str(params.get("model", "")).removeprefix("models/")
