@@ -507,3 +507,34 @@ async def test_prepare_measures_a_request_as_the_create_sends_it(
     [sent] = create.body["batch"]["inputConfig"]["requests"]["requests"]
     assert sent["request"]["systemInstruction"] == {"parts": [{"text": "be brief"}], "role": "user"}
     assert size == len(json.dumps(sent)) + 2  # and the ", " before the next one
+
+
+async def test_routes_answer_in_googles_shape_and_leave_openais_paths_to_openai(
+    emu: Emulator,
+) -> None:
+    """The Gemini routes answer errors as Google does (``{"error": {"code", "message",
+    "status"}}``); ``/v1/batches`` is Gemini's only with Google's key header, OpenAI's
+    otherwise."""
+    async with httpx2.AsyncClient(base_url=emu.url) as http:
+        anonymous = await http.get("/v1beta/batches")
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["status"] == "UNAUTHENTICATED"
+        bad = await http.post(
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            content=b"{not json",
+            headers={"x-goog-api-key": KEY},
+        )
+        assert bad.status_code == 400
+        assert bad.json() == {
+            "error": {
+                "code": 400,
+                "message": "Invalid JSON payload received.",
+                "status": "INVALID_ARGUMENT",
+            }
+        }
+        google = await http.get("/v1/batches", headers={"x-goog-api-key": KEY})
+        assert google.json() == {"operations": []}
+        openai = await http.get("/v1/batches", headers={"authorization": f"Bearer {KEY}"})
+        assert openai.json()["object"] == "list"
+    assert emu.counts["gemini_batch_list"] == 2
+    assert emu.counts["openai_batch_list"] == 1
