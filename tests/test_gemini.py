@@ -538,3 +538,37 @@ async def test_routes_answer_in_googles_shape_and_leave_openais_paths_to_openai(
         assert openai.json()["object"] == "list"
     assert emu.counts["gemini_batch_list"] == 2
     assert emu.counts["openai_batch_list"] == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_the_default_client_under_trio_is_told_what_to_do() -> None:
+    """Under trio, google-genai's default client cannot send (it pools per asyncio loop):
+    each submit says so and how to fix it, before anything is sent."""
+    async with run_emulator(EmulatorConfig(turnaround_s=0.05)) as emu:
+        client = genai.Client(api_key=KEY, http_options={"base_url": emu.url})
+        async with open_fleet(client, policy=policy(batch_min_size=1)) as fleet:
+            for submit in (fleet.submit_sync, fleet.submit_batch):
+                with pytest.raises(RuntimeError, match="AsyncHTTPTransport"):
+                    await submit(**ask("trio"))
+    assert emu.requests == []
+
+
+def test_the_emulator_says_google_genais_base_url() -> None:
+    src = str(Path(llmfleet.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmfleet.emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        url = proc.stdout.readline().strip()
+        said = "".join(proc.stderr.readline() for _ in range(4))
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert f'google-genai:  http_options={{"base_url": "{url}"}}' in said

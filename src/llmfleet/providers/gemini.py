@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
 
 import httpx2
+import sniffio
 
 try:
     from google.genai import batches as genai_batches
@@ -132,6 +133,10 @@ class GeminiProvider:
             )
         aio: Any = getattr(client, "aio", client)
         self._aio: AsyncClient = aio
+        # google-genai's default async HTTP client pools per asyncio loop: it fails under trio
+        # (module docstring). Known here, said at submit rather than as a bare RuntimeError.
+        http = getattr(getattr(aio, "_api_client", None), "_async_httpx_client", None)
+        self._asyncio_only = bool(getattr(http, "_per_loop", False))
         self.max_batch_requests = max_batch_requests
         self.max_batch_bytes = max_batch_bytes
         # Each batch's custom_ids in request order, for responses that carry no metadata.
@@ -144,6 +149,13 @@ class GeminiProvider:
     # -- requests -------------------------------------------------------------------------
 
     def check(self, params: Mapping[str, Any]) -> None:
+        if self._asyncio_only and sniffio.current_async_library() == "trio":
+            raise RuntimeError(
+                "this google-genai client runs on asyncio only (its default HTTP client keeps "
+                "a pool per asyncio loop); under trio, give it a transport of its own: "
+                "genai.Client(..., http_options={'async_client_args': {'transport': "
+                "httpx2.AsyncHTTPTransport()}})"
+            )
         for key in params:
             if key not in _PARAMS:
                 raise InvalidRequestError(
