@@ -33,6 +33,7 @@ from llmfleet import (
     BatchRequestError,
     BatchRequestExpiredError,
     BatchSubmitError,
+    FleetClosedError,
     FleetDispatcher,
     InvalidRequestError,
     Route,
@@ -572,3 +573,56 @@ def test_the_emulator_says_google_genais_base_url() -> None:
         proc.terminate()
         proc.communicate(timeout=10)
     assert f'google-genai:  http_options={{"base_url": "{url}"}}' in said
+
+
+class _Crash(Exception):
+    pass
+
+
+async def test_a_journaled_fleet_re_attaches_and_answers_from_the_journal(
+    tmp_path: Path,
+) -> None:
+    """docs/design.md §9.2 with Gemini: a fleet that dies while its batch runs leaves it
+    running; the next fleet (a new client, a new adapter) re-attaches to it and answers its
+    callers from it; a third answers from the journal alone, with the SDK's own type."""
+    path = tmp_path / "gemini.journal"
+    async with run_emulator(EmulatorConfig(turnaround_s=None)) as emu:
+        first: Outcomes = {}
+        client = make_client(emu.url)
+
+        async def crash() -> None:
+            async with open_fleet(client, policy=policy(batch_min_size=2), journal=path) as fleet:
+                callers.start_soon(call, fleet, "a", ask("a"), first)
+                callers.start_soon(call, fleet, "b", ask("b"), first)
+                await until(lambda: fleet.stats.batches_submitted == 1)
+                raise _Crash
+
+        async with anyio.create_task_group() as callers:
+            with pytest.raises(_Crash):
+                await crash()
+        await client.aio.aclose()
+        assert all(isinstance(v, FleetClosedError) for v in first.values()), first
+        [name] = emu.gemini.batches
+        assert emu.counts["gemini_batch_cancel"] == 0  # the journal keeps it for the next
+        emu.gemini.end_batch(name)
+
+        second: Outcomes = {}
+        client = make_client(emu.url)
+        async with open_fleet(client, policy=policy(batch_min_size=2), journal=path) as fleet:
+            assert fleet.stats.reattached_batches == 1
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, fleet, "a", ask("a"), second)
+                tg.start_soon(call, fleet, "b", ask("b"), second)
+        assert {k: text_of(v) for k, v in second.items()} == {"a": "a", "b": "b"}
+        assert emu.counts["gemini_batch_create"] == 1
+
+        third: Outcomes = {}
+        seen = len(emu.requests)
+        async with open_fleet(client, policy=policy(batch_min_size=2), journal=path) as fleet:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, fleet, "a", ask("a"), third)
+                tg.start_soon(call, fleet, "b", ask("b"), third)
+            assert fleet.stats.from_journal == 2
+        await client.aio.aclose()
+        assert {k: text_of(v) for k, v in third.items()} == {"a": "a", "b": "b"}
+        assert len(emu.requests) == seen  # nothing sent
