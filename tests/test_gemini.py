@@ -26,6 +26,7 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai.types import GenerateContentResponse, JobState
+from typing_extensions import assert_type
 
 import llmfleet
 from llmfleet import (
@@ -626,3 +627,18 @@ async def test_a_journaled_fleet_re_attaches_and_answers_from_the_journal(
         await client.aio.aclose()
         assert {k: text_of(v) for k, v in third.items()} == {"a": "a", "b": "b"}
         assert len(emu.requests) == seen  # nothing sent
+
+
+async def test_a_fleet_over_google_genai_is_typed_as_its_responses(
+    emu: Emulator, client: genai.Client
+) -> None:
+    """docs/design.md §1: ``open_fleet(genai.Client())`` (or its ``.aio``) is a
+    ``FleetDispatcher[GenerateContentResponse]`` (checked by mypy over tests/)."""
+    async with open_fleet(client.aio, policy=policy(batch_min_size=1)) as fleet:
+        assert_type(fleet, FleetDispatcher[GenerateContentResponse])
+        value = await fleet.submit_batch(**ask("typed"))
+    assert_type(value, GenerateContentResponse)
+    async with open_fleet(client, policy=policy(batch_min_size=1)) as fleet:
+        direct = await fleet.submit_sync(**ask("typed too"))
+    assert_type(direct, GenerateContentResponse)
+    assert (text_of(value), text_of(direct)) == ("typed", "typed too")
