@@ -350,7 +350,7 @@ GEMINI = Kind(
     _open_gemini,
     _gemini_request,
     _gemini_reply,
-    lambda index: ("13", "internal (injected by the llmfleet emulator)."),
+    lambda index: ("INTERNAL", "internal (injected by the llmfleet emulator)."),
     max_examples=15,
 )
 BEDROCK = Kind(

@@ -206,7 +206,7 @@ async def test_errored_requests_are_typed_and_their_neighbours_succeed(
             tg.start_soon(call, fleet, "b", ask("b"), out)
     error = out["bad"]
     assert isinstance(error, BatchRequestError), error
-    assert error.error_type == "13"
+    assert error.error_type == "INTERNAL"  # google.rpc code 13, by its name
     assert "injected by the llmfleet emulator" in error.message
     assert (text_of(out["a"]), text_of(out["b"])) == ("a", "b")
     assert fleet.stats.errored == 1

@@ -79,6 +79,25 @@ _ENTRY_OVERHEAD: Final = 2
 # {"requests": {"requests": […]}}}}`, with room to spare.
 _FRAME: Final = 1024
 _CLOCK_SLACK_S: Final = 5.0
+# The google.rpc codes a request's error carries, by the names Google's APIs give them.
+_RPC_CODES: Final = {
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
 _LIST_PAGE: Final = 100
 # A prepared request: its model and its encoded InlinedRequest (custom_id in its metadata).
 _Prepared: TypeAlias = tuple[str, str]
@@ -360,7 +379,7 @@ class GeminiProvider:
                     custom_id,
                     ItemResult(
                         "errored",
-                        error_type=str(inlined.error.code or "error"),
+                        error_type=_rpc_name(inlined.error.code),
                         message=inlined.error.message or "the request failed",
                     ),
                 )
@@ -419,6 +438,13 @@ def _field_of(exc: BaseException) -> str:
         except (IndexError, TypeError, AttributeError):
             pass
     return "params"
+
+
+def _rpc_name(code: int | None) -> str:
+    """``INTERNAL`` for 13: a request error's google.rpc code by its name."""
+    if code is None:
+        return "UNKNOWN"
+    return _RPC_CODES.get(code, str(code))
 
 
 def _state(job: BatchJob) -> str:
