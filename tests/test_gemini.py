@@ -642,3 +642,26 @@ async def test_a_fleet_over_google_genai_is_typed_as_its_responses(
         direct = await fleet.submit_sync(**ask("typed too"))
     assert_type(direct, GenerateContentResponse)
     assert (text_of(value), text_of(direct)) == ("typed", "typed too")
+
+
+async def test_a_create_refused_for_one_request_fails_it_alone(
+    emu: Emulator, client: genai.Client
+) -> None:
+    """A create answered 400 naming ``requests[i]`` made no batch: that caller alone gets
+    BatchSubmitError with the API's reason; the others go again without it, in one batch."""
+    out: Outcomes = {}
+    bad = {"model": MODEL, "contents": [{"role": "assistant", "parts": [{"text": "x"}]}]}
+    async with open_fleet(client, policy=policy(batch_min_size=3)) as fleet:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, fleet, "a", ask("a"), out)
+            tg.start_soon(call, fleet, "bad", bad, out)
+            tg.start_soon(call, fleet, "b", ask("b"), out)
+    error = out["bad"]
+    assert type(error) is BatchSubmitError, error
+    assert isinstance(error.__cause__, genai_errors.ClientError)
+    assert "request.contents[0].role: Please use a valid role" in str(error)
+    assert (text_of(out["a"]), text_of(out["b"])) == ("a", "b")
+    assert emu.counts["gemini_batch_create"] == 2
+    assert emu.ledger.batches_created == 1
+    [batch] = emu.gemini.batches.values()
+    assert len(batch.results) == 2

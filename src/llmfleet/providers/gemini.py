@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, final
@@ -410,6 +411,21 @@ class GeminiProvider:
     async def cancel(self, batch_id: str) -> None:
         await self._aio.batches.cancel(name=batch_id, config={"http_options": _ONCE})  # type: ignore[arg-type]
 
+    def refused(self, exc: BaseException) -> tuple[int, str] | None:
+        """The request a refused batch create names as its reason: its index in the create
+        and the API's words (``request.contents[0].role: Please use a valid role``), or
+        ``None``.
+
+        A 400 on a create made no batch; it names the first bad inlined request as
+        ``batch.input_config.requests.requests[<i>].<where>: <why>`` (docs/design.md §D).
+        """
+        if not isinstance(exc, genai_errors.ClientError) or exc.code != 400:
+            return None
+        found = _NAMED.search(exc.message or "")
+        if found is None:
+            return None
+        return int(found["index"]), f"{found['where']}: {found['why']}"
+
     def classify(self, exc: BaseException) -> ErrorInfo | None:
         if isinstance(exc, httpx2.TransportError):
             return ErrorInfo(ErrorKind.CONNECTION, unreachable=never_connected(exc))
@@ -427,6 +443,12 @@ class GeminiProvider:
                 return ErrorInfo(ErrorKind.SERVER, after, code)
             return ErrorInfo(ErrorKind.FATAL, status=code)
         return None
+
+
+# How a create's 400 names the inlined request it refuses (docs/design.md §D).
+_NAMED: Final = re.compile(
+    r"requests\.requests\[(?P<index>\d+)\]\.(?P<where>[^\s:]+): (?P<why>.+)", re.DOTALL
+)
 
 
 def _field_of(exc: BaseException) -> str:
