@@ -665,3 +665,18 @@ async def test_a_create_refused_for_one_request_fails_it_alone(
     assert emu.ledger.batches_created == 1
     [batch] = emu.gemini.batches.values()
     assert len(batch.results) == 2
+
+
+async def test_the_adapter_forgets_a_batch_once_its_results_are_read(
+    emu: Emulator, client: genai.Client
+) -> None:
+    """The create's order, kept for responses without metadata, is dropped once a batch's
+    results are read (a long-lived fleet's memory stays flat)."""
+    provider = GeminiProvider(client)
+    out: Outcomes = {}
+    async with open_fleet(provider, policy=policy(batch_min_size=2)) as fleet:
+        async with anyio.create_task_group() as tg:
+            for key in ("a", "b"):
+                tg.start_soon(call, fleet, key, ask(key), out)
+    assert {k: text_of(v) for k, v in out.items()} == {"a": "a", "b": "b"}
+    assert provider._ids == {}

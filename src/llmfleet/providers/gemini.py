@@ -387,10 +387,9 @@ class GeminiProvider:
             elif inlined.response is not None:
                 yield custom_id, ItemResult("succeeded", value=inlined.response)
         state = _state(job)
-        if state == "JOB_STATE_SUCCEEDED":
-            return
-        # Requests with no response share the batch's fate.
-        for custom_id in ids:
+        # Requests with no response share the batch's fate (a succeeded batch answered all
+        # of them: any left out are the fleet's to report missing).
+        for custom_id in ids if state != "JOB_STATE_SUCCEEDED" else ():
             if custom_id in seen:
                 continue
             if state == "JOB_STATE_CANCELLED":
@@ -406,6 +405,7 @@ class GeminiProvider:
                         message=f"the batch ended {state} before this request was answered",
                     ),
                 )
+        # Read whole: the create's order is no longer needed.
         self._ids.pop(batch_id, None)
 
     async def cancel(self, batch_id: str) -> None:
