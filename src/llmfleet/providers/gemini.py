@@ -169,7 +169,7 @@ class GeminiProvider:
     # -- requests -------------------------------------------------------------------------
 
     def check(self, params: Mapping[str, Any]) -> None:
-        if self._asyncio_only and sniffio.current_async_library() == "trio":
+        if self._asyncio_only and _under_trio():
             raise RuntimeError(
                 "this google-genai client runs on asyncio only (its default HTTP client keeps "
                 "a pool per asyncio loop); under trio, give it a transport of its own: "
@@ -460,6 +460,13 @@ def _field_of(exc: BaseException) -> str:
         except (IndexError, TypeError, AttributeError):
             pass
     return "params"
+
+
+def _under_trio() -> bool:
+    try:
+        return sniffio.current_async_library() == "trio"
+    except sniffio.AsyncLibraryNotFoundError:  # called outside any event loop
+        return False
 
 
 def _rpc_name(code: int | None) -> str:
