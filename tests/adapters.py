@@ -1,11 +1,12 @@
 """The providers the dispatcher's property tests run against, behind one recording wrapper.
 
 Each :class:`Kind` opens a provider: the in-memory :class:`~fakes.FakeProvider`, or a real
-adapter (``AnthropicProvider``, ``OpenAIProvider``) over its official SDK talking to the
-emulator's ASGI app **in process** (``httpx2.ASGITransport``: no socket, no server thread), so
-that the test's virtual clock still drives the fleet. The provider comes wrapped in a
-:class:`Recorder`, which sees every batch create the same way whatever the vendor. A kind also
-says how to build a request and how to read a reply, so the tests themselves are written once.
+adapter (``AnthropicProvider``, ``OpenAIProvider``, ``GeminiProvider``) over its official SDK
+talking to the emulator's ASGI app **in process** (``httpx2.ASGITransport``: no socket, no
+server thread), so that the test's virtual clock still drives the fleet. The provider comes
+wrapped in a :class:`Recorder`, which sees every batch create the same way whatever the
+vendor. A kind also says how to build a request and how to read a reply, so the tests
+themselves are written once.
 
 Requests are built from a text, and the last user text decides the outcome on every kind: a
 text holding :data:`ERRORED` comes back as an error (the fake's ``outcome`` reads it, the
@@ -23,6 +24,8 @@ import anyio
 import httpx2
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
+from google import genai
+from google.genai.types import GenerateContentResponse, HttpOptions
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 
@@ -34,7 +37,8 @@ from llmfleet.providers import BatchStatus, ErrorInfo, ItemResult, Provider, ada
 from bedrock_env import MODEL as BEDROCK_MODEL
 from bedrock_env import inline, shared_stand_in
 from bedrock_env import provider as bedrock_provider
-from fakes import FakeMessage, FakeProvider, request, text_of
+from fakes import FakeMessage, FakeProvider, request
+from fakes import text_of as _messages_text
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -46,6 +50,7 @@ __all__ = [
     "BEDROCK",
     "ERRORED",
     "FAKE",
+    "GEMINI",
     "KINDS",
     "OPENAI",
     "Kind",
@@ -162,6 +167,14 @@ class Recorder:
         return self._inner.classify(exc)
 
 
+def text_of(params: Mapping[str, Any]) -> str:
+    """The last user text of a request of any kind (Gemini's ``contents`` a string here)."""
+    contents = params.get("contents")
+    if isinstance(contents, str):
+        return contents
+    return _messages_text(params)
+
+
 def index_of(text: str) -> int:
     """The caller index in a text made by the tests (``call-7``, ``call-7 [[errored]]``)."""
     return int(text.split()[0].removeprefix("call-"))
@@ -222,6 +235,28 @@ def _open_openai(turnaround: float) -> AbstractAsyncContextManager[Recorder]:
             api_key="test", base_url=f"{BASE_URL}/v1", http_client=http, max_retries=0
         )
     )
+
+
+def _open_gemini(turnaround: float) -> AbstractAsyncContextManager[Recorder]:
+    # The SDK's async side over the given httpx2 client (no per-loop pool: trio works too).
+    return _emulated(
+        lambda http: (
+            genai.Client(
+                api_key="test",
+                http_options=HttpOptions(base_url=BASE_URL, httpx_async_client=http),
+            ).aio
+        )
+    )
+
+
+def _gemini_request(text: str) -> dict[str, Any]:
+    return {"model": "gemini-2.5-flash", "contents": text}
+
+
+def _gemini_reply(value: Any) -> tuple[str, str | None]:
+    assert isinstance(value, GenerateContentResponse)
+    assert value.text is not None
+    return value.text, None
 
 
 def _anthropic_reply(value: Any) -> tuple[str, str | None]:
@@ -310,6 +345,14 @@ OPENAI = Kind(
     lambda index: ("server_error", "server_error (injected by the llmfleet emulator)."),
     max_examples=15,
 )
+GEMINI = Kind(
+    "gemini",
+    _open_gemini,
+    _gemini_request,
+    _gemini_reply,
+    lambda index: ("INTERNAL", "internal (injected by the llmfleet emulator)."),
+    max_examples=15,
+)
 BEDROCK = Kind(
     "bedrock",
     _open_bedrock,
@@ -318,17 +361,20 @@ BEDROCK = Kind(
     lambda index: ("500", "Internal error processing the record (injected by the stand-in)."),
     max_examples=5,
 )
-ADAPTERS = [ANTHROPIC, OPENAI]
+ADAPTERS = [ANTHROPIC, OPENAI, GEMINI]
 KINDS = [FAKE, *ADAPTERS]
 
 
 def _decoded(prepared: Any) -> dict[str, Any]:
     """A prepared request is the adapter's own: a dict (the fake), its encoded JSON
-    (Anthropic), ``((endpoint, model), encoded JSON)`` (OpenAI) or ``(model, encoded
-    modelInput)`` (Bedrock)."""
+    (Anthropic), ``((endpoint, model), encoded JSON)`` (OpenAI), ``(model, encoded
+    modelInput)`` (Bedrock) or ``(model, encoded InlinedRequest)`` (Gemini: its metadata,
+    the custom_id, is the adapter's, not a param)."""
     if isinstance(prepared, dict):
         return dict(prepared)
     if isinstance(prepared, tuple):
         prepared = prepared[1]
     decoded: dict[str, Any] = json.loads(prepared)
+    if "contents" in decoded:
+        decoded.pop("metadata", None)
     return decoded

@@ -235,6 +235,17 @@ def test_openai_provider(backend: str, capsys: pytest.CaptureFixture[str]) -> No
     assert data["outcomes"]["batch"]["errored"] == 2  # the markers work on OpenAI's routes too
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_gemini_provider(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("google.genai")
+    assert main(["demo", *SMALL_ARGS, "--provider", "gemini", "--backend", backend]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["provider"] == "gemini"
+    check_figures(data, agents=2, turns=2, calls=30)
+    check_ledger(data)
+    assert data["outcomes"]["batch"]["errored"] == 2  # the markers work on Gemini's routes too
+
+
 def test_openai_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,8 +6,8 @@ pure model cuts, at exactly the same instants, and every caller must get the res
 own request and no other.
 
 Each property runs against every provider of :mod:`adapters`: the in-memory ``FakeProvider``,
-and the real Anthropic and OpenAI adapters over their SDKs, talking to the emulator's ASGI app
-in process (so the virtual clock still drives the fleet). The bodies are written once; a
+and the real Anthropic, OpenAI and Gemini adapters over their SDKs, talking to the emulator's
+ASGI app in process (so the virtual clock still drives the fleet). The bodies are written once; a
 property has two entry points only because the adapters, over HTTP, get fewer examples.
 """
 

@@ -79,7 +79,8 @@ def test_the_demos_install_hints_name_an_extra_that_brings_what_is_missing() -> 
     for name, row in PROVIDERS.items():
         hint = re.fullmatch(r"pip install '?(llmfleet(\[[a-z,-]+\])?)'?", row.install)
         assert hint is not None, (name, row.install)
-        modules = {m.replace("_", "-") for m in (row.package, *row.needs)}
+        # Import names to distribution names: `google.genai` is google-genai's.
+        modules = {m.replace("_", "-").replace(".", "-") for m in (row.package, *row.needs)}
         assert expand([hint.group(1)]) | {"anthropic"} >= modules, name
 
 

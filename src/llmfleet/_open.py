@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     # Optional dependencies: their types only, for type checkers.
+    from google.genai.client import AsyncClient as GenaiAsyncClient
+    from google.genai.client import Client as GenaiClient
+    from google.genai.types import GenerateContentResponse
     from openai import AsyncOpenAI
     from openai.types.chat import ChatCompletion
     from openai.types.responses import Response
@@ -256,6 +259,17 @@ def open_fleet(
     journal: Journal | str | os.PathLike[str] | None = None,
     broker: None = None,
 ) -> AbstractAsyncContextManager[FleetDispatcher[ChatCompletion | Response]]: ...
+@overload
+def open_fleet(
+    client: GenaiClient | GenaiAsyncClient,
+    *,
+    policy: RoutingPolicy | None = None,
+    drain_timeout_ms: int | None = None,
+    prices: PriceTable | None = None,
+    on_result: OnResult | None = None,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    broker: None = None,
+) -> AbstractAsyncContextManager[FleetDispatcher[GenerateContentResponse]]: ...
 @overload
 def open_fleet(
     client: Any,

@@ -1,7 +1,7 @@
 """List prices, and what a call costs at them.
 
-Prices are USD per million tokens (MTok), from Anthropic's, OpenAI's and Amazon Bedrock's
-public pricing pages.
+Prices are USD per million tokens (MTok), from Anthropic's, OpenAI's, Google's (Gemini) and
+Amazon Bedrock's public pricing pages.
 The batch route is billed at half of every rate (:data:`BATCH_DISCOUNT`), on both; OpenAI's flex
 tier at its Batch API rates (:data:`FLEX_DISCOUNT`, docs/design.md §B). OpenAI has
 no cache-write premium: its ``cache_write`` is its input rate, its ``cache_read`` the cached
@@ -144,6 +144,12 @@ DEFAULT_PRICES: Final[Mapping[str, ModelPrice]] = {
     "gpt-4o-mini": ModelPrice.of("0.15", "0.60", "0.15", "0.075"),
     "o4-mini": ModelPrice.of("1.10", "4.40", "1.10", "0.275"),
     "o4-mini-deep-research": ModelPrice.of("2", "8", "2", "0.50"),
+    # Google Gemini (the Gemini Developer API, text; 2.5 Pro at its rate for prompts up to
+    # 200k tokens): input, output, cache write (= input: Gemini charges cache storage by the
+    # hour instead, which a call's usage does not show), cached input.
+    "gemini-2.5-pro": ModelPrice.of("1.25", "10", "1.25", "0.125"),
+    "gemini-2.5-flash": ModelPrice.of("0.30", "2.50", "0.30", "0.03"),
+    "gemini-2.5-flash-lite": ModelPrice.of("0.10", "0.40", "0.10", "0.01"),
     **{
         # Amazon Bedrock's Claude model ids (llmfleet.providers.bedrock), bare (in-region) and
         # behind the cross-region inference profiles (us., eu., …).

@@ -34,13 +34,15 @@ __all__ = [
 ]
 
 Scenario: TypeAlias = Literal["pooling", "deadlines"]
-ProviderName: TypeAlias = Literal["anthropic", "openai", "bedrock"]
+ProviderName: TypeAlias = Literal["anthropic", "openai", "gemini", "bedrock"]
 DeadlineAction: TypeAlias = Literal["escalate", "wait", "fail"]
 
 CHAT_MODEL: Final = "claude-haiku-4-5"
 GRADING_MODEL: Final = "claude-sonnet-4-6"
 #: The model of both paths with ``provider="openai"``.
 OPENAI_MODEL: Final = "gpt-4.1-mini"
+#: The model of both paths with ``provider="gemini"``.
+GEMINI_MODEL: Final = "gemini-2.5-flash"
 #: The key the SDK sends to the emulator, which accepts any.
 EMULATOR_KEY: Final = "llmfleet-demo-not-a-real-key"
 
@@ -113,6 +115,38 @@ def _openai_client(key: str, url: str) -> Any:
     return openai.AsyncOpenAI(api_key=key, base_url=url)
 
 
+def _gemini_client(key: str, url: str) -> Any:
+    import httpx2
+    from google import genai
+
+    # The async side (an async context manager), with a transport of its own: google-genai's
+    # default one runs on asyncio only (docs/design.md §9.5), and --backend trio needs both.
+    return genai.Client(
+        api_key=key,
+        http_options={
+            "base_url": url,
+            "async_client_args": {"transport": httpx2.AsyncHTTPTransport()},
+        },
+    ).aio
+
+
+def _gemini_contents(history: list[dict[str, str]]) -> list[dict[str, Any]]:
+    # Gemini calls the assistant "model".
+    return [
+        {
+            "role": "model" if turn["role"] == "assistant" else turn["role"],
+            "parts": [{"text": turn["content"]}],
+        }
+        for turn in history
+    ]
+
+
+def _gemini_errors() -> tuple[type[Exception], ...]:
+    from google.genai import errors
+
+    return (errors.APIError,)
+
+
 def _sdk_errors(package: str) -> Callable[[], tuple[type[Exception], ...]]:
     def errors() -> tuple[type[Exception], ...]:
         error: type[Exception] = importlib.import_module(package).APIError
@@ -162,6 +196,25 @@ PROVIDERS: Final[Mapping[ProviderName, DemoProvider]] = {
         # The emulator serves OpenAI's routes under /v1, as api.openai.com does.
         emulator_path="/v1",
         summary="AsyncOpenAI, chat completions",
+    ),
+    "gemini": DemoProvider(
+        package="google.genai",
+        install="pip install 'llmfleet[gemini]'",
+        key_var="GEMINI_API_KEY",
+        client=_gemini_client,
+        chat=lambda history: {
+            "model": GEMINI_MODEL,
+            "contents": _gemini_contents(history),
+            "config": {"max_output_tokens": 200},
+        },
+        grade=lambda rubric, content: {
+            "model": GEMINI_MODEL,
+            "contents": content,
+            "config": {"system_instruction": rubric, "max_output_tokens": 100},
+        },
+        text=lambda response: response.text or "",
+        errors=_gemini_errors,
+        summary="google.genai.Client, generate_content",
     ),
     "bedrock": DemoProvider(
         package="botocore",
@@ -229,7 +282,8 @@ class DemoConfig:
 
     :param scenario: ``"pooling"`` or ``"deadlines"``: what the report dwells on.
     :param provider: a key of :data:`PROVIDERS`: ``"anthropic"`` (``AsyncAnthropic``),
-        ``"openai"`` (``AsyncOpenAI``, chat completions with :data:`OPENAI_MODEL`) or
+        ``"openai"`` (``AsyncOpenAI``, chat completions with :data:`OPENAI_MODEL`),
+        ``"gemini"`` (``google.genai.Client``, ``generate_content`` with :data:`GEMINI_MODEL`) or
         ``"bedrock"`` (``BedrockClient``, against the Bedrock stand-in only).
     :param agents: chat agents; each makes ``turns`` calls one after another (direct route).
     :param turns: calls per chat agent.

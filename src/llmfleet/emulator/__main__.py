@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"llmfleet emulator serving at {emulator.url} (Ctrl-C to stop)\n"
         f"  Anthropic SDK: base_url={emulator.url}  (no /v1)\n"
-        f"  OpenAI SDK:    base_url={emulator.url}/v1",
+        f"  OpenAI SDK:    base_url={emulator.url}/v1\n"
+        f'  google-genai:  http_options={{"base_url": "{emulator.url}"}}',
         file=sys.stderr,
         flush=True,
     )

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from ._anthropic_routes import DIALECT, anthropic_routes
 from ._core import ApiError
+from ._gemini_routes import gemini_routes
 from ._openai_routes import openai_routes
 from ._wire import unmatched
 
@@ -36,5 +37,7 @@ def build_app(state: State) -> Starlette:
             state, DIALECT, request, ApiError(exc.status_code, error_type, str(exc.detail))
         )
 
-    routes = [*anthropic_routes(state), *openai_routes(state)]
+    # Gemini's first: its /v1 routes take only requests with Google's key header, which
+    # OpenAI's routes on the same paths would otherwise take.
+    routes = [*gemini_routes(state), *anthropic_routes(state), *openai_routes(state)]
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})

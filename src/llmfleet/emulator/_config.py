@@ -41,6 +41,13 @@ Endpoint: TypeAlias = Literal[
     "openai_batch_retrieve",
     "openai_batch_list",
     "openai_batch_cancel",
+    # The Gemini routes (_gemini.py).
+    "gemini_generate",
+    "gemini_batch_create",
+    "gemini_batch_get",
+    "gemini_batch_list",
+    "gemini_batch_cancel",
+    "gemini_batch_delete",
     # The Bedrock stand-in's operations (_bedrock.py; its own server, over moto's S3).
     "bedrock_job_create",
     "bedrock_job_get",
@@ -150,6 +157,12 @@ DEFAULT_MODELS: Final = frozenset(
         "o3-mini-2025-01-31",
         "o1",
         "o1-2024-12-17",
+        # Google: Gemini.
+        "gemini-3-pro-preview",
+        "gemini-3-flash-preview",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
     }
 )
 
@@ -161,14 +174,20 @@ _KIND_ENDPOINTS: Final[dict[str, tuple[str, ...]]] = {
     "status": ENDPOINTS,
     "slow": ENDPOINTS,
     "drop": ENDPOINTS,
-    "accept_then_drop": ("batch_create", "openai_batch_create", "bedrock_job_create"),
-    "accept_then_slow": ("batch_create", "openai_batch_create"),
+    "accept_then_drop": (
+        "batch_create",
+        "openai_batch_create",
+        "gemini_batch_create",
+        "bedrock_job_create",
+    ),
+    "accept_then_slow": ("batch_create", "openai_batch_create", "gemini_batch_create"),
     "cut_stream": ("batch_results", "openai_file_content"),
     "transient_404": (
         "batch_retrieve",
         "batch_results",
         "openai_batch_retrieve",
         "openai_file_content",
+        "gemini_batch_get",
     ),
     "extra_line": ("batch_results",),
     "drop_line": ("batch_results",),

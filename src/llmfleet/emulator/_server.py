@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from ._anthropic import BatchInfo
     from ._core import RecordedRequest
+    from ._gemini import GeminiState
     from ._ledger import Ledger
     from ._openai import OpenAIState
 
@@ -247,6 +248,12 @@ class Emulator:
         """The OpenAI files and batches, and their controls (``end_batch``, ``expire_batch``,
         ``batches``, ``files``)."""
         return self._state.openai
+
+    @property
+    def gemini(self) -> GeminiState:
+        """The Gemini batches, and their controls (``end_batch``, ``expire_batch``,
+        ``fail_batch``, ``batches``)."""
+        return self._state.gemini
 
     def add_fault(self, fault: Fault) -> None:
         """Arm ``fault``; its ``nth`` counts calls to its endpoint from now."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, final
 
 from ._anthropic import AnthropicState
 from ._core import Core
+from ._gemini import GeminiState
 from ._openai import OpenAIState
 
 if TYPE_CHECKING:
@@ -45,3 +46,5 @@ class State(Core):
         self.anthropic = AnthropicState(self)
         #: OpenAI's Chat Completions, Responses, Files and Batches.
         self.openai = OpenAIState(self)
+        #: Gemini's generateContent and batches of inlined requests.
+        self.gemini = GeminiState(self)

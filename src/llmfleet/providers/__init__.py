@@ -31,6 +31,7 @@ def adapter_for(client: Any) -> Provider:
     """The adapter for ``client``.
 
     :param client: an ``anthropic.AsyncAnthropic``, an ``openai.AsyncOpenAI``, a
+        ``google.genai.Client`` (or its ``.aio``), a
         :class:`~llmfleet.providers.bedrock.BedrockClient`, or any :class:`Provider`.
     :raises TypeError: no adapter knows this client (the message lists what is accepted).
     """
@@ -59,6 +60,11 @@ def adapter_for(client: Any) -> Provider:
             raise TypeError(
                 "open_fleet needs an async client: pass openai.AsyncOpenAI(), not OpenAI()"
             )
+    genai = sys.modules.get("google.genai")
+    if genai is not None and isinstance(client, genai.Client | genai.client.AsyncClient):
+        from .gemini import GeminiProvider
+
+        return GeminiProvider(client)
     bedrock = sys.modules.get("llmfleet.providers.bedrock")
     if bedrock is not None and isinstance(client, bedrock.BedrockClient):
         # A BedrockClient is the adapter's own config object: its module is loaded already.
@@ -66,6 +72,7 @@ def adapter_for(client: Any) -> Provider:
         return provider
     raise TypeError(
         f"open_fleet cannot drive a {type(client).__name__}: pass anthropic.AsyncAnthropic(), "
-        "openai.AsyncOpenAI(), llmfleet.providers.bedrock.BedrockClient(...) or an object "
+        "openai.AsyncOpenAI(), google.genai.Client(), "
+        "llmfleet.providers.bedrock.BedrockClient(...) or an object "
         "implementing llmfleet.providers.Provider"
     )
