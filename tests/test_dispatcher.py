@@ -1363,3 +1363,35 @@ async def test_batch_result_errors_are_batch_result_errors() -> None:
             await fleet.submit(latency_budget_ms=60_000, **request("expired"))
     assert excinfo.value.batch_id == "fakebatch_1"
     assert excinfo.value.custom_id == fake.sent_ids[0]
+
+
+class _UnderMeasures(FakeProvider):
+    """An adapter whose prepare() lets through a request over its own byte limit."""
+
+    def prepare(self, custom_id: str, params: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
+        _, copy = super().prepare(custom_id, params)
+        text = str(params["messages"][0]["content"])
+        return (self.max_batch_bytes if text.startswith("huge") else 100), copy
+
+
+async def test_a_request_over_the_byte_limit_fails_alone_even_if_prepare_let_it_through() -> None:
+    """The fleet checks each prepared size against the provider's limit at submit: a request
+    no batch can carry fails with UnbatchableRequestError, and the fleet and its other
+    callers go on (the flusher never sees it)."""
+    fake = _UnderMeasures(turnaround=1.0)
+    out: dict[str, object] = {}
+
+    async def call(text: str) -> None:
+        try:
+            out[text] = await fleet.submit_batch(**request(text))
+        except Exception as exc:
+            out[text] = exc
+
+    policy = RoutingPolicy(batch_window_ms=1_000, batch_min_size=2, poll_interval_ms=500)
+    async with open_fleet(fake, policy=policy) as fleet, anyio.create_task_group() as tg:
+        for text in ("a", "huge b", "c"):
+            tg.start_soon(call, text)
+    assert isinstance(out["huge b"], UnbatchableRequestError)
+    assert "submit_sync()" in str(out["huge b"])
+    assert [m.text for t in "ac" if isinstance(m := out[t], FakeMessage)] == ["a", "c"]
+    assert len(fake.creates) == 1

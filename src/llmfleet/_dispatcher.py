@@ -27,10 +27,15 @@ from ._batch import ABORT_GRACE_S, Batch, BatchContext, closed_error
 from ._budget import RequestBudget
 from ._call import _RELEASED, GONE, NEW, QUEUED, SENT, Call, Outcomes, illegal_move
 from ._deadlines import Deadlines
-from ._flush import FlushQueue, FlushReason
+from ._flush import ENVELOPE_BYTES, FlushQueue, FlushReason
 from ._policy import RoutingPolicy
 from ._stats import FleetStats, OnResult, Route
-from .errors import DeadlineExceededError, FleetClosedError, FleetUsageError
+from .errors import (
+    DeadlineExceededError,
+    FleetClosedError,
+    FleetUsageError,
+    UnbatchableRequestError,
+)
 from .journal._fleet import FleetJournal
 from .pricing import PriceTable
 from .providers import ErrorKind, Provider, adapter_for
@@ -461,6 +466,14 @@ class FleetDispatcher(Generic[R_co]):
         provider.check(params)
         custom_id = f"lf_{self._tag}_{next(self._ids)}"
         size, request = provider.prepare(custom_id, params)
+        if size + ENVELOPE_BYTES > provider.max_batch_bytes:
+            # An adapter refuses such a request in prepare(); one whose measure and limit
+            # disagree must still not take the flusher down with it: the call fails alone.
+            raise UnbatchableRequestError(
+                f"the request is {size:,} bytes, more than a {provider.name} batch body can "
+                f"hold ({provider.max_batch_bytes:,} bytes): make it smaller, or send it with "
+                "submit_sync()"
+            )
         journal = self._journal
         jkey = None
         if journal is not None:
