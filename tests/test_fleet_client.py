@@ -1,0 +1,439 @@
+"""The fleet behind an SDK client (docs/design.md §12): ``fleet.client()`` and
+``FleetTransport``, the real ``anthropic`` and ``openai`` SDKs over loopback HTTP to the
+emulator, on asyncio and trio (real clocks, as in tests/test_anthropic_e2e.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anthropic
+import anyio
+import httpx2
+import openai
+import pytest
+from anthropic import AsyncAnthropic
+from anthropic.types import Message
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
+from openai.types.responses import Response
+
+import llmfleet
+from llmfleet import (
+    BatchRequestError,
+    FleetDispatcher,
+    FleetTransport,
+    FleetUsageError,
+    latency_budget,
+    open_fleet,
+)
+from llmfleet._decode import (
+    BUDGET_HEADER,
+    NO_BUDGET,
+    decode_request,
+    encode_status_error,
+    parse_budget,
+)
+from llmfleet.emulator import Emulator, EmulatorConfig, run_emulator
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+from e2e import KEY, MODEL, policy
+
+pytestmark = [pytest.mark.timeout(30)]
+
+OPENAI_MODEL = "gpt-4o-mini"
+LONG = {BUDGET_HEADER: "60000"}
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    # Real clocks: the emulator serves from its own thread.
+    return str(request.param)
+
+
+@dataclass
+class Kind:
+    """One create call of one provider: how to make it, and how the emulator counts it."""
+
+    name: str
+    direct_counter: str
+    batch_counter: str
+    create: Callable[..., Awaitable[Any]]
+    result_type: type
+
+    def text(self, value: Any) -> str:
+        assert type(value) is self.result_type, value
+        if isinstance(value, Message):
+            block = value.content[0]
+            assert block.type == "text"
+            return block.text
+        if isinstance(value, ChatCompletion):
+            content = value.choices[0].message.content
+            assert content is not None
+            return content
+        assert isinstance(value, Response)
+        return value.output_text
+
+
+def _raw(resource: Any, raw: bool) -> Any:
+    return resource.with_raw_response if raw else resource
+
+
+def _anthropic_create(client: Any, text: str, *, raw: bool = False, **kw: Any) -> Awaitable[Any]:
+    return _raw(client.messages, raw).create(  # type: ignore[no-any-return]
+        **({"model": MODEL, "max_tokens": 32, "messages": [{"role": "user", "content": text}]} | kw)
+    )
+
+
+def _chat_create(client: Any, text: str, *, raw: bool = False, **kw: Any) -> Awaitable[Any]:
+    return _raw(client.chat.completions, raw).create(  # type: ignore[no-any-return]
+        **({"model": OPENAI_MODEL, "messages": [{"role": "user", "content": text}]} | kw)
+    )
+
+
+def _responses_create(client: Any, text: str, *, raw: bool = False, **kw: Any) -> Awaitable[Any]:
+    return _raw(client.responses, raw).create(  # type: ignore[no-any-return]
+        **({"model": OPENAI_MODEL, "input": text} | kw)
+    )
+
+
+KINDS = {
+    "anthropic": Kind("anthropic", "messages", "batch_create", _anthropic_create, Message),
+    "chat": Kind("chat", "openai_chat", "openai_batch_create", _chat_create, ChatCompletion),
+    "responses": Kind(
+        "responses", "openai_responses", "openai_batch_create", _responses_create, Response
+    ),
+}
+
+
+@pytest.fixture(params=list(KINDS))
+def kind(request: pytest.FixtureRequest) -> Kind:
+    return KINDS[request.param]
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with run_emulator(EmulatorConfig(turnaround_s=0.05)) as emulator:
+        yield emulator
+
+
+def sdk_client(emu: Emulator, kind: Kind) -> AsyncAnthropic | AsyncOpenAI:
+    if kind.name == "anthropic":
+        return AsyncAnthropic(api_key=KEY, base_url=emu.url)
+    return AsyncOpenAI(api_key=KEY, base_url=emu.url + "/v1")
+
+
+def fleet_over(
+    client: AsyncAnthropic | AsyncOpenAI, **overrides: Any
+) -> Any:  # the fleet's type depends on the client's
+    return open_fleet(client, policy=policy(**overrides))
+
+
+# -- budgets ------------------------------------------------------------------------------------
+
+
+async def test_fleet_client_is_the_sdk_client_and_no_budget_goes_direct(
+    emu: Emulator, kind: Kind
+) -> None:
+    """A fleet client is the SDK's own client class; a call with no budget is a direct call
+    of the fleet (counted in its stats), answered with the SDK's own type."""
+    async with sdk_client(emu, kind) as client, fleet_over(client) as fleet:
+        fc = fleet.client()
+        assert type(fc) is type(client)
+        value = await kind.create(fc, "plain")
+    assert kind.text(value) == "plain"
+    assert emu.counts[kind.direct_counter] == 1
+    assert emu.counts[kind.batch_counter] == 0
+    assert (fleet.stats.sync_calls, fleet.stats.batched_calls) == (1, 0)
+
+
+async def test_header_budget_batches_and_a_tight_one_goes_direct(emu: Emulator, kind: Kind) -> None:
+    """The ``llmfleet-latency-budget-ms`` header routes the call like submit's budget; it is
+    never sent to the provider."""
+    async with sdk_client(emu, kind) as client, fleet_over(client, batch_min_size=2) as fleet:
+        fc = fleet.client()
+        out: dict[str, Any] = {}
+
+        async def one(text: str, budget: str) -> None:
+            out[text] = await kind.create(fc, text, extra_headers={BUDGET_HEADER: budget})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "loose a", "60000")
+            tg.start_soon(one, "loose b", "60000")
+            tg.start_soon(one, "tight", "500")
+    assert {k: kind.text(v) for k, v in out.items()} == {k: k for k in out}
+    assert emu.counts[kind.batch_counter] == 1
+    assert emu.counts[kind.direct_counter] == 1
+    assert (fleet.stats.sync_calls, fleet.stats.batched_calls) == (1, 2)
+
+
+async def test_context_budget_follows_into_child_tasks_and_none_forces_direct(
+    emu: Emulator, kind: Kind
+) -> None:
+    """``latency_budget(ms)`` reaches calls in tasks started inside it; ``latency_budget(None)``
+    and a header ``none`` force the direct route; the header wins over the context."""
+    async with sdk_client(emu, kind) as client, fleet_over(client, batch_min_size=3) as fleet:
+        fc = fleet.client()
+        out: dict[str, Any] = {}
+
+        async def one(text: str, **kw: Any) -> None:
+            out[text] = await kind.create(fc, text, **kw)
+
+        with latency_budget(60_000):
+            async with anyio.create_task_group() as tg:
+                for text in ("child a", "child b", "child c"):
+                    tg.start_soon(one, text)
+            with latency_budget(None):
+                await one("forced direct")
+            await one("header direct", extra_headers={BUDGET_HEADER: "none"})
+        await one("outside")
+    assert {k: kind.text(v) for k, v in out.items()} == {k: k for k in out}
+    assert emu.counts[kind.batch_counter] == 1
+    assert emu.counts[kind.direct_counter] == 3
+    assert (fleet.stats.sync_calls, fleet.stats.batched_calls) == (3, 3)
+
+
+async def test_default_budget_of_the_client_and_none_overrides_it(
+    emu: Emulator, kind: Kind
+) -> None:
+    async with sdk_client(emu, kind) as client, fleet_over(client, batch_min_size=1) as fleet:
+        fc = fleet.client(latency_budget_ms=60_000)
+        batched = await kind.create(fc, "default")
+        with latency_budget(None):
+            direct = await kind.create(fc, "forced")
+        header = await kind.create(fc, "header", extra_headers={BUDGET_HEADER: "0"})
+    assert (kind.text(batched), kind.text(direct), kind.text(header)) == (
+        "default",
+        "forced",
+        "header",
+    )
+    assert emu.counts[kind.batch_counter] == 1
+    assert emu.counts[kind.direct_counter] == 2
+
+
+def test_latency_budget_refuses_a_negative_budget() -> None:
+    with pytest.raises(ValueError, match=">= 0"), latency_budget(-1):
+        pass
+    with pytest.raises(TypeError, match="number"), latency_budget("5"):  # type: ignore[arg-type]
+        pass
+
+
+async def test_a_malformed_budget_header_is_refused_before_anything_is_sent(
+    emu: Emulator, kind: Kind
+) -> None:
+    async with sdk_client(emu, kind) as client, fleet_over(client) as fleet:
+        with pytest.raises(ValueError, match=BUDGET_HEADER):
+            await kind.create(fleet.client(), "x", extra_headers={BUDGET_HEADER: "soon"})
+    assert emu.counts[kind.direct_counter] == 0
+
+
+# -- what is not routed, raw responses, errors ----------------------------------------------------
+
+
+async def test_other_requests_pass_through_unchanged(emu: Emulator, kind: Kind) -> None:
+    """Listing batches is no create call: it reaches the provider as the SDK sent it, less
+    the budget header."""
+    async with sdk_client(emu, kind) as client, fleet_over(client, batch_min_size=1) as fleet:
+        fc: Any = fleet.client()
+        await kind.create(fc, "into a batch", extra_headers=LONG)
+        lister = fc.messages.batches if kind.name == "anthropic" else fc.batches
+        page = await lister.list(extra_headers=LONG)
+    assert len(page.data) == 1
+    counter = "batch_list" if kind.name == "anthropic" else "openai_batch_list"
+    assert emu.counts[counter] == 1
+    [listed] = [r for r in emu.requests if r.endpoint == counter]
+    assert BUDGET_HEADER not in listed.headers
+    assert (fleet.stats.sync_calls, fleet.stats.batched_calls) == (0, 1)
+
+
+async def test_with_raw_response_on_both_routes(emu: Emulator, kind: Kind) -> None:
+    async with sdk_client(emu, kind) as client, fleet_over(client, batch_min_size=1) as fleet:
+        fc = fleet.client()
+        for budget in ("none", "60000"):
+            response = await kind.create(
+                fc, f"raw {budget}", raw=True, extra_headers={BUDGET_HEADER: budget}
+            )
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("application/json")
+            parsed = response.parse()  # a coroutine in anthropic, a value in openai
+            if inspect.isawaitable(parsed):
+                parsed = await parsed
+            assert kind.text(parsed) == f"raw {budget}"
+    assert emu.counts[kind.direct_counter] == emu.counts[kind.batch_counter] == 1
+
+
+async def test_a_direct_error_is_the_sdks_own_class_with_the_providers_body(
+    emu: Emulator, kind: Kind
+) -> None:
+    """An unknown model: the same error class, status and body as the bare SDK raises, and
+    the fleet client does not retry it (the fleet's own client does)."""
+    async with sdk_client(emu, kind) as client, fleet_over(client) as fleet:
+        errors = []
+        for c in (client.with_options(max_retries=0), fleet.client()):
+            with pytest.raises(Exception) as info:  # noqa: PT011 (compared below)
+                await kind.create(c, "x", model="no-such-model")
+            errors.append(info.value)
+    bare, fleeted = errors
+    base = anthropic.APIStatusError if kind.name == "anthropic" else openai.APIStatusError
+    assert isinstance(bare, base)
+    assert type(fleeted) is type(bare)
+    assert isinstance(fleeted, base)
+    assert (fleeted.status_code, fleeted.body) == (bare.status_code, bare.body)
+    assert emu.counts[kind.direct_counter] == 2
+
+
+async def test_a_batched_items_error_is_llmfleets_typed_error(emu: Emulator, kind: Kind) -> None:
+    """A batch-only failure raises llmfleet's own error (also the SDK's base error, so the
+    SDK hands it on unwrapped), once: it is not retried."""
+    async with (
+        sdk_client(emu, kind) as client,
+        fleet_over(client, batch_min_size=1) as fleet,
+    ):
+        fc: Any = fleet.client(latency_budget_ms=60_000)
+        with pytest.raises(BatchRequestError) as info:
+            await kind.create(fc.with_options(max_retries=2), "boom [[errored]]")
+    sdk_base = anthropic.AnthropicError if kind.name == "anthropic" else openai.OpenAIError
+    error: Exception = info.value  # (mypy cannot intersect the two classes)
+    assert isinstance(error, sdk_base)
+    assert info.value.error_type == ("api_error" if kind.name == "anthropic" else "server_error")
+    assert "batch" in str(info.value)
+    assert emu.counts[kind.batch_counter] == 1
+    assert fleet.stats.errored == 1
+
+
+async def test_cancelling_the_caller_withdraws_its_queued_call(emu: Emulator, kind: Kind) -> None:
+    async with (
+        sdk_client(emu, kind) as client,
+        fleet_over(client, batch_window_ms=10_000) as fleet,
+    ):
+        fc = fleet.client(latency_budget_ms=60_000)
+        with anyio.move_on_after(0.2) as scope:
+            await kind.create(fc, "leaves")
+        assert scope.cancelled_caught
+    assert fleet.stats.withdrawn == 1
+    assert emu.counts[kind.batch_counter] == 0
+
+
+async def test_fifty_concurrent_client_calls_are_pooled_into_one_batch(
+    emu: Emulator, kind: Kind
+) -> None:
+    n = 50
+    async with (
+        sdk_client(emu, kind) as client,
+        fleet_over(client, batch_min_size=n, batch_max_size=n, batch_window_ms=5_000) as fleet,
+    ):
+        fc = fleet.client(latency_budget_ms=60_000)
+        out: dict[int, Any] = {}
+
+        async def one(i: int) -> None:
+            out[i] = await kind.create(fc, f"call {i}")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(one, i)
+    assert {i: kind.text(v) for i, v in out.items()} == {i: f"call {i}" for i in range(n)}
+    assert emu.counts[kind.batch_counter] == 1
+    assert emu.counts[kind.direct_counter] == 0
+    assert dict(fleet.stats.flushes)["size"] == 1
+
+
+# -- the transport on its own ---------------------------------------------------------------------
+
+
+async def test_a_transport_in_an_httpx_client_of_ones_own(emu: Emulator) -> None:
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+        fleet_over(client, batch_min_size=1) as fleet,
+    ):
+        transport = FleetTransport(fleet, latency_budget_ms=60_000)
+        async with (
+            httpx2.AsyncClient(transport=transport) as http,
+            AsyncAnthropic(api_key=KEY, base_url=emu.url, http_client=http, max_retries=0) as own,
+        ):
+            message = await _anthropic_create(own, "own client")
+    assert KINDS["anthropic"].text(message) == "own client"
+    assert emu.counts["batch_create"] == 1
+
+
+async def test_a_fleet_over_another_provider_has_no_client() -> None:
+    class Custom:
+        name = "custom"
+
+    fleet: FleetDispatcher[Any] = FleetDispatcher.__new__(FleetDispatcher)
+    fleet.provider = Custom()  # type: ignore[assignment]
+    with pytest.raises(FleetUsageError, match="AsyncAnthropic or AsyncOpenAI"):
+        fleet.client()
+
+
+# -- decoding, pure ------------------------------------------------------------------------------
+
+
+def test_parse_budget() -> None:
+    assert parse_budget(None) is NO_BUDGET
+    assert parse_budget("none") is None
+    assert parse_budget(" Direct ") is None
+    assert parse_budget("2500") == 2500.0
+    assert parse_budget("0.5") == 0.5
+    for bad in ("-1", "soon", "nan", "inf", ""):
+        with pytest.raises(ValueError, match=BUDGET_HEADER):
+            parse_budget(bad)
+
+
+def test_decode_routes_only_the_create_calls() -> None:
+    body = b'{"model":"m","max_tokens":5,"messages":[],"stream":true}'
+    routed = decode_request("anthropic", "POST", "/v1/messages", b"", {}, body)
+    assert routed is not None
+    assert (routed.endpoint, routed.stream, routed.budget) == ("/v1/messages", True, NO_BUDGET)
+    assert routed.params == {"model": "m", "max_tokens": 5, "messages": []}
+    for method, path, query, data in [
+        ("GET", "/v1/messages", b"", body),  # not a create
+        ("POST", "/v1/messages/count_tokens", b"", body),
+        ("POST", "/v1/messages", b"beta=true", body),  # a beta call: the fleet does not send betas
+        ("POST", "/v1/messages", b"", b"not json"),  # the provider says what is wrong
+        ("POST", "/v1/messages", b"", b"[1]"),
+        ("POST", "/v1/chat/completions", b"", body),  # another provider's path
+    ]:
+        assert decode_request("anthropic", method, path, query, {}, data) is None
+    chat = decode_request(
+        "openai",
+        "POST",
+        "/proxy/v1/chat/completions",
+        b"",
+        {BUDGET_HEADER: "9000"},
+        b'{"model":"m","messages":[],"stream":true,"stream_options":{"include_usage":true}}',
+    )
+    assert chat is not None
+    assert (chat.endpoint, chat.include_usage, chat.budget) == ("/v1/chat/completions", True, 9000)
+    assert chat.params == {"model": "m", "messages": []}
+    responses = decode_request("openai", "POST", "/v1/responses", b"", {}, b'{"input":"x"}')
+    assert responses is not None
+    assert responses.endpoint == "/v1/responses"
+    assert decode_request("openai", "GET", "/v1/responses/resp_1", b"", {}, b"") is None
+
+
+def test_encode_status_error_hands_back_the_providers_answer() -> None:
+    request = httpx2.Request("POST", "https://api.anthropic.com/v1/messages")
+    response = httpx2.Response(
+        429,
+        headers={"retry-after": "3", "content-length": "2"},
+        content=b'{"type":"error"}',
+        request=request,
+    )
+    error = anthropic.RateLimitError("slow down", response=response, body=None)
+    answer = encode_status_error(error)
+    assert answer is not None
+    status, headers, body = answer
+    assert (status, body) == (429, b'{"type":"error"}')
+    assert ("retry-after", "3") in headers
+    assert ("x-should-retry", "false") in headers
+    assert all(name != "content-length" for name, _ in headers)
+    assert encode_status_error(ValueError("no")) is None
+
+
+def test_public_names() -> None:
+    assert llmfleet.FleetTransport is FleetTransport
+    assert llmfleet.latency_budget is latency_budget
