@@ -437,3 +437,76 @@ def test_encode_status_error_hands_back_the_providers_answer() -> None:
 def test_public_names() -> None:
     assert llmfleet.FleetTransport is FleetTransport
     assert llmfleet.latency_budget is latency_budget
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+
+async def test_a_batched_anthropic_stream_is_synthesised_from_the_result(emu: Emulator) -> None:
+    """``stream=True`` and ``messages.stream()`` with a loose budget: one batch, and the SDK's
+    own stream parser rebuilds the batched message."""
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+        fleet_over(client, batch_min_size=2) as fleet,
+    ):
+        fc = fleet.client(latency_budget_ms=60_000)
+        out: dict[str, Any] = {}
+
+        async def raw_events() -> None:
+            stream = await _anthropic_create(fc, "streamed with create", stream=True)
+            out["events"] = [event async for event in stream]
+
+        async def helper() -> None:
+            async with fc.messages.stream(
+                model=MODEL, max_tokens=32, messages=[{"role": "user", "content": "by helper"}]
+            ) as stream:
+                out["text"] = "".join([piece async for piece in stream.text_stream])
+                out["final"] = await stream.get_final_message()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(raw_events)
+            tg.start_soon(helper)
+    types = [event.type for event in out["events"]]
+    assert types[0] == "message_start"
+    assert types[-2:] == ["message_delta", "message_stop"]
+    text = "".join(
+        e.delta.text
+        for e in out["events"]
+        if e.type == "content_block_delta" and e.delta.type == "text_delta"
+    )
+    assert text == "streamed with create"
+    assert out["text"] == "by helper"
+    final = out["final"]
+    assert isinstance(final, Message)
+    assert final.content[0].type == "text"
+    assert final.content[0].text == "by helper"
+    assert final.usage.service_tier == "batch"
+    assert emu.counts["batch_create"] == 1
+    assert emu.counts["messages"] == 0
+    assert fleet.stats.batched_calls == 2
+
+
+async def test_a_tight_budget_streams_from_the_provider(emu: Emulator) -> None:
+    """No budget: the stream request goes to the provider as the SDK sent it (the emulator
+    does not stream, and says so with the error the SDK raises)."""
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+        fleet_over(client) as fleet,
+    ):
+        with pytest.raises(anthropic.BadRequestError, match="does not stream"):
+            await _anthropic_create(fleet.client(), "tight", stream=True)
+    [sent] = [r for r in emu.requests if r.endpoint == "messages"]
+    assert sent.body["stream"] is True
+    assert emu.counts["batch_create"] == 0
+
+
+async def test_a_batched_stream_call_that_fails_raises_at_create(emu: Emulator) -> None:
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+        fleet_over(client, batch_min_size=1) as fleet,
+    ):
+        with pytest.raises(BatchRequestError):
+            await _anthropic_create(
+                fleet.client(latency_budget_ms=60_000), "boom [[errored]]", stream=True
+            )
+    assert emu.counts["batch_create"] == 1
