@@ -1,4 +1,4 @@
-"""Synthesised streams (docs/design.md, "Synthesised streams"): the bytes of llmfleet._sse, fed to
+"""Synthesised streams (docs/design.md §2.2): the bytes of llmfleet._sse, fed to
 the real SDKs' stream parsers and helpers through an in-memory transport, rebuild the very result
 they were made from. No network: each client's HTTP transport answers every request with the
 synthesised body.
@@ -6,11 +6,13 @@ synthesised body.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
+import openai
 import pytest
 from anthropic.types import (
     Message,
@@ -23,11 +25,18 @@ from anthropic.types import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.responses import Response
 
-from llmfleet._sse import anthropic_error_event, anthropic_message_events
+from llmfleet._sse import (
+    anthropic_error_event,
+    anthropic_message_events,
+    openai_chat_chunks,
+    openai_response_events,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,6 +56,13 @@ def anthropic_client(events: Iterable[bytes]) -> anthropic.AsyncAnthropic:
     transport = sse_handler(events)
     return anthropic.AsyncAnthropic(
         api_key="x", base_url="http://test", http_client=httpx2.AsyncClient(transport=transport)
+    )
+
+
+def openai_client(events: Iterable[bytes]) -> openai.AsyncOpenAI:
+    transport = sse_handler(events)
+    return openai.AsyncOpenAI(
+        api_key="x", base_url="http://test/v1", http_client=httpx2.AsyncClient(transport=transport)
     )
 
 
@@ -169,6 +185,15 @@ async def test_create_stream_true_yields_the_raw_events_in_wire_order() -> None:
     assert order == [
         (kind, i) for i in range(n) for kind in ("content_block_start", "content_block_stop")
     ]
+    # Blocks start empty, as the API starts them; whole blocks start whole.
+    starts = [e.content_block for e in events if isinstance(e, RawContentBlockStartEvent)]
+    assert [block.to_dict() for block in starts] == [
+        {"type": "thinking", "thinking": "", "signature": ""},
+        MESSAGE["content"][1],
+        {"type": "text", "text": ""},
+        {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}},
+        {"type": "tool_use", "id": "toolu_02", "name": "no_arguments", "input": {}},
+    ]
     by_index: dict[int, list[Any]] = {}
     for event in events:
         if isinstance(event, RawContentBlockDeltaEvent):
@@ -197,12 +222,6 @@ def test_events_are_framed_as_the_api_frames_them() -> None:
         MESSAGE["content"][2]["text"]
         == "Hello! Let me look up the weather for you, in Zürich. " * 3
     )
-
-
-def test_the_message_is_not_modified() -> None:
-    before = json.dumps(MESSAGE)
-    list(anthropic_message_events(MESSAGE))
-    assert json.dumps(MESSAGE) == before
 
 
 async def test_citations_server_tools_and_usage_details_round_trip() -> None:
@@ -292,11 +311,6 @@ async def test_error_event_raises_in_the_sdk_after_the_events_before_it() -> Non
     )
 
 
-def test_chunk_chars_below_one_is_refused() -> None:
-    with pytest.raises(ValueError, match="chunk_chars must be at least 1"):
-        list(anthropic_message_events(MESSAGE, chunk_chars=0))
-
-
 def json_values() -> st.SearchStrategy[object]:
     leaves = (
         st.none()
@@ -337,6 +351,15 @@ def messages(draw: st.DrawFn) -> dict[str, Any]:
             st.text(min_size=1),
         ),
         st.builds(lambda data: {"type": "redacted_thinking", "data": data}, st.text()),
+        st.builds(
+            lambda query: {
+                "type": "server_tool_use",
+                "id": "srvtoolu_01",
+                "name": "web_search",
+                "input": {"query": query},
+            },
+            st.text(),
+        ),
     )
     return {
         "id": "msg_" + draw(st.text("abcdef0123456789", min_size=1, max_size=24)),
@@ -365,3 +388,510 @@ async def test_any_message_round_trips_through_the_sdk(
     async with client.messages.stream(model="m", max_tokens=1024, messages=USER) as stream:
         final = await stream.get_final_message()
     assert final.model_dump() == Message.model_validate(message).model_dump()
+
+
+# --------------------------------------------------------------------------------------------
+# OpenAI Chat Completions
+# --------------------------------------------------------------------------------------------
+
+# The openai SDK stops reading a chat stream at ``data: [DONE]`` (which the API sends, and so do
+# we) without closing its chain of async generators (its SSE decoder's, the HTTP response's);
+# trio's finalizer warns about each when it is collected. The same happens with the real API.
+SDK_ABANDONS_ITS_SSE_GENERATORS = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object :pytest.PytestUnraisableExceptionWarning"
+)
+CHAT_USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+WEATHER_ARGUMENTS = json.dumps({"city": "Zürich", "days": [1, {"unit": None}], "q": 'a "b"'})
+
+COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-01",
+    "object": "chat.completion",
+    "created": 1_700_000_000,
+    "model": "gpt-4o-mini-2024-07-18",
+    "service_tier": "default",
+    "system_fingerprint": "fp_01",
+    "choices": [
+        {
+            "index": 0,
+            "finish_reason": "tool_calls",
+            "logprobs": None,
+            "message": {
+                "role": "assistant",
+                "content": "Let me check the weather in Zürich for you 😀. " * 2,
+                "refusal": None,
+                "annotations": [],
+                "tool_calls": [
+                    {
+                        "id": "call_01",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": WEATHER_ARGUMENTS},
+                    },
+                    {
+                        "id": "call_02",
+                        "type": "function",
+                        "function": {"name": "no_arguments", "arguments": "{}"},
+                    },
+                ],
+            },
+        },
+        {
+            "index": 1,
+            "finish_reason": "stop",
+            "logprobs": {
+                "content": [
+                    {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": []},
+                    {"token": "!", "logprob": -0.2, "bytes": [33], "top_logprobs": []},
+                ],
+                "refusal": None,
+            },
+            "message": {"role": "assistant", "content": "Hi!", "refusal": None},
+        },
+        {
+            "index": 2,
+            "finish_reason": "stop",
+            "logprobs": None,
+            "message": {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+        },
+    ],
+    "usage": {
+        "prompt_tokens": 12,
+        "completion_tokens": 34,
+        "total_tokens": 46,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    },
+}
+
+
+def without_parsed(value: object) -> object:
+    """A helper's dump without what only the helpers add: ``parsed``, ``parsed_arguments``, and
+    the ``index`` a streamed chat tool call keeps."""
+    if isinstance(value, dict):
+        return {
+            key: without_parsed(item)
+            for key, item in value.items()
+            if key not in ("parsed", "parsed_arguments")
+            and not (key == "index" and "function" in value)
+        }
+    if isinstance(value, list):
+        return [without_parsed(item) for item in value]
+    return value
+
+
+@SDK_ABANDONS_ITS_SSE_GENERATORS
+async def test_chat_stream_helper_rebuilds_the_completion() -> None:
+    client = openai_client(openai_chat_chunks(COMPLETION, include_usage=True, chunk_chars=6))
+    content: list[str] = []
+    arguments_done: list[tuple[str, str]] = []
+    async with client.chat.completions.stream(
+        model="m", messages=CHAT_USER, stream_options={"include_usage": True}
+    ) as stream:
+        async for event in stream:
+            if event.type == "content.delta" and event.snapshot.startswith("Let"):
+                content.append(event.delta)
+            elif event.type == "tool_calls.function.arguments.done":
+                arguments_done.append((event.name, event.arguments))
+        final = await stream.get_final_completion()
+    expected = ChatCompletion.model_validate(COMPLETION).model_dump()
+    assert without_parsed(final.model_dump()) == expected
+    message = COMPLETION["choices"][0]["message"]
+    assert len(content) > 1
+    assert "".join(content) == message["content"]
+    assert arguments_done == [("get_weather", WEATHER_ARGUMENTS), ("no_arguments", "{}")]
+
+
+@SDK_ABANDONS_ITS_SSE_GENERATORS
+async def test_chat_without_include_usage_has_no_usage_as_the_api() -> None:
+    body = b"".join(openai_chat_chunks(COMPLETION))
+    assert b'"usage"' not in body
+    client = openai_client([body])
+    async with client.chat.completions.stream(model="m", messages=CHAT_USER) as stream:
+        final = await stream.get_final_completion()
+    assert final.usage is None
+    expected = {**ChatCompletion.model_validate(COMPLETION).model_dump(), "usage": None}
+    assert without_parsed(final.model_dump()) == expected
+
+
+@SDK_ABANDONS_ITS_SSE_GENERATORS
+async def test_chat_create_stream_true_yields_the_raw_chunks() -> None:
+    client = openai_client(openai_chat_chunks(COMPLETION, include_usage=True, chunk_chars=5))
+    stream = await client.chat.completions.create(
+        model="m", messages=CHAT_USER, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = [chunk async for chunk in stream]
+    assert all(isinstance(chunk, ChatCompletionChunk) for chunk in chunks)
+    assert {(c.id, c.created, c.model, c.system_fingerprint) for c in chunks} == {
+        ("chatcmpl-01", 1_700_000_000, "gpt-4o-mini-2024-07-18", "fp_01")
+    }
+    *body, last = chunks
+    assert last.choices == []
+    assert last.usage is not None
+    assert last.usage.total_tokens == 46
+    assert all(chunk.usage is None for chunk in body)
+    first = [c.choices[0] for c in body if c.choices[0].index == 0]
+    assert first[0].delta.role == "assistant"
+    assert first[0].delta.content == ""
+    text = "".join(choice.delta.content or "" for choice in first)
+    assert text == COMPLETION["choices"][0]["message"]["content"]
+    assert [choice.finish_reason for choice in first][-1] == "tool_calls"
+    assert all(choice.finish_reason is None for choice in first[:-1])
+    calls = [call for choice in first for call in choice.delta.tool_calls or []]
+    assert [(c.index, c.id, c.function.name if c.function else None) for c in calls if c.id] == [
+        (0, "call_01", "get_weather"),
+        (1, "call_02", "no_arguments"),
+    ]
+    arguments = "".join(c.function.arguments or "" for c in calls if c.index == 0 and c.function)
+    assert arguments == WEATHER_ARGUMENTS
+    assert len([c for c in calls if c.index == 0]) > 2
+    refusal = [c.choices[0] for c in body if c.choices[0].index == 2]
+    assert refusal[0].delta.content is None
+    assert "".join(choice.delta.refusal or "" for choice in refusal) == "I can't help with that."
+
+
+def test_chat_stream_ends_with_done() -> None:
+    events = parse_sse(b"".join(openai_chat_chunks(COMPLETION)))
+    assert events[-1] == (None, "[DONE]")
+    assert all(name is None for name, _ in events)
+    for _, data in events[:-1]:
+        assert json.loads(data)["object"] == "chat.completion.chunk"
+
+
+@SDK_ABANDONS_ITS_SSE_GENERATORS
+async def test_chat_function_call_and_audio_round_trip() -> None:
+    completion = {
+        **COMPLETION,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "function_call",
+                "logprobs": None,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "function_call": {"name": "get_weather", "arguments": WEATHER_ARGUMENTS},
+                    "audio": {
+                        "id": "audio_01",
+                        "data": "UklGRg==",
+                        "expires_at": 1_700_003_600,
+                        "transcript": "Hello",
+                    },
+                },
+            }
+        ],
+    }
+    client = openai_client(openai_chat_chunks(completion, include_usage=True, chunk_chars=4))
+    async with client.chat.completions.stream(
+        model="m", messages=CHAT_USER, stream_options={"include_usage": True}
+    ) as stream:
+        final = await stream.get_final_completion()
+    expected = ChatCompletion.model_validate(completion).model_dump()
+    assert without_parsed(final.model_dump()) == expected
+
+
+@SDK_ABANDONS_ITS_SSE_GENERATORS
+async def test_chat_length_finish_is_what_the_helper_refuses_as_for_the_api() -> None:
+    choice = {**COMPLETION["choices"][1], "index": 0, "finish_reason": "length"}
+    completion = {**COMPLETION, "choices": [choice]}
+    client = openai_client(openai_chat_chunks(completion))
+    stream = await client.chat.completions.create(model="m", messages=CHAT_USER, stream=True)
+    finishes = [c.choices[0].finish_reason async for c in stream]
+    assert finishes[-1] == "length"
+    client = openai_client(openai_chat_chunks(completion))
+    async with client.chat.completions.stream(model="m", messages=CHAT_USER) as helper:
+        with pytest.raises(openai.LengthFinishReasonError):
+            await helper.get_final_completion()
+
+
+@SDK_ABANDONS_ITS_SSE_GENERATORS
+async def test_chat_custom_tool_call_arrives_whole() -> None:
+    call = {"id": "call_09", "type": "custom", "custom": {"name": "grammar", "input": "x = 1"}}
+    completion = {
+        **COMPLETION,
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "logprobs": None,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+            }
+        ],
+    }
+    client = openai_client(openai_chat_chunks(completion))
+    stream = await client.chat.completions.create(model="m", messages=CHAT_USER, stream=True)
+    deltas = [c.choices[0].delta async for c in stream]
+    calls = [call.to_dict() for delta in deltas for call in delta.tool_calls or []]
+    assert calls == [{"index": 0, **call}]
+
+
+# --------------------------------------------------------------------------------------------
+# OpenAI Responses
+# --------------------------------------------------------------------------------------------
+
+RESPONSE: dict[str, Any] = {
+    "id": "resp_01",
+    "object": "response",
+    "created_at": 1_700_000_000,
+    "completed_at": 1_700_000_005,
+    "status": "completed",
+    "error": None,
+    "incomplete_details": None,
+    "instructions": None,
+    "max_output_tokens": None,
+    "model": "gpt-4o-mini-2024-07-18",
+    "output": [
+        {
+            "id": "rs_01",
+            "type": "reasoning",
+            "summary": [
+                {"type": "summary_text", "text": "The user asks about Zürich."},
+                {"type": "summary_text", "text": "I should call the tool."},
+            ],
+            "encrypted_content": None,
+        },
+        {
+            "id": "msg_01",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": "It is sunny in Zürich 😀 today, says the forecast.",
+                    "annotations": [
+                        {
+                            "type": "url_citation",
+                            "start_index": 0,
+                            "end_index": 8,
+                            "title": "Forecast",
+                            "url": "https://example.com/forecast",
+                        }
+                    ],
+                    "logprobs": [],
+                },
+                {"type": "refusal", "refusal": "I won't say more."},
+            ],
+        },
+        {
+            "id": "fc_01",
+            "type": "function_call",
+            "status": "completed",
+            "call_id": "call_01",
+            "name": "get_weather",
+            "arguments": WEATHER_ARGUMENTS,
+        },
+        {
+            "id": "ws_01",
+            "type": "web_search_call",
+            "status": "completed",
+            "action": {"type": "search", "query": "weather Zürich"},
+        },
+    ],
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": {"effort": "low", "summary": "auto"},
+    "store": True,
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "usage": {
+        "input_tokens": 10,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": 20,
+        "output_tokens_details": {"reasoning_tokens": 5},
+        "total_tokens": 30,
+    },
+    "user": None,
+    "metadata": {},
+}
+
+
+async def test_responses_stream_helper_rebuilds_the_response() -> None:
+    client = openai_client(openai_response_events(RESPONSE, chunk_chars=6))
+    text: list[str] = []
+    snapshots: list[str] = []
+    async with client.responses.stream(model="m", input="hi") as stream:
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                text.append(event.delta)
+            elif event.type == "response.function_call_arguments.delta":
+                snapshots.append(event.snapshot)
+        final = await stream.get_final_response()
+    assert without_parsed(final.model_dump()) == Response.model_validate(RESPONSE).model_dump()
+    assert final.output_text == RESPONSE["output"][1]["content"][0]["text"]
+    assert "".join(text) == final.output_text
+    assert len(text) > 1
+    assert snapshots[-1] == WEATHER_ARGUMENTS
+    assert len(snapshots) > 1
+    calls = [item for item in final.output if item.type == "function_call"]
+    assert [(c.call_id, c.name, json.loads(c.arguments)) for c in calls] == [
+        ("call_01", "get_weather", json.loads(WEATHER_ARGUMENTS))
+    ]
+
+
+async def test_responses_create_stream_true_yields_the_raw_events() -> None:
+    client = openai_client(openai_response_events(RESPONSE, chunk_chars=10))
+    stream = await client.responses.create(model="m", input="hi", stream=True)
+    events = [event async for event in stream]
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    kinds = [event.type for event in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] == "response.completed"
+    created = events[0]
+    assert created.type == "response.created"
+    assert created.response.status == "in_progress"
+    assert created.response.output == []
+    assert created.response.usage is None
+    # Per item: added, ..., done, in output order; the done item is the whole item.
+    items = [
+        (e.type, e.output_index, e.item.to_dict())
+        for e in events
+        if e.type in ("response.output_item.added", "response.output_item.done")
+    ]
+    assert [(kind, i) for kind, i, _ in items] == [
+        (kind, i)
+        for i in range(len(RESPONSE["output"]))
+        for kind in ("response.output_item.added", "response.output_item.done")
+    ]
+    assert [item for kind, _, item in items if kind.endswith("done")] == RESPONSE["output"]
+    added_message = items[2][2]
+    assert added_message["content"] == []
+    assert added_message["status"] == "in_progress"
+    summaries = [e.text for e in events if e.type == "response.reasoning_summary_text.done"]
+    assert summaries == [s["text"] for s in RESPONSE["output"][0]["summary"]]
+    refusal = "".join(e.delta for e in events if e.type == "response.refusal.delta")
+    assert refusal == "I won't say more."
+    annotations = [e for e in events if e.type == "response.output_text.annotation.added"]
+    assert [a.annotation_index for a in annotations] == [0]
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert [(d.item_id, d.output_index, d.arguments) for d in done] == [
+        ("fc_01", 2, WEATHER_ARGUMENTS)
+    ]
+
+
+def test_responses_events_are_named_by_their_type() -> None:
+    for name, data in parse_sse(b"".join(openai_response_events(RESPONSE))):
+        assert json.loads(data)["type"] == name
+
+
+async def test_an_incomplete_response_ends_with_response_incomplete() -> None:
+    response = {
+        **RESPONSE,
+        "status": "incomplete",
+        "incomplete_details": {"reason": "max_output_tokens"},
+        "output": RESPONSE["output"][1:2],
+    }
+    client = openai_client(openai_response_events(response))
+    stream = await client.responses.create(model="m", input="hi", stream=True)
+    events = [event async for event in stream]
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.model_dump() == Response.model_validate(response).model_dump()
+    assert "response.completed" not in [event.type for event in events]
+    # As with the API's own stream, the helper has no final response for it.
+    client = openai_client(openai_response_events(response))
+    async with client.responses.stream(model="m", input="hi") as helper:
+        with pytest.raises(RuntimeError, match=r"response\.completed"):
+            await helper.get_final_response()
+
+
+# --------------------------------------------------------------------------------------------
+# Generated texts and arguments, through the OpenAI helpers
+# --------------------------------------------------------------------------------------------
+
+
+@SDK_ABANDONS_ITS_SSE_GENERATORS
+@settings(max_examples=30, deadline=None)
+@given(
+    st.text(),
+    st.dictionaries(st.text(), json_values(), max_size=5),
+    st.integers(1, 30),
+)
+async def test_any_text_and_arguments_round_trip_through_the_openai_helpers(
+    text: str, arguments: dict[str, object], chunk_chars: int
+) -> None:
+    encoded = json.dumps(arguments, ensure_ascii=False)
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": encoded}}
+    message = {"role": "assistant", "content": text, "refusal": None, "tool_calls": [call]}
+    completion = {
+        **COMPLETION,
+        "choices": [
+            {"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": message}
+        ],
+    }
+    client = openai_client(
+        openai_chat_chunks(completion, include_usage=True, chunk_chars=chunk_chars)
+    )
+    async with client.chat.completions.stream(
+        model="m", messages=CHAT_USER, stream_options={"include_usage": True}
+    ) as chat:
+        final = await chat.get_final_completion()
+    expected = ChatCompletion.model_validate(completion).model_dump()
+    assert without_parsed(final.model_dump()) == expected
+
+    output = [
+        {
+            "id": "msg_1",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        },
+        {
+            "id": "fc_1",
+            "type": "function_call",
+            "status": "completed",
+            "call_id": "call_1",
+            "name": "f",
+            "arguments": encoded,
+        },
+    ]
+    response = {**RESPONSE, "output": output}
+    client = openai_client(openai_response_events(response, chunk_chars=chunk_chars))
+    async with client.responses.stream(model="m", input="hi") as responses:
+        rebuilt = await responses.get_final_response()
+    assert without_parsed(rebuilt.model_dump()) == Response.model_validate(response).model_dump()
+    assert rebuilt.output_text == text
+
+
+# --------------------------------------------------------------------------------------------
+# All three
+# --------------------------------------------------------------------------------------------
+
+STREAMS: list[tuple[Callable[..., Iterator[bytes]], dict[str, Any]]] = [
+    (anthropic_message_events, MESSAGE),
+    (openai_chat_chunks, COMPLETION),
+    (openai_response_events, RESPONSE),
+]
+
+
+@pytest.mark.parametrize(("events", "result"), STREAMS)
+def test_a_bad_chunk_size_is_refused_when_the_stream_is_asked_for(
+    events: Callable[..., Iterator[bytes]], result: dict[str, Any]
+) -> None:
+    with pytest.raises(ValueError, match="chunk_chars must be at least 1, got 0"):
+        events(result, chunk_chars=0)
+    with pytest.raises(TypeError, match="chunk_chars must be an int, got float"):
+        events(result, chunk_chars=1.5)
+    with pytest.raises(TypeError, match="chunk_chars must be an int, got bool"):
+        events(result, chunk_chars=True)
+
+
+@pytest.mark.parametrize(("events", "result"), STREAMS)
+def test_the_result_is_read_once_when_the_stream_is_asked_for(
+    events: Callable[..., Iterator[bytes]], result: dict[str, Any]
+) -> None:
+    mine = copy.deepcopy(result)
+    before = json.dumps(mine)
+    stream = events(mine, chunk_chars=3)
+    # The caller may reuse its dict while the stream is being written.
+    mine["model"] = "changed"
+    mine["id"] = "changed"
+    body = b"".join(stream)
+    assert b"changed" not in body
+    mine["model"], mine["id"] = result["model"], result["id"]
+    assert json.dumps(mine) == before
+    assert body == b"".join(events(result, chunk_chars=3))

@@ -169,13 +169,18 @@ def _stream_body(routed: Routed, value: Any) -> bytes:
     # The stream a provider would have sent for this whole result (llmfleet/_sse).
     from . import _sse
 
-    assert routed.endpoint in _SYNTHESISED
-    return b"".join(_sse.anthropic_message_events(value.to_dict(mode="json")))
+    data = value.to_dict(mode="json")
+    if routed.endpoint == "/v1/messages":
+        events = _sse.anthropic_message_events(data)
+    elif routed.endpoint == "/v1/chat/completions":
+        events = _sse.openai_chat_chunks(data, include_usage=routed.include_usage)
+    else:
+        events = _sse.openai_response_events(data)
+    return b"".join(events)
 
 
-# The endpoints whose streams a batched call can be answered with (the others stream from the
-# provider whatever their budget).
-_SYNTHESISED: Final = frozenset({"/v1/messages"})
+# The endpoints whose streams a batched call can be answered with (docs/design.md §2.2).
+_SYNTHESISED: Final = frozenset({"/v1/messages", "/v1/chat/completions", "/v1/responses"})
 
 
 def _sdk_base_error(provider: str) -> type[Exception]:
