@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
 from llmfleet import latency_budget, open_fleet
@@ -42,12 +43,20 @@ async def emu() -> AsyncIterator[Emulator]:
 
 
 async def pooled(
-    emu: Emulator, make_agent: Callable[[AsyncOpenAI], Callable[[str], Awaitable[str]]]
+    emu: Emulator,
+    make_agent: Callable[[Any], Callable[[str], Awaitable[str]]],
+    *,
+    openai: bool = True,
 ) -> tuple[dict[int, str], FleetDispatcher[Any]]:
     """Run :data:`N` concurrent framework calls under one loose budget; their outputs."""
     out: dict[int, str] = {}
+    sdk: AsyncOpenAI | AsyncAnthropic = (
+        AsyncOpenAI(api_key="sk-test", base_url=emu.url + "/v1")
+        if openai
+        else AsyncAnthropic(api_key="sk-test", base_url=emu.url)
+    )
     async with (
-        AsyncOpenAI(api_key="sk-test", base_url=emu.url + "/v1") as client,
+        sdk as client,
         open_fleet(
             client, policy=policy(batch_min_size=N, batch_max_size=N, batch_window_ms=10_000)
         ) as fleet,
@@ -69,7 +78,8 @@ def check_pooled(
 ) -> None:
     # The emulator answers with the last user text: each caller got its own answer.
     assert out == {i: f"question {i}" for i in range(N)}
-    assert emu.counts["openai_batch_create"] == 1
+    creates = "openai_batch_create" if counter.startswith("openai") else "batch_create"
+    assert emu.counts[creates] == 1
     assert emu.counts[counter] == 0
     assert fleet.stats.batched_calls == N
     assert dict(fleet.stats.flushes)["size"] == 1
@@ -117,3 +127,26 @@ async def test_openai_agents_sdk_runs_are_pooled_into_one_batch(emu: Emulator) -
 
     out, fleet = await pooled(emu, make)
     check_pooled(emu, out, fleet, "openai_responses")
+
+
+async def test_pydantic_ai_over_anthropic_is_pooled_into_one_batch(emu: Emulator) -> None:
+    """pydantic-ai's ``AnthropicModel(provider=AnthropicProvider(anthropic_client=
+    fleet.client()))``: 50 concurrent runs, one message batch."""
+    from pydantic_ai import Agent
+    from pydantic_ai.models.anthropic import AnthropicModel
+    from pydantic_ai.providers.anthropic import AnthropicProvider
+
+    def make(client: AsyncAnthropic) -> Callable[[str], Awaitable[str]]:
+        model = AnthropicModel(
+            "claude-haiku-4-5", provider=AnthropicProvider(anthropic_client=client)
+        )
+        agent = Agent(model)
+
+        async def run(prompt: str) -> str:
+            result = await agent.run(prompt)
+            return result.output
+
+        return run
+
+    out, fleet = await pooled(emu, make, openai=False)
+    check_pooled(emu, out, fleet, "messages")
