@@ -23,6 +23,7 @@ from anthropic.types import (
     RawMessageDeltaEvent,
     RawMessageStartEvent,
 )
+from anthropic.types.beta import BetaMessage, BetaMessageParam
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
@@ -148,6 +149,16 @@ async def test_messages_stream_text_stream_yields_the_text() -> None:
     async with client.messages.stream(model="m", max_tokens=1024, messages=USER) as stream:
         pieces = [text async for text in stream.text_stream]
     assert pieces == ["Bonj", "our,", " ça ", "va ?", " 🙂"]
+
+
+async def test_beta_messages_stream_rebuilds_the_message() -> None:
+    client = anthropic_client(anthropic_message_events(MESSAGE, chunk_chars=5))
+    beta_user: list[BetaMessageParam] = [{"role": "user", "content": "hi"}]
+    async with client.beta.messages.stream(
+        model="m", max_tokens=1024, messages=beta_user
+    ) as stream:
+        final = await stream.get_final_message()
+    assert final.model_dump() == BetaMessage.model_validate(MESSAGE).model_dump()
 
 
 def test_sync_client_reads_the_same_bytes() -> None:
@@ -284,6 +295,25 @@ async def test_stop_sequence_and_zero_output_tokens_round_trip() -> None:
     async with client.messages.stream(model="m", max_tokens=1024, messages=USER) as stream:
         final = await stream.get_final_message()
     assert final.model_dump() == Message.model_validate(message).model_dump()
+
+
+def test_fields_left_out_stream_as_their_empty_values() -> None:
+    message = {
+        **MESSAGE,
+        "content": [{"type": "text"}, {"type": "thinking"}],
+        "usage": {"input_tokens": 5},
+    }
+    events = [
+        json.loads(data) for _, data in parse_sse(b"".join(anthropic_message_events(message)))
+    ]
+    assert events[0]["message"]["usage"] == {"input_tokens": 5, "output_tokens": 0}
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert deltas == [
+        {"type": "text_delta", "text": ""},
+        {"type": "thinking_delta", "thinking": ""},
+        {"type": "signature_delta", "signature": ""},
+    ]
+    assert events[-2]["usage"] == {"output_tokens": 0, "input_tokens": 5}
 
 
 async def test_error_event_raises_in_the_sdk_after_the_events_before_it() -> None:
@@ -498,6 +528,19 @@ async def test_chat_stream_helper_rebuilds_the_completion() -> None:
     assert len(content) > 1
     assert "".join(content) == message["content"]
     assert arguments_done == [("get_weather", WEATHER_ARGUMENTS), ("no_arguments", "{}")]
+
+
+def test_sync_chat_stream_helper_reads_the_same_bytes() -> None:
+    transport = sse_handler(openai_chat_chunks(COMPLETION, include_usage=True))
+    client = openai.OpenAI(
+        api_key="x", base_url="http://test/v1", http_client=httpx2.Client(transport=transport)
+    )
+    with client.chat.completions.stream(
+        model="m", messages=CHAT_USER, stream_options={"include_usage": True}
+    ) as stream:
+        final = stream.get_final_completion()
+    expected = ChatCompletion.model_validate(COMPLETION).model_dump()
+    assert without_parsed(final.model_dump()) == expected
 
 
 @SDK_ABANDONS_ITS_SSE_GENERATORS

@@ -108,7 +108,7 @@ def anthropic_message_events(
 def _anthropic_message_events(message: dict[str, Any], chunk_chars: int) -> Iterator[bytes]:
     # ``message`` is the stream's own copy: nothing here changes it.
     usage: dict[str, Any] = dict(message.get("usage") or {})
-    final_output_tokens = usage.get("output_tokens", 0)
+    final_output_tokens = usage.get("output_tokens") or 0
     start_usage = {key: value for key, value in usage.items() if key not in _END_USAGE}
     # The API counts the first output token at message_start and the total at message_delta.
     start_usage["output_tokens"] = min(1, final_output_tokens)
@@ -149,7 +149,9 @@ def _anthropic_block_events(index: int, block: dict[str, Any], size: int) -> Ite
         if citations:
             start["citations"] = []
             deltas.extend({"type": "citations_delta", "citation": c} for c in citations)
-        deltas.extend({"type": "text_delta", "text": t} for t in _pieces(block["text"], size))
+        deltas.extend(
+            {"type": "text_delta", "text": t} for t in _pieces(block.get("text") or "", size)
+        )
     elif kind in _TOOL_INPUT_BLOCKS:
         start = {**block, "input": {}}
         # The API streams the JSON of ``input`` and the SDK parses the concatenation; an empty
@@ -163,7 +165,8 @@ def _anthropic_block_events(index: int, block: dict[str, Any], size: int) -> Ite
     elif kind == "thinking":
         start = {**block, "thinking": "", "signature": ""}
         deltas.extend(
-            {"type": "thinking_delta", "thinking": t} for t in _pieces(block["thinking"], size)
+            {"type": "thinking_delta", "thinking": t}
+            for t in _pieces(block.get("thinking") or "", size)
         )
         deltas.append({"type": "signature_delta", "signature": block.get("signature", "")})
     else:
