@@ -40,6 +40,7 @@ from llmfleet.emulator import Emulator, EmulatorConfig, run_emulator
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+    from pathlib import Path
 
 from e2e import KEY, MODEL, policy
 
@@ -562,3 +563,32 @@ async def test_a_tight_openai_stream_goes_to_the_provider(emu: Emulator) -> None
     [sent] = [r for r in emu.requests if r.endpoint == "openai_chat"]
     assert sent.body["stream"] is True
     assert emu.counts["openai_batch_create"] == 0
+
+
+# -- one fleet across processes ----------------------------------------------------------------
+
+
+async def test_a_brokered_fleet_has_a_client_too(emu: Emulator, tmp_path: Path) -> None:
+    """``open_fleet(client, broker=...)``: the fleet client's loose calls go through the
+    broker into one batch, its calls without a budget go direct from this process."""
+    from broker_support import redis_server
+
+    with redis_server(tmp_path) as redis:
+        async with (
+            AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+            open_fleet(client, policy=policy(batch_min_size=2), broker=redis.url) as fleet,
+        ):
+            fc = fleet.client(latency_budget_ms=60_000)
+            out: dict[str, Any] = {}
+
+            async def one(text: str) -> None:
+                out[text] = await _anthropic_create(fc, text)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, "brokered a")
+                tg.start_soon(one, "brokered b")
+            with latency_budget(None):
+                await one("direct")
+    assert {k: KINDS["anthropic"].text(v) for k, v in out.items()} == {k: k for k in out}
+    assert emu.counts["batch_create"] == 1
+    assert emu.counts["messages"] == 1

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from ._decode import Budget
     from ._dispatcher import FleetDispatcher
+    from .broker import BrokeredFleet
 
 __all__ = ["FleetTransport", "latency_budget"]
 
@@ -77,7 +78,7 @@ class FleetTransport(httpx2.AsyncBaseTransport):
     ``openai.OpenAIError``) so that the SDK hands it on as it is rather than as a connection
     error to retry.
 
-    :param fleet: an open fleet over ``AsyncAnthropic`` or ``AsyncOpenAI``.
+    :param fleet: an open fleet (or brokered fleet) over ``AsyncAnthropic`` or ``AsyncOpenAI``.
     :param latency_budget_ms: the budget of a call that names none.
     :param passthrough: where other requests go (default: the ``httpx2`` client of the fleet's
         own SDK client).
@@ -85,7 +86,7 @@ class FleetTransport(httpx2.AsyncBaseTransport):
 
     def __init__(
         self,
-        fleet: FleetDispatcher[Any],
+        fleet: FleetDispatcher[Any] | BrokeredFleet[Any],
         *,
         latency_budget_ms: float | None = None,
         passthrough: httpx2.AsyncClient | None = None,
@@ -211,7 +212,9 @@ def _mixed(exc: Exception, sdk_error: type[Exception]) -> Exception:
     return new
 
 
-def fleet_client(fleet: FleetDispatcher[Any], latency_budget_ms: float | None) -> Any:
+def fleet_client(
+    fleet: FleetDispatcher[Any] | BrokeredFleet[Any], latency_budget_ms: float | None
+) -> Any:
     """The SDK client of :meth:`FleetDispatcher.client`: a copy of the fleet's own client (its
     base URL, key, headers, timeout) whose requests go through a :class:`FleetTransport`."""
     sdk = getattr(fleet.provider, "_client", None)
