@@ -393,12 +393,16 @@ def test_decode_routes_only_the_create_calls() -> None:
     for method, path, query, data in [
         ("GET", "/v1/messages", b"", body),  # not a create
         ("POST", "/v1/messages/count_tokens", b"", body),
-        ("POST", "/v1/messages", b"beta=true", body),  # a beta call: the fleet does not send betas
+        ("POST", "/v1/messages", b"beta=true&x=1", body),
         ("POST", "/v1/messages", b"", b"not json"),  # the provider says what is wrong
         ("POST", "/v1/messages", b"", b"[1]"),
         ("POST", "/v1/chat/completions", b"", body),  # another provider's path
     ]:
         assert decode_request("anthropic", method, path, query, {}, data) is None
+    # A beta call naming no betas is an ordinary call; one that names betas goes direct.
+    assert decode_request("anthropic", "POST", "/v1/messages", b"beta=true", {}, body) is not None
+    betas = {"anthropic-beta": "some-beta-2025-01-01"}
+    assert decode_request("anthropic", "POST", "/v1/messages", b"", betas, body) is None
     chat = decode_request(
         "openai",
         "POST",
@@ -592,3 +596,32 @@ async def test_a_brokered_fleet_has_a_client_too(emu: Emulator, tmp_path: Path) 
     assert {k: KINDS["anthropic"].text(v) for k, v in out.items()} == {k: k for k in out}
     assert emu.counts["batch_create"] == 1
     assert emu.counts["messages"] == 1
+
+
+async def test_beta_calls_are_routed_unless_they_name_betas(emu: Emulator) -> None:
+    """``client.beta.messages.create`` without betas is pooled like any call (its result read
+    as the SDK's BetaMessage); with ``betas=[...]`` it goes to the provider as sent."""
+    from anthropic.types.beta import BetaMessage
+
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+        fleet_over(client, batch_min_size=1) as fleet,
+    ):
+        fc = fleet.client(latency_budget_ms=60_000)
+        ask: Any = {"model": MODEL, "max_tokens": 16}
+        pooled = await fc.beta.messages.create(
+            messages=[{"role": "user", "content": "beta pooled"}], **ask
+        )
+        named = await fc.beta.messages.create(
+            messages=[{"role": "user", "content": "beta named"}],
+            betas=["token-efficient-tools-2025-02-19"],
+            **ask,
+        )
+    assert type(pooled) is BetaMessage
+    assert pooled.content[0].type == "text"
+    assert pooled.content[0].text == "beta pooled"
+    assert pooled.usage.service_tier == "batch"
+    assert named.usage.service_tier == "standard"
+    [direct] = [r for r in emu.requests if r.endpoint == "messages"]
+    assert direct.headers["anthropic-beta"] == "token-efficient-tools-2025-02-19"
+    assert emu.counts["batch_create"] == 1

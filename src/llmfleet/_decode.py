@@ -6,7 +6,8 @@ Pure functions, no I/O: :class:`~llmfleet.FleetTransport` uses them for the SDK 
 ones. A request is either *routed* (one create call the fleet pools: Anthropic's
 ``POST /v1/messages``, OpenAI's ``POST …/chat/completions`` and ``POST …/responses``) or
 *passed through* to the provider unchanged (everything else: listing models, counting tokens,
-files, a request with a query string, a body that is not a JSON object).
+files, a request with a query string other than Anthropic's ``beta=true``, an Anthropic
+request that names betas in ``anthropic-beta``, a body that is not a JSON object).
 """
 
 from __future__ import annotations
@@ -116,7 +117,14 @@ def decode_request(
     :param headers: the request's headers, looked up by lower-case name.
     :raises ValueError: the budget header is malformed (see :func:`parse_budget`).
     """
-    if method != "POST" or query:
+    if method != "POST":
+        return None
+    if provider == "anthropic":
+        # A beta call (`client.beta.messages.create`: `?beta=true`) is an ordinary one unless
+        # it names betas, which the fleet's requests would not carry: those go direct.
+        if "anthropic-beta" in headers or query not in (b"", b"beta=true"):
+            return None
+    elif query:
         return None
     endpoint = next((e for suffix, e in _ROUTES.get(provider, ()) if path.endswith(suffix)), None)
     if endpoint is None:
