@@ -625,3 +625,64 @@ async def test_beta_calls_are_routed_unless_they_name_betas(emu: Emulator) -> No
     [direct] = [r for r in emu.requests if r.endpoint == "messages"]
     assert direct.headers["anthropic-beta"] == "token-efficient-tools-2025-02-19"
     assert emu.counts["batch_create"] == 1
+
+
+# -- streams of rich results, over a fake provider ----------------------------------------------
+
+RICH_MESSAGE: dict[str, Any] = {
+    "id": "msg_rich",
+    "type": "message",
+    "role": "assistant",
+    "model": MODEL,
+    "content": [
+        {"type": "thinking", "thinking": "The user wants the weather.", "signature": "c2ln"},
+        {"type": "text", "text": "Let me look that up."},
+        {
+            "type": "tool_use",
+            "id": "toolu_01",
+            "name": "get_weather",
+            "input": {"city": "Zürich", "days": [1, 2]},
+        },
+    ],
+    "stop_reason": "tool_use",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 12, "output_tokens": 30, "service_tier": "batch"},
+}
+
+
+async def test_a_batched_stream_carries_thinking_and_tool_use_blocks() -> None:
+    """The SDK's ``messages.stream()`` over a batched result with thinking, text and tool_use
+    blocks rebuilds the same message (the fake provider answers with it; no socket)."""
+    from llmfleet.providers import ItemResult
+
+    from fakes import FakeProvider
+
+    whole = Message.model_validate(RICH_MESSAGE)
+    provider = FakeProvider(
+        name="anthropic",
+        turnaround=0.01,
+        outcome=lambda custom_id, params: ItemResult("succeeded", value=whole),
+    )
+    async with open_fleet(provider, policy=policy(batch_min_size=1, poll_interval_ms=5)) as fleet:
+        transport = FleetTransport(
+            fleet, latency_budget_ms=60_000, passthrough=httpx2.AsyncClient()
+        )
+        async with (
+            httpx2.AsyncClient(transport=transport) as http,
+            AsyncAnthropic(api_key=KEY, base_url="http://fleet.invalid", http_client=http) as sdk,
+            sdk.messages.stream(
+                model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "weather?"}]
+            ) as stream,
+        ):
+            final = await stream.get_final_message()
+    assert (final.id, final.stop_reason, final.usage.output_tokens) == ("msg_rich", "tool_use", 30)
+    assert [block.type for block in final.content] == ["thinking", "text", "tool_use"]
+    thinking, text, tool = final.content
+    assert thinking.type == "thinking"
+    assert thinking.thinking == "The user wants the weather."
+    assert thinking.signature == "c2ln"
+    assert text.type == "text"
+    assert text.text == "Let me look that up."
+    assert tool.type == "tool_use"
+    assert (tool.name, tool.input) == ("get_weather", {"city": "Zürich", "days": [1, 2]})
+    assert len(provider.creates) == 1
