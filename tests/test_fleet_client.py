@@ -414,9 +414,17 @@ def test_decode_routes_only_the_create_calls() -> None:
     assert chat is not None
     assert (chat.endpoint, chat.include_usage, chat.budget) == ("/v1/chat/completions", True, 9000)
     assert chat.params == {"model": "m", "messages": []}
-    responses = decode_request("openai", "POST", "/v1/responses", b"", {}, b'{"input":"x"}')
+    responses = decode_request(
+        "openai",
+        "POST",
+        "/v1/responses",
+        b"",
+        {},
+        b'{"input":"x","stream":true,"stream_options":{"include_obfuscation":false}}',
+    )
     assert responses is not None
-    assert responses.endpoint == "/v1/responses"
+    assert (responses.endpoint, responses.stream) == ("/v1/responses", True)
+    assert responses.params == {"input": "x"}
     assert decode_request("openai", "GET", "/v1/responses/resp_1", b"", {}, b"") is None
 
 

@@ -73,7 +73,7 @@ class Routed:
     :ivar endpoint: which create call (``/v1/messages``, ``/v1/chat/completions``,
         ``/v1/responses``).
     :ivar params: the request body: the create call's keyword arguments, less ``stream``
-        (and OpenAI's ``stream_options``).
+        (and OpenAI's ``stream_options``, chat's and Responses').
     :ivar stream: the caller asked for a server-sent event stream.
     :ivar include_usage: OpenAI chat: ``stream_options.include_usage`` was set.
     :ivar budget: the budget the request's header gave (:data:`NO_BUDGET` if none).
@@ -138,9 +138,12 @@ def decode_request(
     budget = parse_budget(headers.get(BUDGET_HEADER))
     stream = params.pop("stream", False) is True
     include_usage = False
-    if endpoint == "/v1/chat/completions":
+    if provider == "openai":
+        # Options of the stream only: a batch line, or a call without a stream, may not
+        # carry them.
         options = params.pop("stream_options", None)
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        if endpoint == "/v1/chat/completions":
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
     return Routed(endpoint, params, stream, include_usage, budget)
 
 
