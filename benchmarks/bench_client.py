@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from _common import Stopwatch, compare_calls, log, mock_sdk_client, no_gc, sdk_client
+from _common import Stopwatch, compare_calls, emit, log, mock_sdk_client, no_gc, sdk_client
 from _fake_client import REQUEST
 from llmfleet import RoutingPolicy, latency_budget, open_fleet
 
@@ -135,30 +134,62 @@ def emulator(url: str | None) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-def report(out: dict[str, Any]) -> str:
-    lines = [
-        "fleet client overhead per call (this process's CPU; medians of alternating calls "
-        "for direct, best burst for batch)",
-        "",
-        "| backend | route | stack | bare SDK µs | fleet.submit µs | fleet client µs "
-        "| client / submit | client / bare |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
-    ]
+HEADERS = [
+    "backend",
+    "route",
+    "stack",
+    "bare SDK µs",
+    "fleet.submit µs",
+    "fleet client µs",
+    "client / submit",
+    "client / bare",
+]
+METHOD = (
+    "CPU per call in this process: direct, medians of calls alternating one by one; batch, "
+    "the best burst (the bare SDK has no batch call: its direct call is the reference)."
+)
+
+
+def rows(out: dict[str, Any]) -> list[list[Any]]:
+    """The table of ratios, a row per backend, route and stack."""
+    table: list[list[Any]] = []
     for backend in BACKENDS:
+        sdk_bare = out[backend]["direct"]["sdk"]["bare"]["cpu_us"]
         for kind in ("sdk", "http"):
             row = out[backend]["direct"][kind]
             bare, submit, client = (row[k]["cpu_us"] for k in ("bare", "submit", "client"))
-            lines.append(
-                f"| {backend} | direct | {kind} | {bare:.0f} | {submit:.0f} | {client:.0f} "
-                f"| {client / submit:.2f} | {client / bare:.2f} |"
+            table.append(
+                [backend, "direct", kind, bare, submit, client, client / submit, client / bare]
             )
         row = out[backend]["batch"]
-        bare = out[backend]["direct"]["sdk"]["bare"]["cpu_us"]
         submit, client = row["submit"]["cpu_us"], row["client"]["cpu_us"]
-        lines.append(
-            f"| {backend} | batch (burst of {out['plan']['batch_n']}) | http | ({bare:.0f}) "
-            f"| {submit:.0f} | {client:.0f} | {client / submit:.2f} | {client / bare:.2f} |"
+        table.append(
+            [
+                backend,
+                f"batch (burst of {out['plan']['batch_n']})",
+                "http",
+                sdk_bare,
+                submit,
+                client,
+                client / submit,
+                client / sdk_bare,
+            ]
         )
+    return table
+
+
+def report(out: dict[str, Any]) -> str:
+    lines = [
+        METHOD,
+        "",
+        "| " + " | ".join(HEADERS) + " |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows(out):
+        cells = [
+            f"{c:.2f}" if i >= 6 else f"{c:.0f}" if i >= 3 else str(c) for i, c in enumerate(row)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -166,7 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument("--json", action="store_true", help="print the raw figures, one JSON line")
     args = parser.parse_args()
     plan = {
         "sdk": (100 if args.quick else 400, 3 if args.quick else 5),
@@ -197,7 +228,7 @@ def main() -> None:
             out[backend]["batch"] = anyio.run(run_batch, backend=backend)
     out["seconds"] = time.time() - started
     if args.json:
-        print(json.dumps(out, indent=2))
+        emit(out)
     else:
         print(report(out))
 
