@@ -19,6 +19,7 @@ from anthropic.types import Message
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
+from typing_extensions import assert_type
 
 import llmfleet
 from llmfleet import (
@@ -694,3 +695,23 @@ async def test_a_batched_stream_carries_thinking_and_tool_use_blocks() -> None:
     assert tool.type == "tool_use"
     assert (tool.name, tool.input) == ("get_weather", {"city": "Zürich", "days": [1, 2]})
     assert len(provider.creates) == 1
+
+
+async def test_the_client_is_typed_as_the_fleets_sdk_client(emu: Emulator) -> None:
+    """For type checkers (mypy runs over tests/): ``fleet.client()`` is an ``AsyncAnthropic``
+    for a fleet over one, an ``AsyncOpenAI`` for a fleet over one; so it is at run time."""
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as a_sdk,
+        AsyncOpenAI(api_key=KEY, base_url=emu.url + "/v1") as o_sdk,
+        open_fleet(a_sdk, policy=policy()) as a_fleet,
+        open_fleet(o_sdk, policy=policy()) as o_fleet,
+    ):
+        a_client = a_fleet.client()
+        o_client = o_fleet.client(latency_budget_ms=0)
+        assert_type(a_client, AsyncAnthropic)
+        assert_type(o_client, AsyncOpenAI)
+        assert type(a_client) is AsyncAnthropic
+        assert type(o_client) is AsyncOpenAI
+        assert a_client.base_url == a_sdk.base_url
+        assert o_client.base_url == o_sdk.base_url
+        assert (a_client.max_retries, o_client.max_retries) == (0, 0)
