@@ -37,7 +37,7 @@ from llmfleet._decode import (
     encode_status_error,
     parse_budget,
 )
-from llmfleet.emulator import Emulator, EmulatorConfig, run_emulator
+from llmfleet.emulator import Emulator, EmulatorConfig, Fault, run_emulator
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -286,6 +286,31 @@ async def test_a_direct_error_is_the_sdks_own_class_with_the_providers_body(
     assert isinstance(fleeted, base)
     assert (fleeted.status_code, fleeted.body) == (bare.status_code, bare.body)
     assert emu.counts[kind.direct_counter] == 2
+
+
+async def test_a_direct_rate_limit_is_retried_by_the_fleets_client_only(emu: Emulator) -> None:
+    """A 429 on the direct route: the fleet's own client retries it (its max_retries), the
+    fleet client does not add retries of its own; once the retries run out the caller gets
+    the SDK's RateLimitError."""
+    emu.add_fault(Fault("messages", "status", status=429, retry_after=0, times=2))
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url, max_retries=1) as client,
+        fleet_over(client) as fleet,
+    ):
+        with pytest.raises(anthropic.RateLimitError):
+            await _anthropic_create(fleet.client().with_options(max_retries=3), "limited")
+    assert emu.counts["messages"] == 2  # the first try and the fleet's own client's one retry
+
+
+async def test_a_direct_connection_error_is_the_sdks_own(emu: Emulator) -> None:
+    emu.add_fault(Fault("messages", "drop"))
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url, max_retries=0) as client,
+        fleet_over(client) as fleet,
+    ):
+        with pytest.raises(anthropic.APIConnectionError):
+            await _anthropic_create(fleet.client(), "dropped")
+    assert fleet.stats.failed == 1
 
 
 async def test_a_batched_items_error_is_llmfleets_typed_error(emu: Emulator, kind: Kind) -> None:
