@@ -27,6 +27,7 @@ from llmfleet import (
     FleetDispatcher,
     FleetTransport,
     FleetUsageError,
+    InvalidRequestError,
     latency_budget,
     open_fleet,
 )
@@ -311,6 +312,24 @@ async def test_a_direct_connection_error_is_the_sdks_own(emu: Emulator) -> None:
         with pytest.raises(anthropic.APIConnectionError):
             await _anthropic_create(fleet.client(), "dropped")
     assert fleet.stats.failed == 1
+
+
+async def test_a_parameter_the_sdk_does_not_know_is_the_callers_error_on_both_routes(
+    emu: Emulator,
+) -> None:
+    """``extra_body`` with a name the SDK lacks: refused before anything is sent, as
+    llmfleet's InvalidRequestError when batched, as the SDK's TypeError when direct (never a
+    connection error)."""
+    async with (
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+        fleet_over(client) as fleet,
+    ):
+        fc = fleet.client()
+        with pytest.raises(TypeError, match="bogus"):
+            await _anthropic_create(fc, "direct", extra_body={"bogus": 1})
+        with pytest.raises(InvalidRequestError, match="bogus"):
+            await _anthropic_create(fc, "batched", extra_body={"bogus": 1}, extra_headers=LONG)
+    assert emu.counts["messages"] == emu.counts["batch_create"] == 0
 
 
 async def test_a_batched_items_error_is_llmfleets_typed_error(emu: Emulator, kind: Kind) -> None:

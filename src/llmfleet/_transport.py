@@ -130,11 +130,7 @@ class FleetTransport(httpx2.AsyncBaseTransport):
             if budget is NO_BUDGET:
                 budget = self._default
         assert not isinstance(budget, type(NO_BUDGET))
-        if routed.stream and (
-            budget is None
-            or budget <= self._fleet.policy.sync_max_latency_ms
-            or routed.endpoint not in _SYNTHESISED
-        ):
+        if routed.stream and (budget is None or budget <= self._fleet.policy.sync_max_latency_ms):
             # A tight budget streams from the provider itself.
             return await self._pass(request)
         return await self._call(routed, budget)
@@ -147,7 +143,9 @@ class FleetTransport(httpx2.AsyncBaseTransport):
     async def _call(self, routed: Routed, budget: float | None) -> httpx2.Response:
         try:
             value = await self._fleet.submit(latency_budget_ms=budget, **routed.params)
-        except FleetError as exc:
+        except (FleetError, TypeError, ValueError) as exc:
+            # The fleet's refusals, and a call the SDK refused before sending it (a parameter
+            # it does not know): the caller's own error, not a connection error.
             raise _mixed(exc, self._sdk_error) from exc.__cause__
         except Exception as exc:
             answer = encode_status_error(exc)
@@ -178,10 +176,6 @@ def _stream_body(routed: Routed, value: Any) -> bytes:
     else:
         events = _sse.openai_response_events(data)
     return b"".join(events)
-
-
-# The endpoints whose streams a batched call can be answered with (docs/design.md §2.2).
-_SYNTHESISED: Final = frozenset({"/v1/messages", "/v1/chat/completions", "/v1/responses"})
 
 
 def _sdk_base_error(provider: str) -> type[Exception]:
