@@ -42,6 +42,7 @@ SECTIONS = (
     "inflight",
     "http_burst",
     "broker",
+    "client",
 )
 #: Sections with a 0.1.0 part, run together in one ``legacy_runner.py`` process (http_burst's
 #: 0.1.0 part runs apart, against that section's own emulator).
@@ -321,6 +322,9 @@ def main() -> int:
                 raw["e2e"][backend] = {**res, "requests": requests}
         if "inflight" in only:
             raw["inflight"] = run_json(sys.executable, "bench_inflight.py", *quick)
+        if "client" in only:
+            # Its own emulator (fast batches): the bursts wait on the turnaround.
+            raw["client"] = run_json(sys.executable, "bench_client.py", "--json", *quick)
     finally:
         emu.close()
     if "http_burst" in only:
@@ -353,6 +357,10 @@ def main() -> int:
         report_http_burst(rep, raw["http_burst"], targets)
     if "broker" in raw:
         report_broker(rep, raw["broker"])
+    if "client" in raw:
+        from bench_client import HEADERS, METHOD, rows
+
+        rep.table("The fleet client: cost per call", METHOD, HEADERS, rows(raw["client"]))
     rep.table(
         "Targets",
         "ratio = measured / limit for upper limits, limit / measured for lower ones: "

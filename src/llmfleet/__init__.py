@@ -14,6 +14,8 @@ from ._stats import Percentiles as Percentiles
 from ._stats import ResultEvent as ResultEvent
 from ._stats import Route as Route
 from ._stats import StatsSnapshot as StatsSnapshot
+from ._transport import FleetTransport as FleetTransport
+from ._transport import latency_budget as latency_budget
 from .errors import BatchRequestCanceledError as BatchRequestCanceledError
 from .errors import BatchRequestError as BatchRequestError
 from .errors import BatchRequestExpiredError as BatchRequestExpiredError
@@ -46,6 +48,7 @@ __all__ = [
     "FleetDispatcher",
     "FleetError",
     "FleetStats",
+    "FleetTransport",
     "FleetUsageError",
     "InvalidRequestError",
     "Journal",
@@ -57,5 +60,6 @@ __all__ = [
     "RoutingPolicy",
     "StatsSnapshot",
     "UnbatchableRequestError",
+    "latency_budget",
     "open_fleet",
 ]

@@ -383,6 +383,35 @@ class FleetDispatcher(Generic[R_co]):
         self._stats._flex_fallback_answered(outcomes.cost_of(model, value, batch=False))
         return value
 
+    @overload
+    def client(
+        self: FleetDispatcher[Message], *, latency_budget_ms: float | None = None
+    ) -> AsyncAnthropic: ...
+    @overload
+    def client(
+        self: FleetDispatcher[ChatCompletion | Response], *, latency_budget_ms: float | None = None
+    ) -> AsyncOpenAI: ...
+    @overload
+    def client(self, *, latency_budget_ms: float | None = None) -> Any: ...
+    def client(self, *, latency_budget_ms: float | None = None) -> Any:
+        """An SDK client whose create calls go through this fleet (docs/design.md §12).
+
+        A real ``AsyncAnthropic`` (or ``AsyncOpenAI``, as the fleet's own client is), a copy
+        of the fleet's client over a :class:`~llmfleet.FleetTransport`: hand it to code or a
+        framework that takes a client. ``messages.create`` (``chat.completions.create``,
+        ``responses.create``) and their streams are fleet calls, routed by the call's budget:
+        its ``llmfleet-latency-budget-ms`` header, else :func:`~llmfleet.latency_budget`,
+        else ``latency_budget_ms`` here; none means the direct route. Every other request
+        goes to the provider unchanged. Use it while the fleet is open. The client never
+        retries (the fleet's own client retries the direct route).
+
+        :param latency_budget_ms: the budget of a call that names none.
+        :raises FleetUsageError: the fleet is over another provider (Bedrock, a custom one).
+        """
+        from ._transport import fleet_client
+
+        return fleet_client(self, latency_budget_ms)
+
     async def submit_sync(self, **params: Any) -> R_co:
         """Make the call on the direct route, now. Same arguments and result as the SDK's."""
         return await self._direct(params)

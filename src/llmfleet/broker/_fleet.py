@@ -27,7 +27,7 @@ from .. import FleetDispatcher
 from .._open import FleetContext
 from .._policy import RoutingPolicy
 from ..errors import BrokerError, FleetClosedError
-from ..providers import adapter_for
+from ..providers import Provider, adapter_for
 from ._codec import dump_params, load_outcome
 from ._leader import READ_BLOCK_MS, Leadership
 from ._provider import LeaderProvider
@@ -215,6 +215,29 @@ class BrokeredFleet(Generic[R_co]):
     def terms_led(self) -> int:
         """How many times this process has taken the lease."""
         return self._leadership.terms
+
+    @property
+    def provider(self) -> Provider:
+        """The adapter over the client this fleet was opened with."""
+        return self._adapter
+
+    @overload
+    def client(
+        self: BrokeredFleet[Message], *, latency_budget_ms: float | None = None
+    ) -> AsyncAnthropic: ...
+    @overload
+    def client(
+        self: BrokeredFleet[ChatCompletion | Response], *, latency_budget_ms: float | None = None
+    ) -> AsyncOpenAI: ...
+    @overload
+    def client(self, *, latency_budget_ms: float | None = None) -> Any: ...
+    def client(self, *, latency_budget_ms: float | None = None) -> Any:
+        """An SDK client whose create calls go through this fleet: as
+        :meth:`FleetDispatcher.client <llmfleet.FleetDispatcher.client>` (docs/design.md §12).
+        """
+        from .._transport import fleet_client
+
+        return fleet_client(self, latency_budget_ms)
 
     async def submit(self, *, latency_budget_ms: float | None = None, **params: Any) -> R_co:
         """Make one create call, by whichever route its budget allows (same rules and
