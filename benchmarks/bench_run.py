@@ -116,8 +116,6 @@ def run_command(tmp: Path, url: str, backend: str) -> list[str]:
         url,
         "--backend",
         backend,
-        "--window",
-        "0.5",
         "--poll",
         "0.5",
     ]
@@ -261,6 +259,7 @@ def main() -> None:
     parser.add_argument("--backends", default="asyncio,trio")
     parser.add_argument("--kill", type=int, default=0, help="a kill -9 run at this size")
     parser.add_argument("--bad-every", type=int, default=0)
+    parser.add_argument("--no-floor", action="store_true", help="ours only")
     parser.add_argument("--floor", nargs=2, metavar=("DIR", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor:
@@ -271,7 +270,8 @@ def main() -> None:
     sizes = [int(x) for x in args.lines.split(",") if x]
     rows = []
     for n in sizes:
-        rows.append({"kind": "floor"} | floor(n))
+        if not args.no_floor:
+            rows.append({"kind": "floor"} | floor(n))
         rows.extend(
             {"kind": "ours"} | ours(n, backend, args.bad_every, kill=False)
             for backend in args.backends.split(",")
