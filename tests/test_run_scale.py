@@ -10,6 +10,7 @@ import json
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
 from anthropic import AsyncAnthropic
 
@@ -89,7 +90,7 @@ def config(tmp: Path, **overrides: Any) -> RunConfig:
         "journal": tmp / "out.jsonl.journal",
         "batch_size": 250,
         "max_lines": 500,
-        "window_s": 30.0,
+        "window_s": None,
         "poll_s": 0.1,
         "poll_max_s": 0.2,
     } | overrides
@@ -182,6 +183,18 @@ async def test_bad_lines_sprinkled_through_a_long_input_each_get_their_line(
             "schema": "max_tokens",
         }[kind]
         assert expected in message, (kind, message)
+
+
+@pytest.mark.anyio
+async def test_the_input_end_sends_a_partial_batch_at_once(tmp_path: Path, emu: Emulator) -> None:
+    """With no window asked for, the queue waits up to 60 s to fill while the input is read,
+    but the input's last line sends it at once: ten lines do not wait a minute."""
+    write_input(tmp_path / "in.jsonl", 10)
+    async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
+        with anyio.fail_after(45):  # a tenth of the 60 s window would do; slack for load
+            report = await run_requests(client, config(tmp_path), None)
+    assert report.statuses == {"succeeded": 10}
+    assert emu.counts.get("batch_create", 0) == 1
 
 
 def test_the_default_batch_is_the_largest_a_provider_takes(tmp_path: Path) -> None:

@@ -270,10 +270,10 @@ def _add_run(commands: Any) -> None:
     run.add_argument(
         "--window",
         type=_seconds,
-        default=60.0,
+        default=None,
         metavar="SECONDS",
-        help="longest a request waits to fill a batch while the input is still being read; "
-        "the input's last lines go at once (default: %(default)s)",
+        help="longest a request waits to fill a batch (default: 60 while the input is read, "
+        "and the input's last lines go at once)",
     )
     run.add_argument(
         "--poll",

@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     from ._fleet import FleetJournal
     from ._runview import Progress
 
+#: The queue's window while the input is read, when none is asked for: the queue is sent
+#: when full, or at the input's end (its last line arrives with its window over).
+READING_WINDOW_S: Final = 60.0
 #: Lines read back from the journal in one query.
 _PAGE: Final = 1000
 
@@ -226,18 +229,26 @@ class RunConfig:
         the length of the input.
     :param reorder_lines: most answered lines kept in memory while an earlier line is still
         waiting; beyond, a line answered from a batch is written later from the journal.
+    :param window_s: longest a line waits in the queue; ``None`` for
+        :data:`READING_WINDOW_S` while the input is read, the input's last line sending the
+        queue at once.
     """
 
     requests: Path
     out: Path
     journal: Path
     batch_size: int | None = None
-    window_s: float = 60.0
+    window_s: float | None = None
     poll_s: float = 5.0
     poll_max_s: float = 60.0
     prices: PriceTable = field(default_factory=PriceTable)
     max_lines: int | None = None
     reorder_lines: int = 10_000
+
+    @property
+    def window(self) -> float:
+        """The queue's window in seconds."""
+        return READING_WINDOW_S if self.window_s is None else self.window_s
 
     @property
     def size(self) -> int:
@@ -248,7 +259,7 @@ class RunConfig:
         size = self.size
         return RoutingPolicy(
             sync_max_latency_ms=0,
-            batch_window_ms=round(self.window_s * 1000),
+            batch_window_ms=round(self.window * 1000),
             batch_min_size=size,
             batch_max_size=size,
             poll_interval_ms=round(self.poll_s * 1000),
@@ -350,11 +361,11 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 held += 1
                 report.peak_held = max(report.peak_held, held)
                 try:
-                    if last:
+                    if last and config.window_s is None:
                         # The input's last line: it arrives with its window already over, so
                         # the queue goes at once rather than wait for a batch that will not
                         # fill (docs/journal.md, "llmfleet run at scale").
-                        arrival = fleet._clock() - config.window_s - 1.0
+                        arrival = fleet._clock() - config.window - 1.0
                         value = await fleet._submit_batch(
                             line.params, None, None, key, arrival=arrival
                         )
