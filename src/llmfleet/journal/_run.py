@@ -317,11 +317,10 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
     # Lines read, handed to the fleet, refused by it at once, whose output is decided.
     read = handed = refused = answered = 0
     held = 0  # handed and not answered
-    this_run: list[Cost] = []
 
     def on_result(event: ResultEvent) -> None:
         if event.cost is not None:
-            this_run.append(event.cost)
+            report.cost_this_run += event.cost  # a sum, not a list: one Cost a line adds up
 
     def on_blank(_number: int) -> None:
         report.blank += 1
@@ -475,7 +474,6 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         report.batches_reattached = stats.reattached_batches
         if progress is not None:
             progress.update(snapshot(), final=True)
-    report.cost_this_run = sum(this_run, Cost())
     part.replace(config.out)
     return report
 
