@@ -43,6 +43,7 @@ SECTIONS = (
     "http_burst",
     "broker",
     "client",
+    "run",
 )
 #: Sections with a 0.1.0 part, run together in one ``legacy_runner.py`` process (http_burst's
 #: 0.1.0 part runs apart, against that section's own emulator).
@@ -331,6 +332,9 @@ def main() -> int:
         raw["http_burst"] = run_http_burst(legacy_python, 1_000 if args.quick else 10_000)
     if "broker" in only:
         raw["broker"] = run_json(sys.executable, "bench_broker.py", *quick)
+    if "run" in only:
+        sizes = "5000,20000" if args.quick else "100000,1000000"
+        raw["run"] = run_json(sys.executable, "bench_run.py", "--lines", sizes)
     if args.save_json:
         args.save_json.write_text(json.dumps(raw, indent=1))
 
@@ -361,6 +365,8 @@ def main() -> int:
         from bench_client import HEADERS, METHOD, rows
 
         rep.table("The fleet client: cost per call", METHOD, HEADERS, rows(raw["client"]))
+    if "run" in raw:
+        report_run(rep, raw["run"], targets)
     rep.table(
         "Targets",
         "ratio = measured / limit for upper limits, limit / measured for lower ones: "
@@ -924,6 +930,56 @@ def report_broker(rep: Report, broker: dict[str, Any]) -> None:
         ["P", "mode", "calls", "wall s", "calls/s", "batches", "fewest", "fill", "wrong"],
         rows,
     )
+
+
+def report_run(rep: Report, run: dict[str, Any], t: Targets) -> None:
+    rows: list[Row] = []
+    for r in run["rows"]:
+        who = "raw SDK by hand" if r["kind"] == "floor" else f"llmfleet run ({r['backend']})"
+        rows.append(
+            [
+                r["lines"],
+                who,
+                r["wall_s"],
+                r["lines"] / r["wall_s"],
+                r["peak_rss_mib"],
+                r.get("journal_mib", math.nan),
+                r.get("batches_created", "-"),
+            ]
+        )
+    rep.table(
+        "12. llmfleet run at scale: a JSONL job against the emulator (turnaround 0)",
+        """Each job in its own subprocess (python -m llmfleet run, defaults but --poll 0.5; the emulator in a third process); wall time from spawn to exit, peak RSS = os.wait4's ru_maxrss of that child alone.
+        The raw SDK floor: read every line, chunk into batches of 100,000, create them all, poll each every 0.5 s until it ends, download its results, write the output in input order (asyncio, AsyncAnthropic).
+        Every output is checked: one line per input line, in order.""",
+        ["lines", "who", "wall s", "lines/s", "peak RSS MiB", "journal MiB", "batches"],
+        rows,
+    )
+    ours = [r for r in run["rows"] if r["kind"] == "ours"]
+    floors = {r["lines"]: r for r in run["rows"] if r["kind"] == "floor"}
+    sizes = sorted({r["lines"] for r in ours})
+    for backend in sorted({r["backend"] for r in ours}):
+        mine = {r["lines"]: r for r in ours if r["backend"] == backend}
+        if len(sizes) >= 2 and sizes[0] in mine and sizes[-1] in mine:
+            small, large = mine[sizes[0]], mine[sizes[-1]]
+            ratio = large["peak_rss_mib"] / small["peak_rss_mib"]
+            t.check(
+                f"run: peak RSS flat in lines ({backend}, {sizes[-1]:,} vs {sizes[0]:,})",
+                f"{large['peak_rss_mib']:.0f} / {small['peak_rss_mib']:.0f} MiB",
+                "≤ 1.5×",
+                ratio / 1.5,
+                ratio <= 1.5,
+            )
+        for n, r in mine.items():
+            if n in floors:
+                ratio = r["wall_s"] / floors[n]["wall_s"]
+                t.check(
+                    f"run: wall time vs raw SDK ({backend}, {n:,} lines)",
+                    f"{r['wall_s']:.0f} s / {floors[n]['wall_s']:.0f} s",
+                    "≤ 1.5×",
+                    ratio / 1.5,
+                    ratio <= 1.5,
+                )
 
 
 def report_http_burst(rep: Report, burst: dict[str, Any], t: Targets) -> None:

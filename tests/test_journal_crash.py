@@ -295,3 +295,36 @@ def test_ctrl_c_leaves_the_batch_running_for_the_rerun(
     report = Run(tmp_path, emu, backend, "anthropic", "--window", "0.1").finish()
     assert "1 re-attached" in report
     check_once(tmp_path, emu, texts, "anthropic", report)
+
+
+def test_kill_at_half_of_a_long_run_sends_no_line_twice(tmp_path: Path, emu: Emulator) -> None:
+    """20,000 lines in batches of 2,000, streamed: a kill -9 once half the results are
+    stored, then the same command. Every line is answered exactly once, in input order, and
+    the emulator received each request in exactly one batch (none sent again)."""
+    n = 20_000
+    emu.config.turnaround_s = 0.2
+    with (tmp_path / "requests.jsonl").open("w") as file:
+        for i in range(n):
+            params = {
+                "model": MODEL,
+                "max_tokens": 16,
+                "messages": [{"role": "user", "content": f"long {i}"}],
+            }
+            file.write(json.dumps({"custom_id": f"id-{i}", "params": params}) + "\n")
+    args = ("--batch-size", "2000", "--window", "5", "--no-progress")
+    run = Run(tmp_path, emu, "asyncio", "anthropic", *args)
+    run.wait_for(
+        "half the results",
+        lambda: len(journal_rows(tmp_path, "SELECT key FROM results")) >= n // 2,
+        limit=240,
+    )
+    run.kill9()
+    assert len(journal_rows(tmp_path, "SELECT key FROM results")) < n
+    report = Run(tmp_path, emu, "asyncio", "anthropic", *args).finish(limit=300)
+    assert f"{n} succeeded" in report
+    lines = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [x["line"] for x in lines] == list(range(1, n + 1))
+    assert all(x["status"] == "succeeded" for x in lines)
+    assert [x["response"]["content"][0]["text"] for x in lines] == [f"long {i}" for i in range(n)]
+    sent = [cid for batch in emu.batches.values() for cid in batch.custom_ids]
+    assert len(sent) == len(set(sent)) == n, "a line was sent in two batches, or never"

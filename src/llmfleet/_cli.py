@@ -253,16 +253,27 @@ def _add_run(commands: Any) -> None:
     run.add_argument(
         "--batch-size",
         type=_positive,
-        default=10_000,
+        default=None,
         metavar="N",
-        help="most requests per batch (default: %(default)s)",
+        help="most requests per batch (default: the largest the provider takes: Anthropic "
+        "100,000 requests / 256 MB, OpenAI 50,000 / 200 MB; a batch is cut at the byte limit "
+        "too)",
+    )
+    run.add_argument(
+        "--max-lines",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="most lines read and not yet answered (queued or in a batch in flight); memory "
+        "grows with this, not with the input (default: two batches' worth)",
     )
     run.add_argument(
         "--window",
         type=_seconds,
-        default=2.0,
+        default=None,
         metavar="SECONDS",
-        help="longest a request waits to fill a batch (default: %(default)s)",
+        help="longest a request waits to fill a batch (default: 60 while the input is read, "
+        "and the input's last lines go at once)",
     )
     run.add_argument(
         "--poll",
@@ -282,8 +293,9 @@ def _add_run(commands: Any) -> None:
         action="store_true",
         help="no progress display, the report only (progress, on stderr: lines read, "
         "submitted, processing at the provider, answered; each batch in flight with its "
-        "provider status; time elapsed and left. One updating line on a terminal, a plain "
-        "line at each change and at least every minute otherwise)",
+        "provider status; time elapsed, requests a second, time left, money so far. One "
+        "updating line on a terminal, a plain line at each change and at least every minute "
+        "otherwise)",
     )
     run.set_defaults(handler=_run)
 
@@ -417,6 +429,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         window_s=args.window,
         poll_s=args.poll,
+        max_lines=args.max_lines,
     )
     try:
         config.policy()

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         AsyncIterator,
         Awaitable,
         Callable,
+        Iterable,
         Iterator,
         Sequence,
     )
@@ -78,7 +79,9 @@ class FleetJournal:
         self.provider = provider
         self._store: BatchRecordStore | None = None
         self._keys = KeyMaker()
-        self._final: set[str] = set()
+        # Keys whose final result is stored: a filter (no false "no", rare false "yes",
+        # checked against the store), not a set, so a long run's keys do not fill memory.
+        self._final = KeyFilter()
         self._known_ids: set[str] = set()
         self._open: list[FlushRecord] = []
         # Re-attached batches: custom_id -> key over all of them (custom_ids are unique
@@ -127,7 +130,7 @@ class FleetJournal:
             await store.aclose()
             raise
         self._store = store
-        self._final = set(state.final_keys)
+        self._final = KeyFilter(state.final_keys)
         self._open = list(state.open_flushes)
         self._known_ids = set(state.known_batch_ids)
         if self._open:
@@ -150,8 +153,10 @@ class FleetJournal:
         """
         store = self._require()
         attach: list[FlushRecord] = []
+        final_of: dict[str, set[str]] = {}
         for flush in self._open:
-            if all(entry.key in self._final for entry in flush.entries):
+            final = await self._stored_final(flush)
+            if len(final) == len(flush.entries):
                 # Every result is stored already (the process died before marking it):
                 # nothing to collect, and the provider may have deleted its files.
                 await store.record_finished(flush.flush_id)
@@ -173,14 +178,22 @@ class FleetJournal:
                     flush.flush_id, flush.tag, flush.created_after, flush.entries, batch_id
                 )
             attach.append(flush)
+            final_of[flush.flush_id] = final
         self._open = []
         for flush in attach:
             self._unsettled.add(flush.flush_id)
             for entry in flush.entries:
                 self._attached_keys[entry.custom_id] = entry.key
-                if entry.key not in self._final:
+                if entry.key not in final_of[flush.flush_id]:
                     self._waiting[entry.key] = anyio.Event()
         return attach
+
+    async def _stored_final(self, flush: FlushRecord) -> set[str]:
+        """The keys of ``flush`` whose final result the store holds (asked of the store: the
+        filter may say yes wrongly)."""
+        keys = [entry.key for entry in flush.entries if entry.key in self._final]
+        found = await self._require().fetch_results(keys) if keys else {}
+        return {key for key, outcome in found.items() if outcome.final}
 
     async def _find(self, flush: FlushRecord, acquire: Callable[[], Awaitable[None]]) -> str | None:
         provider = self.provider
@@ -245,6 +258,11 @@ class FleetJournal:
             with self.hold(key):
                 await pending.wait()
         return key, await self.stored(key)
+
+    def answers(self, key: str) -> bool:
+        """Whether a call with ``key`` would be answered without joining a queue: its final
+        result is stored, or a re-attached batch carries it."""
+        return key in self._final or key in self._waiting
 
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
@@ -406,3 +424,56 @@ class FleetJournal:
 
 def _same(value: Any) -> Any:
     return value
+
+
+@final
+class KeyFilter:
+    """A set of keys that answers ``key in filter`` with no false "no" and rare false "yes"
+    (a scalable Bloom filter: about 2.4 bytes a key, one false "yes" in ~10^5 lookups), so
+    that the keys of a million stored results take a few MB rather than a few hundred. A
+    "yes" is always checked against the store (:meth:`FleetJournal.stored`)."""
+
+    __slots__ = ("_count", "_layers")
+
+    #: Keys the first layer holds at its error rate; each next layer holds twice as many.
+    FIRST: Final = 1 << 14
+    #: Bits a key, and bits set per key (k = 13 bits * ln 2 ~ 9 would be optimal; 6 costs
+    #: fewer hash bits per lookup for a false-yes rate of about 1e-4 a layer).
+    BITS: Final = 20
+    HASHES: Final = 6
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self._layers: list[tuple[bytearray, int]] = []  # (bits, capacity)
+        self._count = 0
+        for key in keys:
+            self.add(key)
+
+    def __len__(self) -> int:
+        return self._count
+
+    @staticmethod
+    def _spots(key: str, size_bits: int) -> list[int]:
+        # The string's own hash (cached on it; salted per process, as the filter is): its
+        # two halves make the k spots (double hashing).
+        h = hash(key) & 0xFFFFFFFFFFFFFFFF
+        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+        return [(h1 + i * h2) % size_bits for i in range(KeyFilter.HASHES)]
+
+    def add(self, key: str) -> None:
+        layers = self._layers
+        capacity = sum(c for _, c in layers)
+        if self._count >= capacity:
+            size = KeyFilter.FIRST << len(layers)
+            layers.append((bytearray(size * KeyFilter.BITS // 8), size))
+        bits, _ = layers[-1]
+        for spot in self._spots(key, len(bits) * 8):
+            bits[spot >> 3] |= 1 << (spot & 7)
+        self._count += 1
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        for bits, _ in self._layers:
+            if all(bits[spot >> 3] >> (spot & 7) & 1 for spot in self._spots(key, len(bits) * 8)):
+                return True
+        return False

@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from array import array
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
+import anyio.abc
 
 from .._open import open_fleet
-from .._policy import RoutingPolicy
+from .._policy import MAX_BATCH_REQUESTS, RoutingPolicy
 from ..errors import (
     BatchRequestCanceledError,
     BatchRequestError,
@@ -42,18 +45,36 @@ from ..pricing import Cost, PriceTable, TokenUsage
 from ._keys import params_hash
 from ._runcheck import for_cli
 from ._runview import RunSnapshot, estimate_eta
+from ._store import FINAL_KINDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from decimal import Decimal
     from pathlib import Path
+    from typing import TextIO
 
     from .._dispatcher import FleetDispatcher
     from .._stats import ResultEvent
     from ..providers import BatchStatus
+    from ._fleet import FleetJournal
     from ._runview import Progress
 
-__all__ = ["Line", "RunConfig", "RunReport", "journal_path_for", "read_requests", "run_requests"]
+#: The queue's window while the input is read, when none is asked for: the queue is sent
+#: when full, or at the input's end (its last line arrives with its window over).
+READING_WINDOW_S: Final = 60.0
+#: Lines read back from the journal in one query.
+_PAGE: Final = 1000
+
+__all__ = [
+    "Line",
+    "RunConfig",
+    "RunReport",
+    "count_requests",
+    "journal_path_for",
+    "read_requests",
+    "run_key",
+    "run_requests",
+]
 
 #: Longest ``custom_id`` a line may carry.
 MAX_CUSTOM_ID: Final = 256
@@ -78,13 +99,13 @@ class Line:
 
 
 def read_requests(path: Path, *, blank: Callable[[int], None] | None = None) -> Iterator[Line]:
-    """Parse the input file line by line; a bad line is a :class:`Line` with its ``error``
-    set, never an exception.
+    """Parse the input file line by line, as it is read (the file is never held whole); a
+    bad line is a :class:`Line` with its ``error`` set, never an exception.
 
     :param blank: called with the number of each blank (whitespace-only) line, which is
         skipped.
     """
-    seen: dict[str, int] = {}
+    seen = _SeenIds()
     with path.open(encoding="utf-8") as file:
         for number, text in enumerate(file, start=1):
             if not text.strip():
@@ -94,7 +115,63 @@ def read_requests(path: Path, *, blank: Callable[[int], None] | None = None) -> 
             yield _parse(number, text, seen)
 
 
-def _parse(number: int, text: str, seen: dict[str, int]) -> Line:
+def count_requests(path: Path) -> int:
+    """The number of request (non-blank) lines of ``path``: one fast pass, nothing kept."""
+    with path.open("rb") as file:
+        return sum(1 for text in file if not text.isspace())
+
+
+@final
+class _SeenIds:
+    """The ``custom_id`` of every line read so far, compactly: an open-addressing table of
+    their 64-bit hashes beside the line number of each (about 24 bytes a line), rather than
+    a dict of the strings (over 100 bytes a line). Two different ids share a hash with odds
+    of about one in 3*10^7 for a million lines (and the hash is salted anew by each process,
+    so a rerun does not repeat it)."""
+
+    __slots__ = ("_hashes", "_mask", "_numbers", "_used")
+
+    def __init__(self) -> None:
+        self._hashes = array("q", bytes(8 * 1024))
+        self._numbers = array("q", bytes(8 * 1024))
+        self._mask = 1023
+        self._used = 0
+
+    def add(self, custom_id: str, number: int) -> int | None:
+        """Record ``custom_id`` at line ``number``; return the line that had it already."""
+        h = hash(custom_id) or 1
+        hashes, mask = self._hashes, self._mask
+        slot = h & mask
+        while True:
+            found = hashes[slot]
+            if found == 0:
+                break
+            if found == h:
+                return self._numbers[slot]
+            slot = (slot + 1) & mask
+        hashes[slot] = h
+        self._numbers[slot] = number
+        self._used += 1
+        if 2 * self._used > mask:
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        old_h, old_n = self._hashes, self._numbers
+        size = 2 * len(old_h)
+        self._hashes = hashes = array("q", bytes(8 * size))
+        self._numbers = numbers = array("q", bytes(8 * size))
+        self._mask = mask = size - 1
+        for h, n in zip(old_h, old_n, strict=True):
+            if h:
+                slot = h & mask
+                while hashes[slot]:
+                    slot = (slot + 1) & mask
+                hashes[slot] = h
+                numbers[slot] = n
+
+
+def _parse(number: int, text: str, seen: _SeenIds) -> Line:
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -112,11 +189,9 @@ def _parse(number: int, text: str, seen: dict[str, int]) -> Line:
             f'"custom_id" must be a string of 1 to {MAX_CUSTOM_ID} characters, '
             f"got {custom_id!r:.60}",
         )
-    if custom_id in seen:
-        return Line(
-            number, custom_id, None, f"duplicate custom_id: line {seen[custom_id]} has it already"
-        )
-    seen[custom_id] = number
+    earlier = seen.add(custom_id, number)
+    if earlier is not None:
+        return Line(number, custom_id, None, f"duplicate custom_id: line {earlier} has it already")
     params = data.get("params")
     if not isinstance(params, dict):
         return Line(
@@ -144,26 +219,53 @@ def _parse(number: int, text: str, seen: dict[str, int]) -> Line:
 @final
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunConfig:
-    """What ``llmfleet run`` was asked to do (see ``llmfleet run --help``)."""
+    """What ``llmfleet run`` was asked to do (see ``llmfleet run --help``).
+
+    :param batch_size: most requests per batch; ``None`` for the largest the provider takes
+        (the fleet caps a batch at the provider's request count and body size: Anthropic
+        100,000 requests / 256 MB, OpenAI 50,000 / 200 MB).
+    :param max_lines: most lines handed to the fleet and not yet answered (queued, or in a
+        batch in flight); ``None`` for two batches' worth. Memory grows with this, never with
+        the length of the input.
+    :param reorder_lines: most answered lines kept in memory while an earlier line is still
+        waiting; beyond, a line answered from a batch is written later from the journal.
+    :param window_s: longest a line waits in the queue; ``None`` for
+        :data:`READING_WINDOW_S` while the input is read, the input's last line sending the
+        queue at once.
+    """
 
     requests: Path
     out: Path
     journal: Path
-    batch_size: int = 10_000
-    window_s: float = 2.0
+    batch_size: int | None = None
+    window_s: float | None = None
     poll_s: float = 5.0
     poll_max_s: float = 60.0
     prices: PriceTable = field(default_factory=PriceTable)
+    max_lines: int | None = None
+    reorder_lines: int = 10_000
+
+    @property
+    def window(self) -> float:
+        """The queue's window in seconds."""
+        return READING_WINDOW_S if self.window_s is None else self.window_s
+
+    @property
+    def size(self) -> int:
+        """Requests per batch asked for (the fleet caps it at the provider's limits)."""
+        return MAX_BATCH_REQUESTS if self.batch_size is None else max(1, self.batch_size)
 
     def policy(self) -> RoutingPolicy:
-        size = max(1, self.batch_size)
+        size = self.size
         return RoutingPolicy(
             sync_max_latency_ms=0,
-            batch_window_ms=round(self.window_s * 1000),
+            batch_window_ms=round(self.window * 1000),
             batch_min_size=size,
             batch_max_size=size,
             poll_interval_ms=round(self.poll_s * 1000),
             poll_max_interval_ms=max(round(self.poll_max_s * 1000), round(self.poll_s * 1000)),
+            # Room in the queue for one whole batch: the run holds no more than max_lines.
+            max_queued=size,
             deadline_action="wait",
         )
 
@@ -186,6 +288,10 @@ class RunReport:
     #: The share of ``cost`` answered by requests of this run.
     cost_this_run: Cost = field(default_factory=Cost)
     unpriced: int = 0
+    #: Most lines handed to the fleet and not yet answered at one time.
+    peak_held: int = 0
+    #: Answered lines written from the journal rather than memory (an earlier line was slow).
+    spilled: int = 0
 
     @property
     def ok(self) -> bool:
@@ -197,24 +303,29 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
     """Run every request of ``config.requests`` through a journaled fleet over ``client`` and
     write ``config.out`` in input order.
 
+    The input is streamed (docs/journal.md, "llmfleet run at scale"): a line is read when the
+    fleet has room for it, at most ``max_lines`` lines are held between the input and their
+    answer, and the output is written in input order through a bounded reorder buffer whose
+    overflow is read back from the journal.
+
     :raises JournalError: the journal cannot be used.
     :raises OSError: the input cannot be read or the output written.
     """
-    blank: list[int] = []
-    lines = list(read_requests(config.requests, blank=blank.append))
-    report = RunReport(lines=len(lines), blank=len(blank))
+    total = count_requests(config.requests)
+    report = RunReport()
     started = anyio.current_time()
-    # Lines handed to the fleet, those it refused at once, lines whose output is decided.
-    handed = refused = answered = 0
-    this_run: list[Cost] = []
+    # Lines read, handed to the fleet, refused by it at once, whose output is decided.
+    read = handed = refused = answered = 0
+    held = 0  # handed and not answered
 
     def on_result(event: ResultEvent) -> None:
         if event.cost is not None:
-            this_run.append(event.cost)
+            report.cost_this_run += event.cost  # a sum, not a list: one Cost a line adds up
 
-    out_lines: list[str | None] = [None] * len(lines)
+    def on_blank(_number: int) -> None:
+        report.blank += 1
+
     part = config.out.with_name(config.out.name + ".part")
-    written = 0
     async with open_fleet(
         client,
         policy=config.policy(),
@@ -223,47 +334,73 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         prices=config.prices,
     ) as fleet:
         provider = fleet.provider
+        journal = fleet._journal  # the run's own package: it reads spilled lines back
+        assert journal is not None
         dump = getattr(provider, "dump_value", None)
+        batch = min(config.size, provider.max_batch_requests)
+        room = anyio.Semaphore(config.max_lines or 2 * batch)
         with part.open("w", encoding="utf-8") as out:
+            # A provider whose small flushes go direct (Bedrock) answers some lines outside
+            # the journal: those lines stay in memory until written.
+            spill = getattr(provider, "min_batch_requests", 1) <= 1
+            limit = config.reorder_lines if spill else sys.maxsize
+            writer = _OrderedWriter(out, config.requests, journal, limit)
 
-            def finish(index: int, record: dict[str, Any]) -> None:
-                # In input order: a line is written once every line before it is.
-                nonlocal written, answered
+            async def finish(index: int, record: dict[str, Any]) -> None:
+                nonlocal answered
                 answered += 1
-                out_lines[index] = json.dumps(record, ensure_ascii=False)
                 _count(report, record["status"])
-                while written < len(out_lines) and out_lines[written] is not None:
-                    out.write(f"{out_lines[written]}\n")
-                    out_lines[written] = ""  # written: release it
-                    written += 1
+                await writer.put(index, record)
 
-            async def one(index: int, line: Line) -> None:
+            async def one(index: int, line: Line, key: str, last: bool) -> None:
+                nonlocal handed, refused, held
                 assert line.params is not None
-                assert line.custom_id is not None
-                # The custom_id names the call across reruns; the params hash makes an
-                # edited line a new call rather than the old one's answer.
-                key = f"run:{line.custom_id}:{params_hash(line.params)}"
                 head = {"custom_id": line.custom_id, "line": line.number}
-                nonlocal handed, refused
                 handed += 1
+                held += 1
+                report.peak_held = max(report.peak_held, held)
                 try:
-                    value = await fleet.submit_batch(idempotency_key=key, **line.params)
+                    if last and config.window_s is None:
+                        # The input's last line: it arrives with its window already over, so
+                        # the queue goes at once rather than wait for a batch that will not
+                        # fill (docs/journal.md, "llmfleet run at scale").
+                        arrival = fleet._clock() - config.window - 1.0
+                        value = await fleet._submit_batch(
+                            line.params, None, None, key, arrival=arrival
+                        )
+                    else:
+                        value = await fleet.submit_batch(idempotency_key=key, **line.params)
                 except Exception as exc:  # every line gets its output line, whatever failed
                     if isinstance(exc, UnbatchableRequestError):
                         refused += 1  # refused at submit: never sent
-                    finish(index, head | _error_record(exc))
-                    return
-                tokens = provider.tokens_of(value)
-                if tokens is not None:
-                    usage = TokenUsage(*tokens)
-                    report.tokens += usage
-                    cost = config.prices.cost(provider.model_of(line.params), usage, batch=True)
-                    if cost is None:
-                        report.unpriced += 1
-                    else:
-                        report.cost += cost
-                response = dump(value) if dump is not None else value
-                finish(index, head | {"status": "succeeded", "response": response})
+                    record = head | _error_record(exc)
+                else:
+                    tokens = provider.tokens_of(value)
+                    if tokens is not None:
+                        usage = TokenUsage(*tokens)
+                        report.tokens += usage
+                        model = provider.model_of(line.params)
+                        cost = config.prices.cost(model, usage, batch=True)
+                        if cost is None:
+                            report.unpriced += 1
+                        else:
+                            report.cost += cost
+                    response = dump(value) if dump is not None else value
+                    record = head | {"status": "succeeded", "response": response}
+                finally:
+                    held -= 1
+                    room.release()
+                await finish(index, record)
+
+            async def hand_on(
+                calls: anyio.abc.TaskGroup, index: int, line: Line, key: str, *, last: bool = False
+            ) -> None:
+                # Backpressure: the next line is read once the fleet has room for this one.
+                try:
+                    room.acquire_nowait()  # no checkpoint per line while there is room
+                except anyio.WouldBlock:
+                    await room.acquire()
+                calls.start_soon(one, index, line, key, last)
 
             eta_start: tuple[float, int] | None = None
 
@@ -272,13 +409,15 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 stats = fleet.stats
                 batches = tuple(_in_flight(fleet))
                 snap = RunSnapshot(
-                    lines=len(lines),
+                    lines=read,
+                    total=total,
                     submitted=max(0, handed - refused - stats.queued - stats.from_journal),
                     queued=stats.queued,
                     answered=answered,
                     from_journal=stats.from_journal,
                     batches=batches,
                     elapsed_s=anyio.current_time() - started,
+                    paid=report.cost.paid,
                 )
                 # The rate counts requests the provider finished for this run: lines answered
                 # at once (invalid, or from the journal) would make it look fast.
@@ -287,34 +426,178 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 now = anyio.current_time()
                 if eta_start is None:
                     eta_start = (now, done)
-                eta = estimate_eta(eta_start, now, done, len(lines) - instant)
-                return replace(snap, eta_s=eta)
+                eta = estimate_eta(eta_start, now, done, total - instant)
+                rate = None
+                if now - eta_start[0] >= 1.0:
+                    rate = (done - eta_start[1]) / (now - eta_start[0])
+                return replace(snap, eta_s=eta, rate=rate)
 
             async with anyio.create_task_group() as display:
                 if progress is not None:
                     display.start_soon(_show, progress, snapshot)
                 async with anyio.create_task_group() as calls:
-                    for index, line in enumerate(lines):
+                    # Each line that will be queued is handed on when the next such line is
+                    # read: the last one is known as the last.
+                    ahead: tuple[int, Line, str] | None = None
+                    for index, line in enumerate(read_requests(config.requests, blank=on_blank)):
+                        read += 1
                         if line.error is not None or line.params is None:
                             record = {"custom_id": line.custom_id, "line": line.number}
                             error = {"type": "invalid_line", "message": line.error}
-                            finish(index, record | {"status": "invalid", "error": error})
+                            await finish(index, record | {"status": "invalid", "error": error})
+                        elif journal.answers(journal.key_of(line.params, key := run_key_of(line))):
+                            await hand_on(calls, index, line, key)  # never queued: at once
                         else:
-                            calls.start_soon(one, index, line)
+                            try:
+                                provider.check(line.params)
+                            except UnbatchableRequestError as exc:
+                                # Refused before anything is sent (as the fleet would).
+                                record = {"custom_id": line.custom_id, "line": line.number}
+                                await finish(index, record | _error_record(exc))
+                                continue
+                            if ahead is not None:
+                                await hand_on(calls, *ahead)
+                            ahead = index, line, key
                         if index % 1000 == 999:
                             await anyio.lowlevel.checkpoint()  # let early calls start
+                    if ahead is not None:
+                        await hand_on(calls, *ahead, last=True)
+                await writer.close()
                 display.cancel_scope.cancel()
             out.flush()
             os.fsync(out.fileno())
+            report.spilled = writer.spilled
+        report.lines = read
         stats = fleet.stats
         report.from_journal = stats.from_journal
         report.batches_created = stats.batches_submitted
         report.batches_reattached = stats.reattached_batches
         if progress is not None:
             progress.update(snapshot(), final=True)
-    report.cost_this_run = sum(this_run, Cost())
     part.replace(config.out)
     return report
+
+
+def run_key_of(line: Line) -> str:
+    """:func:`run_key` of a valid line."""
+    assert line.custom_id is not None
+    assert line.params is not None
+    return run_key(line.custom_id, line.params)
+
+
+def run_key(custom_id: str, params: dict[str, Any]) -> str:
+    """The idempotency key of a line: its ``custom_id`` names the call across reruns; the
+    params hash makes an edited line a new call rather than the old one's answer."""
+    return f"run:{custom_id}:{params_hash(params)}"
+
+
+@final
+class _OrderedWriter:
+    """Writes answered lines in input order: a ``next`` pointer and a bounded dict of lines
+    answered early. Once that dict is full, an early line that its batch answered (so the
+    journal holds its result) is only marked done; when the pointer reaches it, it is read
+    back from the journal, its key made again from a second pass over the input. Memory is
+    bounded by ``limit`` lines and one byte a line for the marks."""
+
+    def __init__(self, out: TextIO, requests: Path, journal: FleetJournal, limit: int) -> None:
+        self._out = out
+        self._requests = requests
+        self._journal = journal
+        self._limit = max(0, limit)
+        self._next = 0
+        self._ram: dict[int, str] = {}
+        # One byte a line read: 1 once answered with its result in the journal only.
+        self._marks = bytearray()
+        self._cursor: _Cursor | None = None
+        self._reading = False
+        self.spilled = 0
+
+    async def put(self, index: int, record: dict[str, Any]) -> None:
+        """Line ``index`` is answered: write it, keep it, or mark it for the journal."""
+        if index == self._next and not self._reading:
+            self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._next += 1
+        elif len(self._ram) >= self._limit and record["status"] in FINAL_KINDS:
+            marks = self._marks
+            if len(marks) <= index:
+                marks.extend(bytes(index + 1 - len(marks) + 4096))
+            marks[index] = 1
+            self.spilled += 1
+        else:
+            self._ram[index] = json.dumps(record, ensure_ascii=False)
+        if not self._reading:
+            await self._drain()
+
+    async def close(self) -> None:
+        """Every line read is answered: write what is left."""
+        await self._drain()
+        assert not self._ram, "every line read has its output line"
+
+    async def _drain(self) -> None:
+        # One drain at a time reads from the journal; lines answered meanwhile wait in
+        # memory (or are marked) and that drain writes them too.
+        ram, marks, out = self._ram, self._marks, self._out
+        while True:
+            text = ram.pop(self._next, None)
+            if text is not None:
+                out.write(text + "\n")
+                self._next += 1
+                continue
+            n = self._next
+            if n >= len(marks) or not marks[n]:
+                return
+            # A run of lines answered from the journal: read back a page at a time.
+            run: list[int] = []
+            while n < len(marks) and marks[n] and len(run) < _PAGE:
+                run.append(n)
+                n += 1
+            self._reading = True
+            try:
+                await self._write_stored(run)
+            finally:
+                self._reading = False
+            for index in run:
+                marks[index] = 0
+            self._next = n
+
+    async def _write_stored(self, indexes: list[int]) -> None:
+        if self._cursor is None:
+            self._cursor = _Cursor(self._requests)
+        lines = [self._cursor.line(index) for index in indexes]
+        journal = self._journal
+        keys = [
+            journal.key_of(line.params, run_key(line.custom_id, line.params))
+            for line in lines
+            if line.params is not None and line.custom_id is not None
+        ]
+        found = await journal._require().fetch_results(keys)
+        for line, key in zip(lines, keys, strict=True):
+            outcome = found[key]
+            head = {"custom_id": line.custom_id, "line": line.number}
+            if outcome.kind == "succeeded":
+                record = head | {"status": "succeeded", "response": outcome.value}
+            else:
+                error = {"type": outcome.error_type, "message": outcome.message}
+                record = head | {"status": "errored", "error": error}
+            self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+@final
+class _Cursor:
+    """A second pass over the input, forward only: the ``index``-th request line, parsed."""
+
+    def __init__(self, path: Path) -> None:
+        self._lines = read_requests(path)
+        self._index = -1
+
+    def line(self, index: int) -> Line:
+        assert index > self._index, "the cursor only goes forward"
+        line = None
+        while self._index < index:
+            line = next(self._lines)
+            self._index += 1
+        assert line is not None
+        return line
 
 
 async def _show(progress: Progress, snapshot: Callable[[], RunSnapshot]) -> None:
@@ -365,6 +648,10 @@ def format_report(report: RunReport, config: RunConfig) -> str:
         f" saved ${_usd(money.saving)})",
         f"  of which answered by this run's own requests: ${_usd(report.cost_this_run.paid)}",
     ]
+    if report.spilled:
+        lines.append(
+            f"  {report.spilled} lines answered before an earlier one: written from the journal"
+        )
     if report.unpriced:
         lines.append(f"  {report.unpriced} results of models with no price: tokens only")
     if not report.ok:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import shutil
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Protocol, TextIO, final
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class RunSnapshot:
     :param batches: each batch in flight, with the status last polled (``None`` before it).
     :param elapsed_s: seconds since the run started.
     :param eta_s: an estimate of the seconds left, if there is one.
+    :param total: request lines in the whole input, if known (``lines`` of them read so far).
+    :param rate: requests finished a second since the run started, once there is one.
+    :param paid: dollars the succeeded lines cost so far (at batch price), if priced.
     """
 
     lines: int
@@ -59,6 +63,9 @@ class RunSnapshot:
     batches: tuple[tuple[str, BatchStatus | None], ...] = ()
     elapsed_s: float = 0.0
     eta_s: float | None = None
+    total: int | None = None
+    rate: float | None = None
+    paid: Decimal | None = None
 
     @property
     def processing(self) -> int | None:
@@ -108,6 +115,13 @@ def duration(seconds: float) -> str:
     return f"{s // 86_400}d{s % 86_400 // 3600:02d}h"
 
 
+def _dollars(amount: Decimal) -> str:
+    """``$12.34``, ``$0.4200``, ``$0.000042``: the first significant digits of a small sum."""
+    if amount >= 1:
+        return f"${amount:,.2f}"
+    return f"${amount:.4f}" if amount >= Decimal("0.01") else f"${amount:.6f}"
+
+
 def _batch(batch_id: str, status: BatchStatus | None) -> str:
     if status is None:
         return f"{batch_id} (created)"
@@ -129,13 +143,18 @@ def render_progress(
     """
     processing = snap.processing
     journal = f" ({snap.from_journal} from the journal)" if snap.from_journal else ""
+    # "120000/1000000 read" while the input is being read, "1000000 read" once it all is.
+    total = snap.total
+    read = f"{snap.lines}" if total is None or snap.lines >= total else f"{snap.lines}/{total}"
     head = (
-        f"{snap.lines} read, {snap.submitted} submitted, "
+        f"{read} read, {snap.submitted} submitted, "
         f"{'?' if processing is None else processing} processing, "
         f"{snap.answered} answered{journal}, {snap.queued} queued"
     )
     eta = "" if snap.eta_s is None else f", ETA {duration(snap.eta_s)}"
-    tail = f" | {duration(snap.elapsed_s)} elapsed{eta}"
+    rate = "" if snap.rate is None else f", {snap.rate:,.0f}/s"
+    paid = "" if not snap.paid else f", {_dollars(snap.paid)} so far"
+    tail = f" | {duration(snap.elapsed_s)} elapsed{rate}{eta}{paid}"
     names = [_batch(batch_id, status) for batch_id, status in snap.batches]
     n = len(names)
     batches = ""
