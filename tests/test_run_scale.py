@@ -17,7 +17,13 @@ from anthropic import AsyncAnthropic
 from llmfleet._policy import MAX_BATCH_REQUESTS
 from llmfleet.emulator import EmulatorConfig, start_emulator
 from llmfleet.journal._fleet import KeyFilter
-from llmfleet.journal._run import RunConfig, read_requests, run_requests
+from llmfleet.journal._run import (
+    RunConfig,
+    RunReport,
+    format_report,
+    read_requests,
+    run_requests,
+)
 from llmfleet.journal._runview import RunSnapshot, render_progress
 
 if TYPE_CHECKING:
@@ -252,3 +258,29 @@ def test_progress_shows_the_share_read_the_rate_and_the_money() -> None:
     small = RunSnapshot(lines=5, total=5, submitted=5, queued=0, answered=1, paid=Decimal("4e-5"))
     assert render_progress(small).startswith("5 read,")
     assert render_progress(small).endswith("$0.000040 so far")
+
+
+@pytest.mark.parametrize(
+    ("statuses", "fix", "rerun"),
+    [
+        ({"succeeded": 3, "invalid": 1}, "fix the invalid ones", None),
+        ({"succeeded": 3, "errored": 1, "invalid": 1}, "fix the invalid and errored ones", None),
+        ({"succeeded": 3, "expired": 1, "failed": 2}, None, "send the expired, failed ones"),
+        ({"invalid": 1, "missing": 1}, "fix the invalid ones", "send the missing ones"),
+    ],
+)
+def test_the_report_offers_a_rerun_only_for_lines_a_rerun_sends_again(
+    tmp_path: Path, statuses: dict[str, int], fix: str | None, rerun: str | None
+) -> None:
+    """A rerun answers invalid and errored lines the same way: the report says to fix them,
+    and suggests a rerun only for the lines it would send again."""
+    report = RunReport(lines=sum(statuses.values()), statuses=statuses)
+    config = RunConfig(
+        requests=tmp_path / "in.jsonl", out=tmp_path / "out.jsonl", journal=tmp_path / "j"
+    )
+    text = format_report(report, config)
+    assert "some lines did not succeed" in text
+    assert (fix is not None) == ("fix the" in text)
+    assert fix is None or fix in text
+    assert (rerun is not None) == ("rerun the same command" in text)
+    assert rerun is None or rerun in text

@@ -633,6 +633,10 @@ def _error_record(exc: Exception) -> dict[str, Any]:
     return {"status": status, "error": {"type": type(exc).__name__, "message": for_cli(str(exc))}}
 
 
+#: Statuses a rerun of the same command sends again.
+_SENT_AGAIN: Final = ("expired", "canceled", "missing", "failed")
+
+
 def format_report(report: RunReport, config: RunConfig) -> str:
     """The final report, as plain text."""
     parts = [f"{n} {status}" for status, n in sorted(report.statuses.items())]
@@ -655,10 +659,16 @@ def format_report(report: RunReport, config: RunConfig) -> str:
     if report.unpriced:
         lines.append(f"  {report.unpriced} results of models with no price: tokens only")
     if not report.ok:
-        lines.append(
-            "  some lines did not succeed: see their error in the output; rerun the same "
-            "command to send the expired, canceled, missing and failed ones again"
-        )
+        advice = "  some lines did not succeed: see their error in the output"
+        # A rerun answers invalid and errored lines the same way (nothing to send, or the
+        # journal's stored answer); only the others are sent again.
+        final = [s for s in ("invalid", "errored") if report.statuses.get(s)]
+        again = [s for s in _SENT_AGAIN if report.statuses.get(s)]
+        if final:
+            advice += f"; fix the {' and '.join(final)} ones (a rerun answers them the same way)"
+        if again:
+            advice += f"; rerun the same command to send the {', '.join(again)} ones again"
+        lines.append(advice)
     return "\n".join(lines)
 
 
