@@ -5,10 +5,13 @@ own thread and asyncio loop; the clients run on asyncio and trio (real clocks).
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import re
 import signal
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anthropic
@@ -418,3 +421,41 @@ async def test_sigterm_flushes_the_queue_answers_every_client_then_exits(emu: Em
         "q2",
     ]
     assert emu.counts["batch_create"] == 1
+
+
+# -- many processes, one fleet ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # the clients are their own processes
+async def test_a_thousand_clients_in_four_processes_pool_into_full_batches(
+    emu: Emulator,
+) -> None:
+    clients, per_process, size = 1_000, 250, 100
+    cfg = config(
+        emu,
+        "anthropic",
+        policy=policy(batch_min_size=size, batch_max_size=size, batch_window_ms=120_000),
+    )
+    worker = str(Path(__file__).with_name("proxy_worker.py"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    async with run_proxy(cfg) as proxy:
+        outputs: list[dict[str, Any]] = []
+
+        async def run(tag: str) -> None:
+            settings = {"url": proxy.url, "token": TOKEN, "tag": tag, "calls": per_process}
+            done = await anyio.run_process(
+                [sys.executable, worker, json.dumps(settings)], env=env, check=True
+            )
+            outputs.append(json.loads(done.stdout.decode().strip().splitlines()[-1]))
+
+        async with anyio.create_task_group() as tg:
+            for p in range(clients // per_process):
+                tg.start_soon(run, f"p{p}")
+    assert len(outputs) == 4
+    assert all(o["ok"] and o["statuses"] == [200] for o in outputs), outputs
+    # ceil(n / batch_max_size) batches, each full.
+    assert emu.counts["batch_create"] == math.ceil(clients / size)
+    assert [len(b.custom_ids) for b in emu.batches.values()] == [size] * 10
+    assert emu.counts["messages"] == 0
