@@ -459,3 +459,54 @@ async def test_a_thousand_clients_in_four_processes_pool_into_full_batches(
     assert emu.counts["batch_create"] == math.ceil(clients / size)
     assert [len(b.custom_ids) for b in emu.batches.values()] == [size] * 10
     assert emu.counts["messages"] == 0
+
+
+# -- journal and broker ---------------------------------------------------------------------------
+
+
+async def test_a_restarted_proxy_answers_a_resubmitted_call_from_its_journal(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    journal = str(tmp_path / "proxy.journal")
+    cfg = config(emu, "anthropic", journal=journal, policy=policy(batch_min_size=1))
+    texts = []
+    for _ in range(2):
+        async with run_proxy(cfg) as proxy:
+            async with AsyncAnthropic(api_key=TOKEN, base_url=proxy.url) as client:
+                message = await client.messages.create(
+                    **anthropic_params("paid once"), extra_headers=LONG
+                )
+            block = message.content[0]
+            assert block.type == "text"
+            texts.append(block.text)
+            from_journal = proxy.state.fleet.stats.from_journal
+    assert texts == ["paid once", "paid once"]
+    assert from_journal == 1  # the second proxy's
+    assert emu.counts["batch_create"] == 1
+
+
+async def test_two_replicas_with_one_broker_are_one_fleet(emu: Emulator, tmp_path: Path) -> None:
+    from broker_support import redis_server
+
+    with redis_server(tmp_path) as redis:
+        cfg = config(emu, "anthropic", broker=redis.url)
+        async with run_proxy(cfg) as first, run_proxy(cfg) as second:
+            results: list[str] = []
+
+            async def one(url: str, i: int) -> None:
+                async with AsyncAnthropic(api_key=TOKEN, base_url=url) as client:
+                    message = await client.messages.create(
+                        **anthropic_params(f"r{i}"), extra_headers=LONG
+                    )
+                block = message.content[0]
+                assert block.type == "text"
+                results.append(block.text)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(4):
+                    tg.start_soon(one, (first, second)[i % 2].url, i)
+    assert sorted(results) == ["r0", "r1", "r2", "r3"]
+    # Two calls through each replica, one batch of four (the policy's minimum).
+    assert emu.counts["batch_create"] == 1
+    [batch] = emu.batches.values()
+    assert len(batch.custom_ids) == 4
