@@ -26,6 +26,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
+from llmfleet._cli import main
 from llmfleet._decode import BUDGET_HEADER
 from llmfleet.emulator import Emulator, EmulatorConfig, run_emulator
 from llmfleet.proxy import ProxyConfig, run_proxy
@@ -510,3 +511,19 @@ async def test_two_replicas_with_one_broker_are_one_fleet(emu: Emulator, tmp_pat
     assert emu.counts["batch_create"] == 1
     [batch] = emu.batches.values()
     assert len(batch.custom_ids) == 4
+
+
+def test_the_command_refuses_to_start_without_a_token_or_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LLMFLEET_PROXY_TOKENS", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert main(["proxy", "--auth-token", TOKEN]) == 2
+    assert "ANTHROPIC_API_KEY" in capsys.readouterr().err
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    assert main(["proxy"]) == 2
+    assert "--auth-token" in capsys.readouterr().err
+    assert main(["proxy", "--auth-token", KEY]) == 2
+    err = capsys.readouterr().err
+    assert "must not be the upstream API key" in err
+    assert KEY not in err
