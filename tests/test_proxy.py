@@ -527,3 +527,39 @@ def test_the_command_refuses_to_start_without_a_token_or_key(
     err = capsys.readouterr().err
     assert "must not be the upstream API key" in err
     assert KEY not in err
+
+
+async def test_a_batch_whose_clients_all_disconnect_is_canceled() -> None:
+    async with run_emulator(EmulatorConfig(turnaround_s=30)) as slow:
+        cfg = config(slow, "anthropic", policy=policy(batch_min_size=2))
+        async with run_proxy(cfg) as proxy, httpx2.AsyncClient() as http:
+            async with anyio.create_task_group() as tg:
+
+                async def leave(i: int) -> None:
+                    await http.post(
+                        proxy.url + "/v1/messages",
+                        json=anthropic_params(f"left {i}"),
+                        headers={"x-api-key": TOKEN} | LONG,
+                    )
+
+                tg.start_soon(leave, 0)
+                tg.start_soon(leave, 1)
+                await until(lambda: slow.counts["batch_create"] == 1)
+                tg.cancel_scope.cancel()
+            stats = proxy.state.fleet.stats
+            await until(lambda: stats.withdrawn == 2)
+            await until(lambda: slow.counts["batch_cancel"] == 1)
+
+
+async def test_a_draining_proxy_refuses_new_calls_with_503(emu: Emulator) -> None:
+    async with run_proxy(config(emu, "anthropic", default_budget_ms=60_000)) as proxy:
+        proxy.state.draining = True  # what SIGTERM sets first (a plain flag)
+        async with AsyncAnthropic(api_key=TOKEN, base_url=proxy.url, max_retries=0) as client:
+            with pytest.raises(anthropic.APIStatusError) as info:
+                await client.messages.create(**anthropic_params("late"))
+        async with httpx2.AsyncClient() as http:
+            health = await http.get(proxy.url + "/healthz")
+    assert info.value.status_code == 503
+    assert "shutting down" in str(info.value)
+    assert health.status_code == 503
+    assert calls(emu) == 0
