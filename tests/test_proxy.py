@@ -232,10 +232,16 @@ async def test_openai_chat_stream_of_a_batched_call_is_synthesised(emu: Emulator
             )
             async with stream:
                 chunks = [chunk async for chunk in stream]
+            async with client.responses.stream(
+                model=OPENAI_MODEL, input="responses flow", extra_headers=LONG
+            ) as responses:
+                final = await responses.get_final_response()
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "flow"
     assert chunks[-1].usage is not None
-    assert emu.counts["openai_batch_create"] == 1
+    assert final.output_text == "responses flow"
+    assert emu.counts["openai_batch_create"] == 2
+    assert emu.counts["openai_chat"] + emu.counts["openai_responses"] == 0
 
 
 # -- security and malformed requests ----------------------------------------------------------
