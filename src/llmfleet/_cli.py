@@ -201,7 +201,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
     _add_run(commands)
+    _add_proxy(commands)
     return parser
+
+
+def _add_proxy(commands: Any) -> None:
+    from ._proxy_cli import add_proxy
+
+    add_proxy(commands)
 
 
 def _positive(text: str) -> int:

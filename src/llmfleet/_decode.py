@@ -27,6 +27,7 @@ __all__ = [
     "decode_request",
     "encode_status_error",
     "encode_value",
+    "endpoint_of",
     "parse_budget",
 ]
 
@@ -108,6 +109,11 @@ def parse_budget(value: str | None) -> Budget:
     return ms
 
 
+def endpoint_of(provider: str, path: str) -> Endpoint | None:
+    """The create call a request path names (whatever its method and body), or ``None``."""
+    return next((e for suffix, e in _ROUTES.get(provider, ()) if path.endswith(suffix)), None)
+
+
 def decode_request(
     provider: str, method: str, path: str, query: bytes, headers: Mapping[str, str], body: bytes
 ) -> Routed | None:
@@ -126,7 +132,7 @@ def decode_request(
             return None
     elif query:
         return None
-    endpoint = next((e for suffix, e in _ROUTES.get(provider, ()) if path.endswith(suffix)), None)
+    endpoint = endpoint_of(provider, path)
     if endpoint is None:
         return None
     try:
