@@ -43,6 +43,7 @@ SECTIONS = (
     "http_burst",
     "broker",
     "client",
+    "sdk_floor",
 )
 #: Sections with a 0.1.0 part, run together in one ``legacy_runner.py`` process (http_burst's
 #: 0.1.0 part runs apart, against that section's own emulator).
@@ -331,6 +332,9 @@ def main() -> int:
         raw["http_burst"] = run_http_burst(legacy_python, 1_000 if args.quick else 10_000)
     if "broker" in only:
         raw["broker"] = run_json(sys.executable, "bench_broker.py", *quick)
+    if "sdk_floor" in only:
+        # Its own emulator process (turnaround 0).
+        raw["sdk_floor"] = run_json(sys.executable, "bench_sdk_floor.py", *quick)
     if args.save_json:
         args.save_json.write_text(json.dumps(raw, indent=1))
 
@@ -361,6 +365,8 @@ def main() -> int:
         from bench_client import HEADERS, METHOD, rows
 
         rep.table("The fleet client: cost per call", METHOD, HEADERS, rows(raw["client"]))
+    if "sdk_floor" in raw:
+        report_sdk_floor(rep, raw["sdk_floor"], targets)
     rep.table(
         "Targets",
         "ratio = measured / limit for upper limits, limit / measured for lower ones: "
@@ -922,6 +928,67 @@ def report_broker(rep: Report, broker: dict[str, Any]) -> None:
         f"""A redis-server of our own (no persistence) and the emulator (batches end 0.2 s after create) serve P member processes. Each opens the fleet (broker: open_fleet(client, broker=...), one leader forms every batch; per process: a plain open_fleet, each pooling alone), waits for a start signal in Redis, submits {calls} calls at once with submit_batch and waits for every answer.
         RoutingPolicy(batch_max_size={size}, batch_min_size={size}, batch_window_ms=1_000, first poll 0.1 s, no request budget). calls/s = P·{calls} / (last answer − start signal). Fill = mean batch size / {size}; fewest = ⌈P·{calls} / {size}⌉. Wrong answers: answers not echoing their own call's text (must be 0).""",
         ["P", "mode", "calls", "wall s", "calls/s", "batches", "fewest", "fill", "wrong"],
+        rows,
+    )
+
+
+def report_sdk_floor(rep: Report, floor: dict[str, Any], t: Targets) -> None:
+    from bench_sdk_floor import __doc__ as method
+
+    rows: list[Row] = []
+    for backend in floor["backends"]:
+        for n, size in floor["cases"]:
+            r = floor[backend].get(f"batch_{n}_{size}")
+            if r is None:
+                continue
+            rows.append(
+                [
+                    backend,
+                    f"batch: {n:,} calls in batches of {size:,}",
+                    r["hand_cpu_s"],
+                    r["fleet_cpu_s"],
+                    f"{r['ratio']:.3f} [{r['ratio_q1']:.3f}, {r['ratio_q3']:.3f}]",
+                    r.get("wall_ratio", math.nan),
+                ]
+            )
+            limit = 1.2 if size >= 10_000 else 1.3
+            t.check(
+                f"batch CPU ≤ {limit}× the hand-written SDK loop ({backend}, N={n}, max {size})",
+                f"{r['ratio']:.3f}×",
+                f"{limit}×",
+                r["ratio"] / limit,
+                r["ratio"] <= limit,
+            )
+        d = floor[backend].get("direct")
+        if d is not None:
+            rows.append(
+                [
+                    backend,
+                    f"direct: submit_sync vs messages.create, {d['calls']}×{d['rounds']} pairs",
+                    d["bare_wall_us"] / 1e6,
+                    math.nan,
+                    f"{d['cpu_ratio']:.3f} [{d['cpu_ratio_q1']:.3f}, {d['cpu_ratio_q3']:.3f}]",
+                    d["wall_ratio"],
+                ]
+            )
+            t.check(
+                f"direct overhead ≤ 1 % of the bare call, paired over HTTP ({backend})",
+                f"{d['overhead_pct']:.2f} % [{d['overhead_pct_q1']:.2f}, {d['overhead_pct_q3']:.2f}]",
+                "1 %",
+                d["overhead_pct"] / 1.0,
+                d["overhead_pct"] <= 1.0,
+            )
+    rep.table(
+        "11. The fleet vs the same work by hand on the raw SDK, over HTTP, paired",
+        (method or "").split("``python benchmarks")[0],
+        [
+            "backend",
+            "case",
+            "hand CPU s (direct: bare wall s)",
+            "fleet CPU s",
+            "CPU ratio median [IQR]",
+            "wall ratio",
+        ],
         rows,
     )
 
