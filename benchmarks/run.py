@@ -44,6 +44,7 @@ SECTIONS = (
     "broker",
     "client",
     "run",
+    "sdk_floor",
 )
 #: Sections with a 0.1.0 part, run together in one ``legacy_runner.py`` process (http_burst's
 #: 0.1.0 part runs apart, against that section's own emulator).
@@ -335,6 +336,9 @@ def main() -> int:
     if "run" in only:
         sizes = "5000,20000" if args.quick else "100000,1000000"
         raw["run"] = run_json(sys.executable, "bench_run.py", "--lines", sizes)
+    if "sdk_floor" in only:
+        # Its own emulator process (turnaround 0).
+        raw["sdk_floor"] = run_json(sys.executable, "bench_sdk_floor.py", *quick)
     if args.save_json:
         args.save_json.write_text(json.dumps(raw, indent=1))
 
@@ -367,6 +371,8 @@ def main() -> int:
         rep.table("The fleet client: cost per call", METHOD, HEADERS, rows(raw["client"]))
     if "run" in raw:
         report_run(rep, raw["run"], targets)
+    if "sdk_floor" in raw:
+        report_sdk_floor(rep, raw["sdk_floor"], targets)
     rep.table(
         "Targets",
         "ratio = measured / limit for upper limits, limit / measured for lower ones: "
@@ -980,6 +986,65 @@ def report_run(rep: Report, run: dict[str, Any], t: Targets) -> None:
                     ratio / 1.5,
                     ratio <= 1.5,
                 )
+def report_sdk_floor(rep: Report, floor: dict[str, Any], t: Targets) -> None:
+    from bench_sdk_floor import __doc__ as method
+
+    rows: list[Row] = []
+    for backend in floor["backends"]:
+        for n, size in floor["cases"]:
+            r = floor[backend].get(f"batch_{n}_{size}")
+            if r is None:
+                continue
+            rows.append(
+                [
+                    backend,
+                    f"batch: {n:,} calls in batches of {size:,}",
+                    r["hand_cpu_s"],
+                    r["fleet_cpu_s"],
+                    f"{r['ratio']:.3f} [{r['ratio_q1']:.3f}, {r['ratio_q3']:.3f}]",
+                    r.get("wall_ratio", math.nan),
+                ]
+            )
+            limit = 1.2 if size >= 10_000 else 1.3
+            t.check(
+                f"batch CPU ≤ {limit}× the hand-written SDK loop ({backend}, N={n}, max {size})",
+                f"{r['ratio']:.3f}×",
+                f"{limit}×",
+                r["ratio"] / limit,
+                r["ratio"] <= limit,
+            )
+        d = floor[backend].get("direct")
+        if d is not None:
+            rows.append(
+                [
+                    backend,
+                    f"direct: submit_sync vs messages.create, {d['calls']}×{d['rounds']} pairs",
+                    d["bare_wall_us"] / 1e6,
+                    math.nan,
+                    f"{d['cpu_ratio']:.3f} [{d['cpu_ratio_q1']:.3f}, {d['cpu_ratio_q3']:.3f}]",
+                    d["wall_ratio"],
+                ]
+            )
+            t.check(
+                f"direct overhead ≤ 1 % of the bare call, paired over HTTP ({backend})",
+                f"{d['overhead_pct']:.2f} % [{d['overhead_pct_q1']:.2f}, {d['overhead_pct_q3']:.2f}]",
+                "1 %",
+                d["overhead_pct"] / 1.0,
+                d["overhead_pct"] <= 1.0,
+            )
+    rep.table(
+        "11. The fleet vs the same work by hand on the raw SDK, over HTTP, paired",
+        (method or "").split("``python benchmarks")[0],
+        [
+            "backend",
+            "case",
+            "hand CPU s (direct: bare wall s)",
+            "fleet CPU s",
+            "CPU ratio median [IQR]",
+            "wall ratio",
+        ],
+        rows,
+    )
 
 
 def report_http_burst(rep: Report, burst: dict[str, Any], t: Targets) -> None:

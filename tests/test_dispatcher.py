@@ -1395,3 +1395,19 @@ async def test_a_request_over_the_byte_limit_fails_alone_even_if_prepare_let_it_
     assert "submit_sync()" in str(out["huge b"])
     assert [m.text for t in "ac" if isinstance(m := out[t], FakeMessage)] == ["a", "c"]
     assert len(fake.creates) == 1
+
+
+async def test_batched_submit_reads_the_model_once() -> None:
+    # The batch route's hot path (benchmarks/bench_sdk_floor.py): submit reads the model for
+    # the turnaround estimate and hands it on, rather than reading the params again.
+    reads: list[str] = []
+
+    class Counting(FakeProvider):
+        def model_of(self, params: Mapping[str, Any]) -> str:
+            reads.append(str(params.get("model", "")))
+            return super().model_of(params)
+
+    async with open_fleet(Counting(), policy=EACH_ALONE) as fleet:
+        result = await fleet.submit(latency_budget_ms=60_000, **request("q"))
+    assert result.route == "batch"
+    assert len(reads) == 1

@@ -270,7 +270,8 @@ class FleetDispatcher(Generic[R_co]):
             # (Typed R_co here: the provider answers with the client's own type.)
             batched: R_co = await self._submit_batch(params, budget, None, idempotency_key)
             return batched
-        turnaround = self._deadlines.turnaround.estimate(self.provider.model_of(params))
+        model = self.provider.model_of(params)
+        turnaround = self._deadlines.turnaround.estimate(model)
         if turnaround is not None and budget < turnaround:
             # Even a batch flushed now would likely end after the deadline (docs/design.md
             # §8): the flex tier if the model has one (same price as the batch), else direct.
@@ -279,7 +280,7 @@ class FleetDispatcher(Generic[R_co]):
                 flexed = await self._flex(params, budget)
                 return flexed
             return await self._direct(params)
-        batched = await self._submit_batch(params, budget, turnaround, idempotency_key)
+        batched = await self._submit_batch(params, budget, turnaround, idempotency_key, model=model)
         return batched
 
     def _flex_ok(self, params: dict[str, Any]) -> bool:
@@ -475,11 +476,14 @@ class FleetDispatcher(Generic[R_co]):
         left_ms = budget_ms - (now - arrival) * 1000
         if left_ms <= self.policy.sync_max_latency_ms:
             return await self._direct(params)
-        turnaround = self._deadlines.turnaround.estimate(self.provider.model_of(params))
+        model = self.provider.model_of(params)
+        turnaround = self._deadlines.turnaround.estimate(model)
         if turnaround is not None and left_ms / 1000 < turnaround:
             self._stats._routed_by_deadline()
             return await self._direct(params)
-        return await self._submit_batch(params, budget_ms / 1000, turnaround, arrival=arrival)
+        return await self._submit_batch(
+            params, budget_ms / 1000, turnaround, arrival=arrival, model=model
+        )
 
     async def _submit_batch(
         self,
@@ -489,7 +493,9 @@ class FleetDispatcher(Generic[R_co]):
         idempotency_key: str | None = None,
         *,
         arrival: float | None = None,
+        model: str | None = None,
     ) -> Any:
+        # model: provider.model_of(params), when the caller has it already (submit does).
         self._check_open()
         provider = self.provider
         provider.check(params)
@@ -513,7 +519,9 @@ class FleetDispatcher(Generic[R_co]):
                 self._stats._from_journal(stored.kind == "succeeded")
                 return journal.answer(stored)
             self._check_open()
-        call = Call(custom_id, params, request, size, provider.model_of(params), self._new_event())
+        if model is None:
+            model = provider.model_of(params)
+        call = Call(custom_id, params, request, size, model, self._new_event())
         call.jkey = jkey
         if self._batch_key is not None:
             call.key = self._batch_key(params)

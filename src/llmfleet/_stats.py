@@ -432,7 +432,7 @@ class FleetStats:
     ) -> None:
         """One call's outcome; ``hit``: answered by its deadline (``None``: no deadline)."""
         c = self._c
-        tally = c.direct if route is Route.DIRECT else c.tally(route)
+        tally = c.batch if route is Route.BATCH else c.tally(route)  # batched: most calls
         if outcome == "succeeded":
             c.succeeded += 1
         else:
