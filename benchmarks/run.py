@@ -986,6 +986,8 @@ def report_run(rep: Report, run: dict[str, Any], t: Targets) -> None:
                     ratio / 1.5,
                     ratio <= 1.5,
                 )
+
+
 def report_sdk_floor(rep: Report, floor: dict[str, Any], t: Targets) -> None:
     from bench_sdk_floor import __doc__ as method
 
