@@ -36,6 +36,10 @@ def _int(low: int) -> Any:
 
 
 def add_proxy(commands: Any) -> None:
+    # The policy's own defaults, so the command's cannot drift from the library's.
+    from ._policy import RoutingPolicy
+
+    policy = RoutingPolicy()
     """Add the ``proxy`` subparser to ``commands``."""
     proxy = commands.add_parser(
         "proxy",
@@ -89,35 +93,35 @@ def add_proxy(commands: Any) -> None:
     proxy.add_argument(
         "--batch-size",
         type=_int(1),
-        default=100,
+        default=policy.batch_max_size,
         metavar="N",
         help="most calls a batch (default: %(default)s)",
     )
     proxy.add_argument(
         "--batch-min-size",
         type=_int(1),
-        default=10,
+        default=policy.batch_min_size,
         metavar="N",
         help="flush at this many (default: %(default)s)",
     )
     proxy.add_argument(
         "--window-ms",
         type=_int(1),
-        default=30_000,
+        default=policy.batch_window_ms,
         metavar="MS",
         help="longest a call waits to fill a batch (default: %(default)s)",
     )
     proxy.add_argument(
         "--sync-max-latency-ms",
         type=_int(0),
-        default=5_000,
+        default=policy.sync_max_latency_ms,
         metavar="MS",
         help="budgets up to this go direct (default: %(default)s)",
     )
     proxy.add_argument(
         "--poll-ms",
         type=_int(1),
-        default=1_000,
+        default=policy.poll_interval_ms,
         metavar="MS",
         help="first status check of a batch (default: %(default)s)",
     )
