@@ -1,6 +1,6 @@
 """The one entry point for tests, lint, type checks, the demo and the benchmarks.
 
-``python3 -m pip install nox && nox -s tests`` works on a fresh machine: each session builds
+``python3 -m pip install nox uv && nox -s tests`` works on a fresh machine: each session builds
 its own virtualenv from the dependency groups in ``pyproject.toml``.
 """
 
@@ -78,7 +78,9 @@ def tests(session: nox.Session) -> None:
     moto's S3 start inside the tests, and redis-server is installed here when missing."""
     ensure_redis_server(session)
     install_group(session, "test")
-    session.run("pytest", *session.posargs)
+    # One pytest worker per core (pytest-xdist); work-stealing evens out the long
+    # multi-process tests. Arguments given after `--` replace these.
+    session.run("pytest", *(session.posargs or ["-n", "auto", "--dist", "worksteal"]))
 
 
 @nox.session(python=CURRENT)

@@ -6,11 +6,18 @@ auto-jumping clock would fire the HTTP client's timeouts while it waits on the s
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import looptime
 import pytest
 import trio.testing
+
+# A shell starts a background job with SIGINT ignored, and a child process inherits that: the
+# tests that press Ctrl-C on a `llmfleet run` child would then see it run on to the end. Give
+# the children the default (Python turns it into KeyboardInterrupt), as a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
-from e2e import KEY, MODEL, policy
+from e2e import KEY, MODEL, policy, until
 
 pytestmark = [pytest.mark.timeout(30)]
 
@@ -357,8 +357,13 @@ async def test_cancelling_the_caller_withdraws_its_queued_call(emu: Emulator, ki
         fleet_over(client, batch_window_ms=10_000) as fleet,
     ):
         fc = fleet.client(latency_budget_ms=60_000)
-        with anyio.move_on_after(0.2) as scope:
-            await kind.create(fc, "leaves")
+        with anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kind.create, fc, "leaves")
+                # Cancel once the call is queued, not after a fixed time: on a loaded machine
+                # the SDK's first request can take longer than any short delay.
+                await until(lambda: fleet.stats.queued == 1, limit_s=30)
+                scope.cancel()
         assert scope.cancelled_caught
     assert fleet.stats.withdrawn == 1
     assert emu.counts[kind.batch_counter] == 0
