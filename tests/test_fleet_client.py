@@ -359,7 +359,11 @@ async def test_cancelling_the_caller_withdraws_its_queued_call(emu: Emulator, ki
         fc = fleet.client(latency_budget_ms=60_000)
         with anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(kind.create, fc, "leaves")
+
+                async def leaves() -> None:
+                    await kind.create(fc, "leaves")
+
+                tg.start_soon(leaves)
                 # Cancel once the call is queued, not after a fixed time: on a loaded machine
                 # the SDK's first request can take longer than any short delay.
                 await until(lambda: fleet.stats.queued == 1, limit_s=30)
