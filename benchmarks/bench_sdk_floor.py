@@ -1,34 +1,48 @@
 """The fleet against the same work written by hand with the raw SDK, over HTTP, paired.
 
 The real ``AsyncAnthropic`` against the emulator in its own process (``_emu_server.py``,
-turnaround 0: a batch has ended by its first retrieve), so this process's CPU time is the
-client side only.
+turnaround 0: a batch has ended by the time its create returns), so this process's CPU time
+is the client side only.
 
-Batch route, N calls (10k in batches of 100, and one batch of N):
+Batch route, N calls (full run: 10k in batches of 100, 10k in one batch, 100k in one batch;
+quick: 2k, 2k and 10k):
 
-- ``hand``: what a hand-written loop on the raw SDK does for N callers: each caller (a task,
-  spawned as the fleet's callers are, ``_ours.spawn_callers``) puts its request and an
+- ``hand`` (``_sdk_hand.hand``): what a hand-written loop on the raw SDK does for N callers:
+  each caller (a task, spawned natively as the fleet's callers are) puts its request and an
   ``anyio.Event`` on a list and waits; one driver task cuts the list into batches of the
-  size, and per batch ``batches.create`` (custom ids), ``batches.retrieve`` until ended,
+  size, and per batch, one batch at a time, ``batches.create`` (custom ids),
+  ``batches.retrieve`` until ended (never, here: the create's answer says ended),
   ``batches.results`` streamed with ``async for``, each result handed to its caller.
 - ``fleet``: N callers ``fleet.submit(latency_budget_ms=1 h)``; policy ``batch_max_size =
-  batch_min_size =`` the size, ``poll_interval_ms=1`` (refresh at once, as the hand loop
-  does), no request budget on the batch endpoints.
+  batch_min_size =`` the size, ``poll_interval_ms=1``, no request budget on the batch
+  endpoints. Its batches go out at once, not one at a time, and it waits for its first
+  status refresh (1 ms, one more request a batch) rather than read the create's answer.
+- ``0.1.0`` (``--legacy-python``): llmfleet 0.1.0 in its own venv (``legacy_runner.py
+  --only sdk_floor``) at its best settings, paired the same way against the same hand loop
+  run in that process (asyncio only; the 10k cases only: its result matching is quadratic).
 
-The two alternate (order swapping each round), each round timed in this process's CPU time,
-GC off; the figure is the median over rounds of the per-round CPU ratio fleet / hand, with its
-interquartile range (the wall ratio is printed too: it also counts the emulator's turns and
-the rest of the machine).
+The two alternate (order swapping each round), each round timed in this process's CPU time
+and wall time, GC off; the figures are the medians over rounds of the per-round ratios
+lib / hand, the CPU ratio with its interquartile range. The wall ratio also counts the
+emulator's turns, the first-status wait and the rest of the machine.
+
+``--instructions``: instructions per item under ``valgrind --tool=callgrind`` (hand, fleet
+and 0.1.0 with its own hand loop), 2,000 calls in one batch and in batches of 100, counted
+between marks after the warm-up as (I(N) − I(N/10)) / (0.9 N) (``_common.
+instructions_per_item``). Counts do not depend on the machine's load: the figure to compare
+trees with.
 
 Direct route, call by call: ``fleet.submit_sync(**req)`` and ``client.messages.create(**req)``
 alternate (order swapping each call), each call timed on its own (CPU and wall); per round of
 ``calls`` pairs the ratio of the medians; the figure is the median of the rounds' ratios and
-its IQR. The overhead kept ≤ 1 % is the CPU overhead over the bare call's wall time.
+its IQR (full: 200 pairs × 21 rounds; quick: 100 × 9). The overhead kept ≤ 1 % is the CPU
+overhead over the bare call's wall time, median [IQR] over the rounds.
 
 ``--profile``: cProfile of one round of each, function calls per item (deterministic).
 
-``python benchmarks/bench_sdk_floor.py [--quick] [--profile] [--url URL]``: without
-``--url`` it starts its own emulator process.
+``python benchmarks/bench_sdk_floor.py [--quick] [--profile] [--instructions]
+[--legacy-python benchmarks/.venv-legacy/bin/python] [--url URL]``: without ``--url`` it
+starts its own emulator process.
 """
 
 from __future__ import annotations
@@ -183,47 +197,50 @@ def one(
 def count_instructions(
     url: str, backends: list[str], n: int, legacy_python: str | None
 ) -> dict[str, Any]:
-    """Instructions per item (callgrind) of hand / fleet / 0.1.0, N calls in one batch."""
+    """Instructions per item (callgrind) of hand / fleet / 0.1.0 (hand again in 0.1.0's
+    venv, asyncio), N calls in one batch (``one``) and in batches of 100 (``size100``)."""
     here = Path(__file__).parent
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)  # the legacy venv imports its own llmfleet
     out: dict[str, Any] = {"n": n}
     for backend in backends:
         out[backend] = {}
-        for variant in VARIANTS:
-            log(f"sdk floor: instructions {backend} {variant} n={n}")
-            out[backend][variant] = instructions_per_item(
-                [
-                    sys.executable,
-                    str(here / "bench_sdk_floor.py"),
-                    "--url",
-                    url,
-                    "--one",
-                    variant,
-                    "--backends",
-                    backend,
-                    "--size",
-                    "0",
-                ],
-                n,
-            )
-    if legacy_python is not None and "asyncio" in backends:
-        env = dict(os.environ)
-        env.pop("PYTHONPATH", None)  # the legacy venv imports its own llmfleet
-        for variant in ("hand", "legacy"):
-            log(f"sdk floor: instructions 0.1.0's venv {variant} n={n}")
-            out["asyncio"][f"legacy_venv_{variant}"] = instructions_per_item(
-                [
-                    legacy_python,
-                    str(here / "legacy_runner.py"),
-                    "--url",
-                    url,
-                    "--one",
-                    variant,
-                    "--size",
-                    "0",
-                ],
-                n,
-                env=env,
-            )
+        for key, size in (("one", 0), ("size100", 100)):
+            counts = out[backend][key] = {}
+            for variant in VARIANTS:
+                log(f"sdk floor: instructions {backend} {variant} n={n} {key}")
+                counts[variant] = instructions_per_item(
+                    [
+                        sys.executable,
+                        str(here / "bench_sdk_floor.py"),
+                        "--url",
+                        url,
+                        "--one",
+                        variant,
+                        "--backends",
+                        backend,
+                        "--size",
+                        str(size),
+                    ],
+                    n,
+                )
+            if legacy_python is not None and backend == "asyncio":
+                for variant in ("hand", "legacy"):
+                    log(f"sdk floor: instructions 0.1.0's venv {variant} n={n} {key}")
+                    counts[f"legacy_venv_{variant}"] = instructions_per_item(
+                        [
+                            legacy_python,
+                            str(here / "legacy_runner.py"),
+                            "--url",
+                            url,
+                            "--one",
+                            variant,
+                            "--size",
+                            str(size),
+                        ],
+                        n,
+                        env=env,
+                    )
     return out
 
 

@@ -496,7 +496,8 @@ class FleetDispatcher(Generic[R_co]):
         model: str | None = None,
     ) -> Any:
         # model: provider.model_of(params), when the caller has it already (submit does).
-        self._check_open()
+        if self._state != "open":
+            self._check_open()
         provider = self.provider
         provider.check(params)
         custom_id = f"lf_{self._tag}_{next(self._ids)}"
