@@ -109,7 +109,8 @@ def _fmt(value: Any) -> str:
 def run_json(python: str | Path, script: str, *args: str, timeout: float = 3_600) -> Any:
     """Run a benchmark script; its progress goes to our stderr, its JSON is returned."""
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)  # the legacy venv must import its own llmfleet
+    if Path(python) != Path(sys.executable):
+        env.pop("PYTHONPATH", None)  # the legacy venv must import its own llmfleet
     cmd = [str(python), str(HERE / script), *args]
     print(f"[run] {shlex.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.run(
