@@ -167,7 +167,23 @@ def call_counts(url: str, backend: str, n: int, size: int) -> dict[str, Any]:
     return out
 
 
+async def direct_bare(client: Any, n: int, size: int) -> None:
+    """N direct calls one after another: ``messages.create``."""
+    create = client.messages.create
+    for _ in range(n):
+        await create(**REQUEST)
+
+
+async def direct_fleet(client: Any, n: int, size: int) -> None:
+    """N direct calls one after another: ``fleet.submit_sync``."""
+    async with open_fleet(client, policy=RoutingPolicy()) as fleet:
+        for _ in range(n):
+            await fleet.submit_sync(**REQUEST)
+
+
 VARIANTS = {"hand": hand, "fleet": fleet_burst}
+#: ``--one`` only: the direct route's instructions per call.
+DIRECT = {"direct_bare": direct_bare, "direct_fleet": direct_fleet}
 
 
 def one(
@@ -175,7 +191,7 @@ def one(
 ) -> None:
     """One run of ``variant`` at N calls (``size`` 0: one batch of N), after a warm-up of
     10: what ``--instructions`` counts under callgrind."""
-    fn = VARIANTS[variant]
+    fn = {**VARIANTS, **DIRECT}[variant]
 
     async def run() -> None:
         client = sdk_client(url)
@@ -241,6 +257,22 @@ def count_instructions(
                         n,
                         env=env,
                     )
+        counts = out[backend]["direct"] = {}
+        for variant in DIRECT:
+            log(f"sdk floor: instructions {backend} {variant} n={n // 10}")
+            counts[variant] = instructions_per_item(
+                [
+                    sys.executable,
+                    str(here / "bench_sdk_floor.py"),
+                    "--url",
+                    url,
+                    "--one",
+                    variant,
+                    "--backends",
+                    backend,
+                ],
+                n // 10,
+            )
     return out
 
 
@@ -301,7 +333,9 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--sections", default="batch,direct")
     parser.add_argument("--rounds", type=int, help="paired rounds of the batch cases")
-    parser.add_argument("--one", choices=sorted(VARIANTS), help="one run, for callgrind")
+    parser.add_argument(
+        "--one", choices=sorted({**VARIANTS, **DIRECT}), help="one run, for callgrind"
+    )
     parser.add_argument("--n", type=int, default=2_000, help="--one's calls")
     parser.add_argument("--callgrind", action="store_true", help="--one under callgrind")
     parser.add_argument("--size", type=int, default=0, help="--one's batch size (0: n)")
