@@ -36,7 +36,10 @@ Direct route, call by call: ``fleet.submit_sync(**req)`` and ``client.messages.c
 alternate (order swapping each call), each call timed on its own (CPU and wall); per round of
 ``calls`` pairs the ratio of the medians; the figure is the median of the rounds' ratios and
 its IQR (full: 200 pairs × 21 rounds; quick: 100 × 9). The overhead kept ≤ 1 % is the CPU
-overhead over the bare call's wall time, median [IQR] over the rounds.
+overhead over the bare call's wall time, median [IQR] over the rounds. Both run inside the
+open fleet's block, so the bare call there also walks the fleet's cancel scopes at each
+checkpoint; ``--instructions`` counts the direct route against a bare call made with no
+fleet open (200 calls each, ``direct_bare`` / ``direct_fleet``), which includes that cost.
 
 ``--profile``: cProfile of one round of each, function calls per item (deterministic).
 
