@@ -344,7 +344,7 @@ def main() -> int:
         if legacy_python is not None:
             floor_args += ["--legacy-python", str(legacy_python)]
         if not args.quick and shutil.which("valgrind"):
-            floor_args.append("--instructions")  # ~15 minutes under callgrind
+            floor_args.append("--instructions")  # ~25 minutes under callgrind
         raw["sdk_floor"] = run_json(sys.executable, "bench_sdk_floor.py", *floor_args)
     if args.save_json:
         args.save_json.write_text(json.dumps(raw, indent=1))
