@@ -20,6 +20,10 @@ same way:
   until it ended (no sleep between polls), download, then the next. It iterates
   ``batches.results(id)`` with ``async for``, but the SDK's ``results()`` is a coroutine
   resolving to the decoder, so the client is wrapped (:func:`iterable_results`).
+- ``--only sdk_floor`` (against ``bench_sdk_floor.py``): the hand-written raw-SDK loop
+  (``_sdk_hand.hand``, the same code the current llmfleet is compared with) and 0.1.0 at its
+  best settings, paired round by round over HTTP (``--floor-cases N/size,...``);
+  ``--one hand|legacy --n N --size S``: one run, for callgrind's instruction counts.
 
 ``.venv-legacy/bin/python benchmarks/legacy_runner.py --url URL [--quick] [--only PARTS]``.
 """
@@ -33,8 +37,19 @@ import tracemalloc
 from typing import TYPE_CHECKING, Any
 
 import llmfleet
-from _common import Stopwatch, compare_calls, emit, log, mock_sdk_client, no_gc, sdk_client
+from _common import (
+    Stopwatch,
+    callgrind_mark,
+    callgrind_on,
+    compare_calls,
+    emit,
+    log,
+    mock_sdk_client,
+    no_gc,
+    sdk_client,
+)
 from _fake_client import REQUEST, FakeClient
+from _sdk_hand import hand, paired_batch
 from llmfleet import FleetDispatcher, RoutingPolicy
 
 if TYPE_CHECKING:
@@ -198,6 +213,35 @@ async def http_burst(url: str, callers: int) -> dict[str, float]:
     return {"callers": callers, **result}
 
 
+async def legacy_floor(client: Any, n: int, size: int) -> None:
+    """0.1.0 doing ``_sdk_hand.hand``'s work: N callers, batches of ``size``, best settings."""
+    await burst(n, best_policy(size), iterable_results(client))
+
+
+FLOOR_VARIANTS = {"hand": hand, "legacy": legacy_floor}
+
+
+def one(url: str, variant: str, n: int, size: int, *, callgrind: bool = False) -> None:
+    """One run of ``variant`` at N calls (``size`` 0: one batch), after a warm-up of 10."""
+    fn = FLOOR_VARIANTS[variant]
+
+    async def run() -> None:
+        client = sdk_client(url)
+        await fn(client, 10, min(size or 10, 10))
+        if not callgrind:
+            await fn(client, n, size or n)
+        else:
+            # _common.instructions_per_item counts between the marks.
+            callgrind_on()
+            for k in (max(1, n // 10), n):
+                callgrind_mark()
+                await fn(client, k, size or k)
+            callgrind_mark()
+        await client.close()
+
+    asyncio.run(run())
+
+
 # -- memory --------------------------------------------------------------------------------
 
 
@@ -273,7 +317,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="direct,burst,memory", help="and/or http_burst")
     parser.add_argument("--callers", type=int, default=10_000, help="http_burst's callers")
+    parser.add_argument("--floor-cases", default="2000/100,2000/2000", help="sdk_floor: N/size")
+    parser.add_argument("--floor-rounds", type=int, default=3)
+    parser.add_argument("--one", choices=sorted(FLOOR_VARIANTS), help="one run, for callgrind")
+    parser.add_argument("--n", type=int, default=2_000)
+    parser.add_argument("--callgrind", action="store_true", help="--one under callgrind")
+    parser.add_argument("--size", type=int, default=0)
     args = parser.parse_args()
+    if args.one:
+        one(args.url, args.one, args.n, args.size, callgrind=args.callgrind)
+        return
     assert llmfleet.__version__ == "0.1.0", f"expected llmfleet 0.1.0, got {llmfleet.__version__}"
     only = set(args.only.split(","))
     quick = args.quick
@@ -299,6 +352,14 @@ def main() -> None:
     if "http_burst" in only:
         log(f"legacy http burst: N={args.callers}")
         out["http_burst"] = asyncio.run(http_burst(args.url, args.callers))
+    if "sdk_floor" in only:
+        out["sdk_floor"] = {}
+        for case in args.floor_cases.split(","):
+            n, size = (int(x) for x in case.split("/"))
+            log(f"legacy sdk floor: n={n} size={size}")
+            out["sdk_floor"][f"batch_{n}_{size}"] = asyncio.run(
+                paired_batch(args.url, n, size, args.floor_rounds, FLOOR_VARIANTS)
+            )
     emit(out)
 
 

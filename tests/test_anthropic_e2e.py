@@ -412,3 +412,34 @@ def test_prepare_keeps_the_request_as_json_and_refuses_what_a_batch_cannot_carry
     cyclic["metadata"] = {"self": cyclic}
     with pytest.raises(UnbatchableRequestError, match="JSON"):
         p.prepare("lf_0123abcd_3", cyclic)
+
+
+async def test_a_status_listing_asks_for_the_batches_in_flight_not_a_full_page() -> None:
+    """docs/design.md §5 poll: the first page of a status refresh is sized by the batches this
+    adapter has in flight (twice as many, plus a margin), not the endpoint's 1,000: in an
+    organisation with many batches the SDK would otherwise build a model for every row."""
+    from llmfleet.providers.anthropic import _STATUS_SLACK, AnthropicProvider
+
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=60.0)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        provider = AnthropicProvider(client)
+        request = [{"custom_id": "a", "params": params("old")}]
+        old = 2 * 3 + _STATUS_SLACK + 10
+        for _ in range(old):  # other batches of the organisation
+            await client.messages.batches.create(requests=request)  # type: ignore[arg-type]
+        ours = []
+        for i in range(3):
+            _, body = provider.prepare(f"c{i}", params(f"q{i}"))
+            ours.append(await provider.create_batch([(f"c{i}", body)]))
+        rows, cursor = await provider.list_page(None)
+        assert len(rows) == 2 * 3 + _STATUS_SLACK
+        assert cursor is not None  # more below: the board pages on if it misses one of ours
+        assert set(ours) <= {batch_id for batch_id, _ in rows}
+        await provider.cancel(ours[0])  # no longer in flight here
+        rows, _ = await provider.list_page(None)
+        assert len(rows) == 2 * 2 + _STATUS_SLACK
+        # Later pages are full ones.
+        rows, _ = await provider.list_page(cursor)
+        assert len(rows) == old + 3 - (2 * 3 + _STATUS_SLACK)

@@ -19,7 +19,7 @@ from ._json import encode
 from ._schema import anthropic_messages, check_leaked, check_messages, wire_body
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 
     import httpx2
     from anthropic.types import Message
@@ -37,6 +37,11 @@ _CLOCK_SLACK_S: Final = 5.0
 _LIST_PAGE: Final = 100
 # The largest page the list endpoint serves: fewest requests for a status refresh.
 _STATUS_PAGE: Final = 1000
+# A status refresh's first page: the batches in flight are among the newest, so it asks for
+# twice as many plus this, not a full page (the SDK builds a model per row: a full page is
+# ~1000 models to parse per refresh in an organisation with that many batches). Batches made
+# by others in between push some of ours further down: the board then pages on, in full pages.
+_STATUS_SLACK: Final = 20
 # The SDK's markers of a parameter not given: dropped from the body, as the SDK drops them.
 _UNSET: Final = (anthropic.NOT_GIVEN, anthropic.omit)
 
@@ -67,6 +72,9 @@ class AnthropicProvider:
         # shared request budget (an SDK retry would be a request the budget never saw), and
         # a retried create could create and bill a second batch.
         self._once = client.with_options(max_retries=0)
+        # Batches created here whose results are not asked for yet: they size the first page
+        # of a status refresh (see list_page).
+        self._open: set[str] = set()
 
     def __repr__(self) -> str:
         # The client's repr could carry its key one day; name only the endpoint.
@@ -118,9 +126,11 @@ class AnthropicProvider:
         """A response from the journal, as the SDK builds one (:meth:`dump_value`'s inverse)."""
         return load_message(data)
 
-    async def call(self, params: Mapping[str, Any]) -> Message:
+    def call(self, params: Mapping[str, Any]) -> Coroutine[Any, Any, Message]:
+        # The SDK's own coroutine, not one wrapping it: a coroutine frame less to resume at
+        # every suspension of the direct call (docs/design.md §2, the direct route's cost).
         create: Any = self._client.messages.create
-        message: Message = await create(**params)
+        message: Coroutine[Any, Any, Message] = create(**params)
         return message
 
     async def create_batch(self, requests: Sequence[tuple[str, str]]) -> str:
@@ -143,6 +153,7 @@ class AnthropicProvider:
             content=body,
             options={"headers": {"Content-Type": "application/json"}},
         )
+        self._open.add(batch.id)
         return batch.id
 
     async def find_batch(
@@ -180,13 +191,14 @@ class AnthropicProvider:
     ) -> tuple[list[tuple[str, BatchStatus]], str | None]:
         batches = self._once.messages.batches
         if cursor is None:
-            page = await batches.list(limit=_STATUS_PAGE)
+            page = await batches.list(limit=min(_STATUS_PAGE, 2 * len(self._open) + _STATUS_SLACK))
         else:
             page = await batches.list(limit=_STATUS_PAGE, after_id=cursor)
         rows = [(batch.id, _status(batch)) for batch in page.data]
         return rows, (page.last_id if page.has_more and page.last_id else None)
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+        self._open.discard(batch_id)
         decoder = await self._once.messages.batches.results(batch_id)
         try:
             async for line in decoder:
@@ -206,6 +218,7 @@ class AnthropicProvider:
             await decoder.close()
 
     async def cancel(self, batch_id: str) -> None:
+        self._open.discard(batch_id)
         await self._once.messages.batches.cancel(batch_id)
 
     def refused(self, exc: BaseException) -> tuple[int, str] | None:
