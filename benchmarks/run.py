@@ -254,6 +254,12 @@ def main() -> int:
         default=list(SECTIONS),
         help=f"comma-separated sections to run (default: all): {','.join(SECTIONS)}",
     )
+    parser.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="skip the callgrind counts of sdk_floor (they do not depend on the machine's "
+        "load: run them apart with bench_sdk_floor.py --instructions)",
+    )
     args = parser.parse_args()
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
@@ -343,7 +349,7 @@ def main() -> int:
         floor_args = [*quick]
         if legacy_python is not None:
             floor_args += ["--legacy-python", str(legacy_python)]
-        if not args.quick and shutil.which("valgrind"):
+        if not args.quick and not args.no_instructions and shutil.which("valgrind"):
             floor_args.append("--instructions")  # ~25 minutes under callgrind
         raw["sdk_floor"] = run_json(sys.executable, "bench_sdk_floor.py", *floor_args)
     if args.save_json:
