@@ -264,6 +264,17 @@ class FleetJournal:
         result is stored, or a re-attached batch carries it."""
         return key in self._final or key in self._waiting
 
+    def maybe_stored(self, key: str) -> bool:
+        """Whether a final result of ``key`` may be stored (no false "no"; a "yes" is checked
+        with :meth:`stored_final`)."""
+        return key in self._final
+
+    async def stored_final(self, keys: Sequence[str]) -> dict[str, StoredOutcome]:
+        """The final stored outcomes of those of ``keys`` that have one: one read for them
+        all (``llmfleet run`` answers a page of journaled lines at once)."""
+        found = await self._require().fetch_results(keys) if keys else {}
+        return {key: outcome for key, outcome in found.items() if outcome.final}
+
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
         """While a call with ``key`` is in flight: another with the same key is refused."""
@@ -272,6 +283,15 @@ class FleetJournal:
             yield
         finally:
             self._held.discard(key)
+
+    def take(self, key: str) -> None:
+        """:meth:`hold` without a block: a call with ``key`` is in flight until :meth:`let_go`
+        (for a call nobody awaits, ``FleetDispatcher._enqueue_batch``)."""
+        self._held.add(key)
+
+    def let_go(self, key: str) -> None:
+        """The call with ``key`` that :meth:`take` held has its outcome."""
+        self._held.discard(key)
 
     def pending(self, key: str) -> anyio.Event | None:
         """An event set once a re-attached batch has stored the call's result (or every
