@@ -26,7 +26,7 @@ import json
 import os
 import sys
 from array import array
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
@@ -75,6 +75,9 @@ __all__ = [
     "run_key",
     "run_requests",
 ]
+
+# RoutingPolicy's own defaults (a slotted dataclass: read from its fields).
+_POLICY_DEFAULTS: Final[dict[str, Any]] = {f.name: f.default for f in fields(RoutingPolicy)}
 
 #: Longest ``custom_id`` a line may carry.
 MAX_CUSTOM_ID: Final = 256
@@ -232,6 +235,8 @@ class RunConfig:
     :param window_s: longest a line waits in the queue; ``None`` for
         :data:`READING_WINDOW_S` while the input is read, the input's last line sending the
         queue at once.
+    :param batch_api_rpm: the fleet's budget of batch-endpoint requests a minute
+        (:class:`~llmfleet.RoutingPolicy`'s, by default).
     """
 
     requests: Path
@@ -244,6 +249,7 @@ class RunConfig:
     prices: PriceTable = field(default_factory=PriceTable)
     max_lines: int | None = None
     reorder_lines: int = 10_000
+    batch_api_rpm: int | None = _POLICY_DEFAULTS["batch_api_rpm"]
 
     @property
     def window(self) -> float:
@@ -267,6 +273,7 @@ class RunConfig:
             # Room in the queue for one whole batch: the run holds no more than max_lines.
             max_queued=size,
             deadline_action="wait",
+            batch_api_rpm=self.batch_api_rpm,
         )
 
 
