@@ -97,6 +97,9 @@ class FleetJournal:
         # SDK's own type; others store the value as it is (it must be JSON then).
         self._dump: Callable[[Any], Any] = getattr(provider, "dump_value", _same)
         self._load: Callable[[Any], Any] = getattr(provider, "load_value", _same)
+        # The stored form of each response of the page being delivered, by the response's
+        # id (see dumped()).
+        self._page_dumped: dict[int, Any] = {}
 
     @classmethod
     def of(cls, journal: Journal | str | os.PathLike[str], provider: Provider) -> FleetJournal:
@@ -398,10 +401,14 @@ class FleetJournal:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     rows = []
+                    dumped = self._page_dumped
                     for custom_id, result in page:
                         key = keys.get(custom_id) or attached.get(custom_id)
                         if key is not None:
-                            rows.append((key, self._outcome(batch_id, custom_id, result)))
+                            outcome = self._outcome(batch_id, custom_id, result)
+                            rows.append((key, outcome))
+                            if outcome.kind == "succeeded":
+                                dumped[id(result.value)] = outcome.value
                     await store.record_results(flush_id, rows)
                     for key, outcome in rows:
                         if outcome.final:
@@ -409,8 +416,17 @@ class FleetJournal:
                         event = self._waiting.pop(key, None)
                         if event is not None:
                             event.set()
-                    for custom_id, result in page:
-                        deliver(custom_id, result)
+                    try:
+                        for custom_id, result in page:
+                            deliver(custom_id, result)
+                    finally:
+                        dumped.clear()
+
+    def dumped(self, value: Any) -> Any:
+        """``value`` as the journal stores it (the adapter's ``dump_value``): while its page
+        is delivered, the form just stored, not made again (``llmfleet run`` writes it)."""
+        found = self._page_dumped.get(id(value))
+        return self._dump(value) if found is None else found
 
     def _outcome(self, batch_id: str, custom_id: str, result: ItemResult) -> StoredOutcome:
         if result.kind == "succeeded":

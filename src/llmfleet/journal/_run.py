@@ -232,6 +232,8 @@ class RunConfig:
         the length of the input.
     :param reorder_lines: most answered lines kept in memory while an earlier line is still
         waiting; beyond, a line answered from a batch is written later from the journal.
+    :param reorder_bytes: most bytes of output those lines may take, likewise (a batch's
+        results come in any order: the larger the buffer, the fewer lines read back).
     :param window_s: longest a line waits in the queue; ``None`` for
         :data:`READING_WINDOW_S` while the input is read, the input's last line sending the
         queue at once.
@@ -248,7 +250,8 @@ class RunConfig:
     poll_max_s: float = 60.0
     prices: PriceTable = field(default_factory=PriceTable)
     max_lines: int | None = None
-    reorder_lines: int = 10_000
+    reorder_lines: int = 100_000
+    reorder_bytes: int = 64 * 2**20
     batch_api_rpm: int | None = _POLICY_DEFAULTS["batch_api_rpm"]
 
     @property
@@ -349,7 +352,6 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         provider = fleet.provider
         journal = fleet._journal  # the run's own package: it reads journaled lines back
         assert journal is not None
-        dump = getattr(provider, "dump_value", None)
         batch = min(config.size, provider.max_batch_requests)
         room = anyio.Semaphore(config.max_lines or 2 * batch)
         models: dict[str, str] = {}  # one string per model, shared by the lines held
@@ -357,8 +359,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
             # A provider whose small flushes go direct (Bedrock) answers some lines outside
             # the journal: those lines stay in memory until written.
             spill = getattr(provider, "min_batch_requests", 1) <= 1
-            limit = config.reorder_lines if spill else sys.maxsize
-            writer = _OrderedWriter(out, config.requests, journal, limit)
+            lines_limit = config.reorder_lines if spill else sys.maxsize
+            bytes_limit = config.reorder_bytes if spill else sys.maxsize
+            writer = _OrderedWriter(out, config.requests, journal, lines_limit, bytes_limit)
 
             def finish(index: int, record: dict[str, Any]) -> None:
                 nonlocal answered
@@ -392,7 +395,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                             return
                     else:
                         priced(held_line.model, value)
-                        response = dump(value) if dump is not None else value
+                        response = journal.dumped(value)
                         record = head | {"status": "succeeded", "response": response}
                     finish(held_line.index, record)
                 except Exception as exc:  # the output cannot be written: the run stops
@@ -631,16 +634,21 @@ class _OrderedWriter:
     journal holds its result) is only marked done; the writer's task reads such lines back
     from the journal a page at a time (their keys made again from a second pass over the
     input) once the pointer has reached a run of answered lines holding a page of them, or
-    at the end. Memory is bounded by ``limit`` lines and one byte a line for the marks.
+    at the end. Memory is bounded by ``limit`` lines of at most ``max_bytes`` bytes in all,
+    and one byte a line for the marks.
 
     :meth:`put` is synchronous (the fleet calls it from its own task as a result comes);
     :meth:`serve` is the writer's task; :meth:`close` ends it once every line is put."""
 
-    def __init__(self, out: TextIO, requests: Path, journal: FleetJournal, limit: int) -> None:
+    def __init__(
+        self, out: TextIO, requests: Path, journal: FleetJournal, limit: int, max_bytes: int
+    ) -> None:
         self._out = out
         self._requests = requests
         self._journal = journal
         self._limit = max(0, limit)
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of the texts in _ram
         self._next = 0
         self._ram: dict[int, str] = {}
         # One byte a line read: 1 once answered with its result in the journal only.
@@ -662,14 +670,17 @@ class _OrderedWriter:
             self._next += 1
             self._advance()
             return
-        if len(self._ram) >= self._limit and record["status"] in FINAL_KINDS:
+        if (
+            len(self._ram) >= self._limit or self._bytes >= self._max_bytes
+        ) and record["status"] in FINAL_KINDS:
             marks = self._marks
             if len(marks) <= index:
                 marks.extend(bytes(index + 1 - len(marks) + 4096))
             marks[index] = 1
             self.spilled += 1
         else:
-            self._ram[index] = json.dumps(record, ensure_ascii=False)
+            text = self._ram[index] = json.dumps(record, ensure_ascii=False)
+            self._bytes += len(text)
         if index == self._scan and not self._reading:
             self._advance()
 
@@ -682,6 +693,7 @@ class _OrderedWriter:
             text = ram.pop(n, None)
             if text is not None:
                 out.write(text + "\n")
+                self._bytes -= len(text)
                 self._next = n + 1
                 continue
             if n >= len(marks) or not marks[n]:
@@ -748,7 +760,9 @@ class _OrderedWriter:
                 out.write(texts[index] + "\n")
                 marks[index] = 0
             else:
-                out.write(ram.pop(index) + "\n")
+                text = ram.pop(index)
+                self._bytes -= len(text)
+                out.write(text + "\n")
         self._next = stop
         self._scan, self._marked = stop, 0
 
