@@ -670,9 +670,9 @@ class _OrderedWriter:
             self._next += 1
             self._advance()
             return
-        if (
-            len(self._ram) >= self._limit or self._bytes >= self._max_bytes
-        ) and record["status"] in FINAL_KINDS:
+        if (len(self._ram) >= self._limit or self._bytes >= self._max_bytes) and record[
+            "status"
+        ] in FINAL_KINDS:
             marks = self._marks
             if len(marks) <= index:
                 marks.extend(bytes(index + 1 - len(marks) + 4096))
