@@ -26,11 +26,11 @@ import json
 import os
 import sys
 from array import array
+from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
-import anyio.abc
 
 from .._open import open_fleet
 from .._policy import MAX_BATCH_REQUESTS, RoutingPolicy
@@ -381,11 +381,17 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     else:
                         report.cost += cost
 
-            def answer(held_line: _Held, value: Any, error: BaseException | None) -> None:
-                """A handed line's outcome (from the fleet's task: never raises into it)."""
-                nonlocal held, idle
+            def let_go() -> None:
+                """A held line is answered: its room is free."""
+                nonlocal held
                 held -= 1
                 room.release()
+                if held == 0 and not reading and idle is not None:
+                    idle.set()
+
+            def answer(held_line: _Held, value: Any, error: BaseException | None) -> None:
+                """A handed line's outcome (from the fleet's task: never raises into it)."""
+                let_go()
                 head = {"custom_id": held_line.custom_id, "line": held_line.number}
                 try:
                     if error is not None:
@@ -402,19 +408,21 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     failures.append(exc)
                     if idle is not None:
                         idle.set()
-                if held == 0 and not reading and idle is not None:
-                    idle.set()
 
             async def hand_on(line: Line, key: str, *, index: int, last: bool = False) -> None:
                 """Give the fleet a line to send; it is answered through ``answer``."""
-                nonlocal handed, refused, held
-                assert line.params is not None
-                assert line.custom_id is not None
                 # Backpressure: the next line is read once the fleet has room for this one.
                 try:
                     room.acquire_nowait()  # no checkpoint per line while there is room
                 except anyio.WouldBlock:
                     await room.acquire()
+                await send(line, key, index=index, last=last)
+
+            async def send(line: Line, key: str, *, index: int, last: bool) -> None:
+                """:meth:`hand_on` once the line has its room."""
+                nonlocal handed, refused, held
+                assert line.params is not None
+                assert line.custom_id is not None
                 model = provider.model_of(line.params)
                 model = models.setdefault(model, model)
                 held_line = _Held(answer, index, line.custom_id, line.number, model)
@@ -434,30 +442,41 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                         refused += 1  # refused at submit: never sent
                     held_line(None, exc)
 
-            async def wait_reattached(line: Line, key: str, held_line: _Held) -> None:
-                # A line in a batch an earlier run created: the fleet answers it once that
-                # batch, re-attached, has its results (or sends it, if they do not come).
-                assert line.params is not None
-                try:
-                    value = await fleet.submit_batch(idempotency_key=key, **line.params)
-                except Exception as exc:
-                    held_line(None, exc)
-                else:
-                    held_line(value, None)
+            # Lines in batches an earlier run created and this one re-attached, in input
+            # order, each with the event set once its result is stored (or once every
+            # re-attached batch has ended without it): one task waits for them all.
+            reattached: deque[tuple[int, Line, str, anyio.Event]] = deque()
+            more = anyio.Event()
 
             async def hand_reattached(
-                calls: anyio.abc.TaskGroup, line: Line, key: str, index: int
+                line: Line, jkey: str, index: int, event: anyio.Event
             ) -> None:
-                nonlocal handed, held
-                assert line.params is not None
-                assert line.custom_id is not None
+                nonlocal held
                 await room.acquire()
-                model = provider.model_of(line.params)
-                held_line = _Held(answer, index, line.custom_id, line.number, model)
-                handed += 1
                 held += 1
                 report.peak_held = max(report.peak_held, held)
-                calls.start_soon(wait_reattached, line, key, held_line)
+                reattached.append((index, line, jkey, event))
+                more.set()
+
+            async def serve_reattached() -> None:
+                nonlocal held, more
+                while reattached or reading:
+                    if not reattached:
+                        await more.wait()
+                        more = anyio.Event()
+                        continue
+                    await reattached[0][3].wait()
+                    page: list[tuple[int, Line, str]] = []
+                    while reattached and len(page) < _PAGE and reattached[0][3].is_set():
+                        index, line, jkey, _ = reattached.popleft()
+                        page.append((index, line, jkey))
+                    rest = await answer_stored(page)
+                    for index, line, key in rest:
+                        # Its batch ended without it: sent now, in the room it holds.
+                        held -= 1
+                        await send(line, key, index=index, last=True)
+                    for _ in range(len(page) - len(rest)):
+                        let_go()
 
             async def answer_stored(
                 page: list[tuple[int, Line, str]],
@@ -520,6 +539,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     display.start_soon(_show, progress, snapshot)
                 display.start_soon(writer.serve)
                 async with anyio.create_task_group() as calls:
+                    calls.start_soon(serve_reattached)
                     # Each line that will be queued is handed on when the next such line is
                     # read: the last one is known as the last.
                     ahead: tuple[Line, str, int] | None = None
@@ -555,8 +575,8 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                                 for rest in await answer_stored(stored):
                                     await queue(rest[1], rest[2], rest[0])
                                 stored = []
-                        elif journal.pending(jkey) is not None:
-                            await hand_reattached(calls, line, key, index)
+                        elif (event := journal.pending(jkey)) is not None:
+                            await hand_reattached(line, jkey, index, event)
                         else:
                             await queue(line, key, index)
                         if index % 1000 == 999:
@@ -567,6 +587,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     if ahead is not None:
                         await hand_on(ahead[0], ahead[1], index=ahead[2], last=True)
                     reading = False
+                    more.set()
                     if held:
                         idle = anyio.Event()
                         await idle.wait()
