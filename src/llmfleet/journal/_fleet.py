@@ -98,7 +98,7 @@ class FleetJournal:
         self._dump: Callable[[Any], Any] = getattr(provider, "dump_value", _same)
         self._load: Callable[[Any], Any] = getattr(provider, "load_value", _same)
         # The stored form of each response of the page being delivered, by the response's
-        # id (see dumped()).
+        # id (see dumped()); set only while a page is delivered (with no await meanwhile).
         self._page_dumped: dict[int, Any] = {}
 
     @classmethod
@@ -401,7 +401,7 @@ class FleetJournal:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     rows = []
-                    dumped = self._page_dumped
+                    dumped: dict[int, Any] = {}
                     for custom_id, result in page:
                         key = keys.get(custom_id) or attached.get(custom_id)
                         if key is not None:
@@ -416,11 +416,12 @@ class FleetJournal:
                         event = self._waiting.pop(key, None)
                         if event is not None:
                             event.set()
+                    self._page_dumped = dumped
                     try:
                         for custom_id, result in page:
                             deliver(custom_id, result)
                     finally:
-                        dumped.clear()
+                        self._page_dumped = {}
 
     def dumped(self, value: Any) -> Any:
         """``value`` as the journal stores it (the adapter's ``dump_value``): while its page
