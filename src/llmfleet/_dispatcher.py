@@ -607,6 +607,10 @@ class FleetDispatcher(Generic[R_co]):
         call.jkey = jkey
         if self._batch_key is not None:
             call.key = self._batch_key(params)
+        if self._min_batch <= 1:
+            # No flush goes direct and no deadline escalates it: nothing will send its
+            # params, only its prepared request (a queued line holds no params dict).
+            call.params = _RELEASED
         stats = self._stats
         while not stats._enqueue(self.policy.max_queued):
             if self._room is None:
