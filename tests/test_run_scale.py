@@ -242,7 +242,7 @@ async def test_a_rerun_reads_journaled_lines_a_page_at_a_time(
         return await fetch(self, keys)
 
     async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
-        await run_requests(client, config(tmp_path, batch_size=1_000, max_lines=2_000), None)
+        done = await run_requests(client, config(tmp_path, batch_size=1_000, max_lines=2_000), None)
         first = (tmp_path / "out.jsonl").read_text()
         creates = emu.counts.get("batch_create", 0)
         monkeypatch.setattr(SQLiteStore, "fetch_results", counted)
@@ -253,6 +253,11 @@ async def test_a_rerun_reads_journaled_lines_a_page_at_a_time(
     assert (tmp_path / "out.jsonl").read_text() == first
     assert sum(reads) == n
     assert len(reads) == 3, reads  # 1,000 + 1,000 + 500
+    # Money: every line's at batch price both times, but only the first run's requests cost.
+    assert done.cost.paid > 0
+    assert done.cost_this_run == done.cost
+    assert (again.cost, again.tokens, again.unpriced) == (done.cost, done.tokens, 0)
+    assert again.cost_this_run.paid == 0
 
 
 @pytest.mark.anyio

@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from .._dispatcher import FleetDispatcher
-    from .._stats import ResultEvent
     from ..providers import BatchStatus
     from ._fleet import FleetJournal
     from ._runview import Progress
@@ -334,10 +333,6 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
     idle: anyio.Event | None = None
     failures: list[BaseException] = []
 
-    def on_result(event: ResultEvent) -> None:
-        if event.cost is not None:
-            report.cost_this_run += event.cost  # a sum, not a list: one Cost a line adds up
-
     def on_blank(_number: int) -> None:
         report.blank += 1
 
@@ -346,7 +341,6 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         client,
         policy=config.policy(),
         journal=config.journal,
-        on_result=on_result,
         prices=config.prices,
     ) as fleet:
         provider = fleet.provider
@@ -369,17 +363,36 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 _count(report, record["status"])
                 writer.put(index, record)
 
+            # Tokens (input, output, cache write, cache read) and responses, per model:
+            # summed per line, priced when read (the cost of a sum is the sum of the costs,
+            # digit for digit: llmfleet/pricing.py).
+            usage: dict[str, list[int]] = {}
+
             def priced(model: str, value: Any) -> None:
-                """Count a response's tokens and cost."""
+                """Count a response's tokens."""
                 tokens = provider.tokens_of(value)
                 if tokens is not None:
-                    usage = TokenUsage(*tokens)
-                    report.tokens += usage
-                    cost = config.prices.cost(model, usage, batch=True)
-                    if cost is None:
-                        report.unpriced += 1
+                    sums = usage.get(model)
+                    if sums is None:
+                        sums = usage[model] = [0, 0, 0, 0, 0]
+                    sums[0] += tokens[0]
+                    sums[1] += tokens[1]
+                    sums[2] += tokens[2]
+                    sums[3] += tokens[3]
+                    sums[4] += 1
+
+            def money() -> tuple[TokenUsage, Cost, int]:
+                """Tokens, their cost at batch price, and responses of models with no price."""
+                tokens, cost, unpriced = TokenUsage(), Cost(), 0
+                for model, sums in usage.items():
+                    used = TokenUsage(*sums[:4])
+                    tokens += used
+                    priced_cost = config.prices.cost(model, used, batch=True)
+                    if priced_cost is None:
+                        unpriced += sums[4]
                     else:
-                        report.cost += cost
+                        cost += priced_cost
+                return tokens, cost, unpriced
 
             def let_go() -> None:
                 """A held line is answered: its room is free."""
@@ -519,7 +532,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     from_journal=from_journal,
                     batches=batches,
                     elapsed_s=anyio.current_time() - started,
-                    paid=report.cost.paid,
+                    paid=money()[1].paid,
                 )
                 # The rate counts requests the provider finished for this run: lines answered
                 # at once (invalid, or from the journal) would make it look fast.
@@ -598,6 +611,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
             out.flush()
             os.fsync(out.fileno())
             report.spilled = writer.spilled
+            report.tokens, report.cost, report.unpriced = money()
+            # This fleet's own requests, priced by route as the fleet prices them.
+            report.cost_this_run = sum(fleet.stats.cost.values(), Cost())
         report.lines = read
         stats = fleet.stats
         report.from_journal = stats.from_journal + paged
