@@ -5,7 +5,8 @@ For each size: ``python -m llmfleet run`` in a subprocess on each backend (async
 and the hand-written floor (``--floor``: read every line, chunk into batches of the
 provider's largest size, create them all, poll each until it ends, download its results,
 write the output in input order) in a subprocess too. Each child's wall time, peak RSS
-(``os.wait4``'s ``ru_maxrss``: that child alone) and, for ours, the journal's size on disk.
+(``os.wait4``'s ``ru_maxrss``: that child alone), CPU seconds (its ``ru_utime + ru_stime``)
+and, for ours, the journal's size on disk.
 Optionally a kill -9 once half the lines are answered (``--kill``), then the same command
 again: the emulator's count of requests received in batches says whether any was sent twice.
 Optionally a bad line every K lines (``--bad-every``): each must get its ``invalid`` line.
@@ -78,7 +79,7 @@ def counts(proc: subprocess.Popen[str]) -> dict[str, int]:
 
 
 def child(command: list[str], log_path: Path, kill_when: Any = None) -> dict[str, Any]:
-    """Run ``command``; its wall time, peak RSS (MiB) and exit status. ``kill_when``: a
+    """Run ``command``; its wall time, CPU time, peak RSS (MiB) and exit status. ``kill_when``: a
     predicate polled every 50 ms; once true, the child gets SIGKILL."""
     env = {**os.environ, "PYTHONPATH": str(SRC), "ANTHROPIC_API_KEY": "sk-bench"}
     start = time.perf_counter()
@@ -97,6 +98,9 @@ def child(command: list[str], log_path: Path, kill_when: Any = None) -> dict[str
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {
         "wall_s": wall,
+        # CPU seconds of that child alone (user + system): on a shared machine, a steadier
+        # measure of its own work than the wall time.
+        "cpu_s": usage.ru_utime + usage.ru_stime,
         "peak_rss_mib": usage.ru_maxrss / 1024,
         "exit": proc.returncode,
         "killed": killed,

@@ -41,6 +41,8 @@ class Run:
     flushes: list[Flush] = field(default_factory=list)
     #: ``(time, live calls left in the queue)`` after each instant was fully processed.
     queue_lengths: list[tuple[float, int]] = field(default_factory=list)
+    #: ``(time, bytes of the live calls left in the queue)``, at the same instants.
+    queue_bytes: list[tuple[float, int]] = field(default_factory=list)
 
 
 def simulate(
@@ -69,6 +71,10 @@ def simulate(
     # Stable: calls of one instant keep the order they are listed in (their arrival order).
     events.sort(key=lambda e: (e[0], e[1]))
 
+    def note(at: float) -> None:
+        run.queue_lengths.append((at, len(queue)))
+        run.queue_bytes.append((at, sum(item.size for item in queue)))
+
     def flush(now: float, drain: bool = False) -> None:
         for batch, reason in queue.take(now, drain=drain):
             for item in batch:
@@ -81,7 +87,7 @@ def simulate(
         # Deadlines that fall before the next event fire first, at their exact instant.
         while (deadline := queue.deadline()) is not None and deadline < now:
             flush(deadline)
-            run.queue_lengths.append((deadline, len(queue)))
+            note(deadline)
         # Every event at this instant is taken before deciding (the flusher drains its stream).
         drain = False
         while i < len(events) and events[i][0] == now:
@@ -96,12 +102,12 @@ def simulate(
                 drain = True
             i += 1
         flush(now, drain=drain)
-        run.queue_lengths.append((now, len(queue)))
+        note(now)
         if drain:
             return run
     while queue.deadline() is not None:
         deadline = queue.deadline()
         assert deadline is not None
         flush(deadline)
-        run.queue_lengths.append((deadline, len(queue)))
+        note(deadline)
     return run

@@ -417,6 +417,24 @@ async def test_burst_is_cut_into_max_size_batches_and_the_rest_waits_the_window(
     assert sorted(message(out, t).custom_id or "" for t in texts) == sorted(fake.sent_ids)
 
 
+async def test_a_batch_full_by_its_bytes_goes_before_its_count_or_window() -> None:
+    """A queue waiting for 6 calls (or 1 s) holds calls of ~400 bytes under a 1,000-byte
+    body limit: it sends each pair as soon as the next call would not fit (their batch
+    cannot grow), and only the odd one out waits for the window."""
+    fake = FakeProvider(max_batch_bytes=1_000)
+    policy = dataclasses.replace(POLICY, batch_min_size=6)
+    out: Outcomes = {}
+    texts = [f"call-{i}-" + "x" * 300 for i in range(5)]
+    async with open_fleet(fake, policy=policy) as fleet, anyio.create_task_group() as tg:
+        t0 = anyio.current_time()
+        for text in texts:
+            tg.start_soon(call_batch, fleet, text, out)
+    assert creates(fake, t0) == [(0.0, 2), (0.0, 2), (1.0, 1)]
+    assert dict(fleet.stats.flushes) == {"size": 2, "window": 1, "drain": 0, "deadline": 0}
+    for text in texts:
+        message(out, text)
+
+
 async def test_window_counts_from_the_oldest_call() -> None:
     fake = FakeProvider()
     out: Outcomes = {}

@@ -65,9 +65,12 @@ def check_guarantees(items: list[Item], run: Run, policy: dict[str, int]) -> Non
             assert flush.at >= item.arrival
             # docs/design.md §8: never later than deadline - estimate, when there is one.
             assert flush.at <= item.flush_by
-    # G4 eager: after each instant, fewer than min_size calls remain queued.
+    # G4 eager: after each instant, fewer than min_size calls remain queued, and no more
+    # bytes than one batch body carries (a batch full by its bytes goes at once).
     for at, length in run.queue_lengths:
         assert length < min_size, (at, length)
+    for at, size in run.queue_bytes:
+        assert ENVELOPE_BYTES + size <= max_bytes, (at, size)
     # G5 FIFO within and across batches.
     position = {id(item): n for n, item in enumerate(items)}
     assert [position[id(i)] for i in flushed] == sorted(position[id(i)] for i in flushed)
@@ -157,6 +160,18 @@ def test_byte_limit_splits_before_count_limit() -> None:
     items = [Item(i, 0.0, size=400) for i in range(10)]
     run = simulate(items, min_size=1, max_size=10, window=0, max_bytes=1000)
     assert [len(f.items) for f in run.flushes] == [2, 2, 2, 2, 2]
+
+
+def test_a_batch_full_by_its_bytes_goes_before_its_count_or_window() -> None:
+    """A queue waiting for 10 calls or an hour sends the calls it holds at once when the
+    next would not fit their batch's body: that batch cannot grow."""
+    items = [Item(i, float(i), size=400) for i in range(5)]
+    run = simulate(items, min_size=10, max_size=10, window=3600, max_bytes=1000)
+    assert [(f.at, f.reason, len(f.items)) for f in run.flushes] == [
+        (2.0, "size", 2),
+        (4.0, "size", 2),
+        (3604.0, "window", 1),
+    ]
 
 
 def test_queue_refuses_a_call_that_can_never_fit() -> None:

@@ -298,10 +298,11 @@ def test_ctrl_c_leaves_the_batch_running_for_the_rerun(
 
 
 def test_kill_at_half_of_a_long_run_sends_no_line_twice(tmp_path: Path, emu: Emulator) -> None:
-    """20,000 lines in batches of 2,000, streamed: a kill -9 once half the results are
-    stored, then the same command. Every line is answered exactly once, in input order, and
-    the emulator received each request in exactly one batch (none sent again)."""
-    n = 20_000
+    """6,000 lines in batches of 2,000, streamed: a kill -9 once half the results are stored
+    (batches still in flight then are re-attached by the rerun), then the same command. Every
+    line is answered exactly once, in input order, and the emulator received each request in
+    exactly one batch (none sent again)."""
+    n = 6_000
     emu.config.turnaround_s = 0.2
     with (tmp_path / "requests.jsonl").open("w") as file:
         for i in range(n):
@@ -311,7 +312,7 @@ def test_kill_at_half_of_a_long_run_sends_no_line_twice(tmp_path: Path, emu: Emu
                 "messages": [{"role": "user", "content": f"long {i}"}],
             }
             file.write(json.dumps({"custom_id": f"id-{i}", "params": params}) + "\n")
-    args = ("--batch-size", "2000", "--window", "5", "--no-progress")
+    args = ("--batch-size", "2000", "--max-lines", "6000", "--window", "5", "--no-progress")
     run = Run(tmp_path, emu, "asyncio", "anthropic", *args)
     run.wait_for(
         "half the results",

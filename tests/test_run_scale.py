@@ -25,12 +25,14 @@ from llmfleet.journal._run import (
     run_requests,
 )
 from llmfleet.journal._runview import RunSnapshot, render_progress
+from llmfleet.journal._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator, Mapping
     from pathlib import Path
 
     from llmfleet.emulator import Emulator
+    from llmfleet.journal import StoredOutcome
 
 MODEL = "claude-haiku-4-5"
 
@@ -99,6 +101,7 @@ def config(tmp: Path, **overrides: Any) -> RunConfig:
         "window_s": None,
         "poll_s": 0.1,
         "poll_max_s": 0.2,
+        "batch_api_rpm": None,  # the emulator has no limit: no minute-long waits
     } | overrides
     return RunConfig(**fields)
 
@@ -189,6 +192,72 @@ async def test_bad_lines_sprinkled_through_a_long_input_each_get_their_line(
             "schema": "max_tokens",
         }[kind]
         assert expected in message, (kind, message)
+
+
+class TaskCounts(Snapshots):
+    """Snapshots, and the number of tasks running at each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[int] = []
+
+    def update(self, snap: RunSnapshot, *, final: bool = False) -> None:
+        super().update(snap, final=final)
+        self.tasks.append(len(anyio.get_running_tasks()))
+
+
+@pytest.mark.anyio
+async def test_held_lines_cost_no_task_each(tmp_path: Path, emu: Emulator) -> None:
+    """A line handed to the fleet is a call and a small record, not a task: with a thousand
+    lines held at once, the run's tasks stay a handful (the fleet's own, one per batch)."""
+    emu.config.turnaround_s = 0.5  # each batch holds its lines long enough to be seen
+    n = 3_000
+    write_input(tmp_path / "in.jsonl", n)
+    progress = TaskCounts()
+    async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
+        report = await run_requests(
+            client, config(tmp_path, batch_size=1_000, max_lines=2_000), progress
+        )
+    assert report.statuses == {"succeeded": n}
+    check_succeeded(outputs(tmp_path), n, {})
+    held = [s.lines - s.answered for s in progress.seen]
+    assert max(held) >= 1_000, held  # the snapshots saw many lines held
+    assert max(progress.tasks) < 40, progress.tasks
+
+
+@pytest.mark.anyio
+async def test_a_rerun_reads_journaled_lines_a_page_at_a_time(
+    tmp_path: Path, emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun answers every line from the journal with one read per page of lines (a
+    thousand), not one per line, and writes the same file."""
+    n = 2_500
+    write_input(tmp_path / "in.jsonl", n)
+    reads: list[int] = []
+    fetch = SQLiteStore.fetch_results
+
+    async def counted(self: SQLiteStore, keys: Iterable[str]) -> Mapping[str, StoredOutcome]:
+        keys = list(keys)
+        reads.append(len(keys))
+        return await fetch(self, keys)
+
+    async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
+        done = await run_requests(client, config(tmp_path, batch_size=1_000, max_lines=2_000), None)
+        first = (tmp_path / "out.jsonl").read_text()
+        creates = emu.counts.get("batch_create", 0)
+        monkeypatch.setattr(SQLiteStore, "fetch_results", counted)
+        again = await run_requests(client, config(tmp_path), None)
+    assert again.from_journal == n
+    assert again.statuses == {"succeeded": n}
+    assert emu.counts.get("batch_create", 0) == creates
+    assert (tmp_path / "out.jsonl").read_text() == first
+    assert sum(reads) == n
+    assert len(reads) == 3, reads  # 1,000 + 1,000 + 500
+    # Money: every line's at batch price both times, but only the first run's requests cost.
+    assert done.cost.paid > 0
+    assert done.cost_this_run == done.cost
+    assert (again.cost, again.tokens, again.unpriced) == (done.cost, done.tokens, 0)
+    assert again.cost_this_run.paid == 0
 
 
 @pytest.mark.anyio

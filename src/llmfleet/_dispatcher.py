@@ -572,6 +572,60 @@ class FleetDispatcher(Generic[R_co]):
             raise error
         return value
 
+    async def _enqueue_batch(
+        self,
+        params: dict[str, Any],
+        idempotency_key: str,
+        then: Callable[[Any, BaseException | None], None],
+        *,
+        arrival: float | None = None,
+    ) -> None:
+        """``llmfleet run``'s entry point (llmfleet/journal/_run.py; docs/journal.md, "llmfleet
+        run at scale"): :meth:`submit_batch` without a waiting caller. Returns once the call
+        is queued (after waiting for room in the queue, as a caller does); the fleet then
+        calls ``then(value, None)`` or ``then(None, error)`` once, from its own task, when the
+        call has its outcome, and lets go of the call. So a million lines cost no task each.
+
+        Only for a journaled fleet with a ``deadline_action="wait"`` policy, and a call whose
+        key is neither stored nor in a re-attached batch (``FleetJournal.answers``: such a call
+        is answered by :meth:`submit_batch`, which may wait). ``arrival``: as in
+        :meth:`_submit_arrived`. A call refused at once raises, as :meth:`submit_batch` does.
+        """
+        self._check_open()
+        journal = self._journal
+        assert journal is not None
+        provider = self.provider
+        provider.check(params)
+        custom_id = f"lf_{self._tag}_{next(self._ids)}"
+        size, request = provider.prepare(custom_id, params)
+        if size + ENVELOPE_BYTES > provider.max_batch_bytes:
+            raise UnbatchableRequestError(
+                f"the request is {size:,} bytes, more than a {provider.name} batch body can "
+                f"hold ({provider.max_batch_bytes:,} bytes): make it smaller"
+            )
+        jkey = journal.key_of(params, idempotency_key)
+        notify = _Then(then, journal, jkey)
+        # A Call waits on anything with the Event's set(): here, the callback (duck-typed).
+        call = Call(custom_id, params, request, size, provider.model_of(params), notify)  # type: ignore[arg-type]
+        notify.call = call
+        call.jkey = jkey
+        if self._batch_key is not None:
+            call.key = self._batch_key(params)
+        if self._min_batch <= 1:
+            # No flush goes direct and no deadline escalates it: nothing will send its
+            # params, only its prepared request (a queued line holds no params dict).
+            call.params = _RELEASED
+        stats = self._stats
+        while not stats._enqueue(self.policy.max_queued):
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+            self._check_open()
+        assert self._send is not None
+        call.arrival = self._clock() if arrival is None else min(arrival, self._clock())
+        journal.take(jkey)  # as FleetJournal.hold(), until `then` is called
+        self._send.send_nowait(call)
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> FleetDispatcher[R_co]:
@@ -696,6 +750,10 @@ class FleetDispatcher(Generic[R_co]):
                 raise illegal_move(call, SENT)
             call.state = SENT
             call.batch = batch
+            if call.deadline == math.inf:
+                # Nothing sends its params now (only an escalation would): the batch holds
+                # its prepared request.
+                call.params = _RELEASED
         if flush is None:
             self._stats._flushed(reason, len(calls))
         else:
@@ -786,3 +844,28 @@ class FleetDispatcher(Generic[R_co]):
                 for batch in list(self._batches):
                     if batch.abort(why):
                         tg.start_soon(partial(batch.cancel_remote, aborting=True))
+
+
+@final
+class _Then:
+    """What a :meth:`FleetDispatcher._enqueue_batch` call waits on: set() (as the fleet sets a
+    caller's Event) lets go of the call's journal key and of the call, then calls ``then``."""
+
+    __slots__ = ("call", "jkey", "journal", "then")
+
+    def __init__(
+        self, then: Callable[[Any, BaseException | None], None], journal: FleetJournal, jkey: str
+    ) -> None:
+        self.then = then
+        self.journal = journal
+        self.jkey = jkey
+        self.call: Call | None = None
+
+    def set(self) -> None:
+        call, self.call = self.call, None
+        if call is None:  # set once only
+            return
+        self.journal.let_go(self.jkey)
+        value, error = call.value, call.error
+        call.release()
+        self.then(value, error)

@@ -41,7 +41,8 @@ class FlushQueue(Generic[T]):
     """A FIFO of queued calls and the rule that flushes them.
 
     A flush is due at the earliest instant the queue is non-empty and either holds
-    ``min_size`` live calls (reason ``size``), or its oldest live call has waited ``window``
+    ``min_size`` live calls, or more bytes than one batch body carries (a batch is full by
+    its bytes before its count: reason ``size`` both), or its oldest live call has waited ``window``
     seconds (reason ``window``), or some live call's ``flush_by`` has come (reason
     ``deadline``: waiting longer would miss its deadline). A flush takes the first
     ``max_size`` live calls, fewer if the next one would push the body past ``max_bytes``,
@@ -61,6 +62,7 @@ class FlushQueue(Generic[T]):
     """
 
     __slots__ = (
+        "_bytes",
         "_early",
         "_items",
         "_last",
@@ -85,6 +87,8 @@ class FlushQueue(Generic[T]):
         # Ids of withdrawn calls still in the deque; they are skipped when reached.
         self._withdrawn: set[int] = set()
         self._live = 0
+        # Bytes of the live calls (their ``size``, summed).
+        self._bytes = 0
         # Calls with a finite flush_by, earliest first; entries of calls no longer queued are
         # dropped lazily (their ids leave _urgent_ids).
         self._urgent: list[tuple[float, int, T]] = []
@@ -109,6 +113,7 @@ class FlushQueue(Generic[T]):
             raise ValueError(f"a call of {item.size} bytes can never fit a batch body")
         self._items.append(item)
         self._live += 1
+        self._bytes += item.size
         if item.flush_by != math.inf:
             heapq.heappush(self._urgent, (item.flush_by, id(item), item))
             self._urgent_ids.add(id(item))
@@ -123,6 +128,7 @@ class FlushQueue(Generic[T]):
         self._withdrawn.add(id(item))
         self._urgent_ids.discard(id(item))
         self._live -= 1
+        self._bytes -= item.size
         self._trim()
 
     def _trim(self) -> None:
@@ -157,7 +163,7 @@ class FlushQueue(Generic[T]):
 
     def due(self, now: float) -> FlushReason | None:
         """Why a flush is due at ``now``, or ``None``."""
-        if self._live >= self.min_size:
+        if self._live >= self.min_size or self._bytes + ENVELOPE_BYTES > self.max_bytes:
             return "size"
         if self._items and now >= self._window_end():
             return "window"
@@ -182,6 +188,7 @@ class FlushQueue(Generic[T]):
             total += item.size
             batch.append(item)
         self._live -= len(batch)
+        self._bytes -= total - ENVELOPE_BYTES
         self._trim()
         return batch
 

@@ -97,6 +97,9 @@ class FleetJournal:
         # SDK's own type; others store the value as it is (it must be JSON then).
         self._dump: Callable[[Any], Any] = getattr(provider, "dump_value", _same)
         self._load: Callable[[Any], Any] = getattr(provider, "load_value", _same)
+        # The stored form of each response of the page being delivered, by the response's
+        # id (see dumped()); set only while a page is delivered (with no await meanwhile).
+        self._page_dumped: dict[int, Any] = {}
 
     @classmethod
     def of(cls, journal: Journal | str | os.PathLike[str], provider: Provider) -> FleetJournal:
@@ -264,6 +267,17 @@ class FleetJournal:
         result is stored, or a re-attached batch carries it."""
         return key in self._final or key in self._waiting
 
+    def maybe_stored(self, key: str) -> bool:
+        """Whether a final result of ``key`` may be stored (no false "no"; a "yes" is checked
+        with :meth:`stored_final`)."""
+        return key in self._final
+
+    async def stored_final(self, keys: Sequence[str]) -> dict[str, StoredOutcome]:
+        """The final stored outcomes of those of ``keys`` that have one: one read for them
+        all (``llmfleet run`` answers a page of journaled lines at once)."""
+        found = await self._require().fetch_results(keys) if keys else {}
+        return {key: outcome for key, outcome in found.items() if outcome.final}
+
     @contextmanager
     def hold(self, key: str) -> Iterator[None]:
         """While a call with ``key`` is in flight: another with the same key is refused."""
@@ -272,6 +286,15 @@ class FleetJournal:
             yield
         finally:
             self._held.discard(key)
+
+    def take(self, key: str) -> None:
+        """:meth:`hold` without a block: a call with ``key`` is in flight until :meth:`let_go`
+        (for a call nobody awaits, ``FleetDispatcher._enqueue_batch``)."""
+        self._held.add(key)
+
+    def let_go(self, key: str) -> None:
+        """The call with ``key`` that :meth:`take` held has its outcome."""
+        self._held.discard(key)
 
     def pending(self, key: str) -> anyio.Event | None:
         """An event set once a re-attached batch has stored the call's result (or every
@@ -378,10 +401,14 @@ class FleetJournal:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     rows = []
+                    dumped: dict[int, Any] = {}
                     for custom_id, result in page:
                         key = keys.get(custom_id) or attached.get(custom_id)
                         if key is not None:
-                            rows.append((key, self._outcome(batch_id, custom_id, result)))
+                            outcome = self._outcome(batch_id, custom_id, result)
+                            rows.append((key, outcome))
+                            if outcome.kind == "succeeded":
+                                dumped[id(result.value)] = outcome.value
                     await store.record_results(flush_id, rows)
                     for key, outcome in rows:
                         if outcome.final:
@@ -389,8 +416,18 @@ class FleetJournal:
                         event = self._waiting.pop(key, None)
                         if event is not None:
                             event.set()
-                    for custom_id, result in page:
-                        deliver(custom_id, result)
+                    self._page_dumped = dumped
+                    try:
+                        for custom_id, result in page:
+                            deliver(custom_id, result)
+                    finally:
+                        self._page_dumped = {}
+
+    def dumped(self, value: Any) -> Any:
+        """``value`` as the journal stores it (the adapter's ``dump_value``): while its page
+        is delivered, the form just stored, not made again (``llmfleet run`` writes it)."""
+        found = self._page_dumped.get(id(value))
+        return self._dump(value) if found is None else found
 
     def _outcome(self, batch_id: str, custom_id: str, result: ItemResult) -> StoredOutcome:
         if result.kind == "succeeded":

@@ -26,11 +26,11 @@ import json
 import os
 import sys
 from array import array
-from dataclasses import dataclass, field, replace
+from collections import deque
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
-import anyio.abc
 
 from .._open import open_fleet
 from .._policy import MAX_BATCH_REQUESTS, RoutingPolicy
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from .._dispatcher import FleetDispatcher
-    from .._stats import ResultEvent
     from ..providers import BatchStatus
     from ._fleet import FleetJournal
     from ._runview import Progress
@@ -75,6 +74,9 @@ __all__ = [
     "run_key",
     "run_requests",
 ]
+
+# RoutingPolicy's own defaults (a slotted dataclass: read from its fields).
+_POLICY_DEFAULTS: Final[dict[str, Any]] = {f.name: f.default for f in fields(RoutingPolicy)}
 
 #: Longest ``custom_id`` a line may carry.
 MAX_CUSTOM_ID: Final = 256
@@ -229,9 +231,13 @@ class RunConfig:
         the length of the input.
     :param reorder_lines: most answered lines kept in memory while an earlier line is still
         waiting; beyond, a line answered from a batch is written later from the journal.
+    :param reorder_bytes: most bytes of output those lines may take, likewise (a batch's
+        results come in any order: the larger the buffer, the fewer lines read back).
     :param window_s: longest a line waits in the queue; ``None`` for
         :data:`READING_WINDOW_S` while the input is read, the input's last line sending the
         queue at once.
+    :param batch_api_rpm: the fleet's budget of batch-endpoint requests a minute
+        (:class:`~llmfleet.RoutingPolicy`'s, by default).
     """
 
     requests: Path
@@ -243,7 +249,9 @@ class RunConfig:
     poll_max_s: float = 60.0
     prices: PriceTable = field(default_factory=PriceTable)
     max_lines: int | None = None
-    reorder_lines: int = 10_000
+    reorder_lines: int = 100_000
+    reorder_bytes: int = 64 * 2**20
+    batch_api_rpm: int | None = _POLICY_DEFAULTS["batch_api_rpm"]
 
     @property
     def window(self) -> float:
@@ -267,6 +275,7 @@ class RunConfig:
             # Room in the queue for one whole batch: the run holds no more than max_lines.
             max_queued=size,
             deadline_action="wait",
+            batch_api_rpm=self.batch_api_rpm,
         )
 
 
@@ -305,8 +314,10 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
 
     The input is streamed (docs/journal.md, "llmfleet run at scale"): a line is read when the
     fleet has room for it, at most ``max_lines`` lines are held between the input and their
-    answer, and the output is written in input order through a bounded reorder buffer whose
-    overflow is read back from the journal.
+    answer (each costs the fleet's call and a small record here, no task), lines whose
+    result the journal holds are answered from it a page at a time, and the output is
+    written in input order through a bounded reorder buffer whose overflow is read back from
+    the journal a page at a time.
 
     :raises JournalError: the journal cannot be used.
     :raises OSError: the input cannot be read or the output written.
@@ -314,13 +325,13 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
     total = count_requests(config.requests)
     report = RunReport()
     started = anyio.current_time()
-    # Lines read, handed to the fleet, refused by it at once, whose output is decided.
-    read = handed = refused = answered = 0
+    # Lines read, handed to the fleet, refused by it at once, whose output is decided,
+    # answered from the journal by the run itself (a page at a time).
+    read = handed = refused = answered = paged = 0
     held = 0  # handed and not answered
-
-    def on_result(event: ResultEvent) -> None:
-        if event.cost is not None:
-            report.cost_this_run += event.cost  # a sum, not a list: one Cost a line adds up
+    reading = True
+    idle: anyio.Event | None = None
+    failures: list[BaseException] = []
 
     def on_blank(_number: int) -> None:
         report.blank += 1
@@ -330,77 +341,180 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         client,
         policy=config.policy(),
         journal=config.journal,
-        on_result=on_result,
         prices=config.prices,
     ) as fleet:
         provider = fleet.provider
-        journal = fleet._journal  # the run's own package: it reads spilled lines back
+        journal = fleet._journal  # the run's own package: it reads journaled lines back
         assert journal is not None
-        dump = getattr(provider, "dump_value", None)
         batch = min(config.size, provider.max_batch_requests)
         room = anyio.Semaphore(config.max_lines or 2 * batch)
+        models: dict[str, str] = {}  # one string per model, shared by the lines held
         with part.open("w", encoding="utf-8") as out:
             # A provider whose small flushes go direct (Bedrock) answers some lines outside
             # the journal: those lines stay in memory until written.
             spill = getattr(provider, "min_batch_requests", 1) <= 1
-            limit = config.reorder_lines if spill else sys.maxsize
-            writer = _OrderedWriter(out, config.requests, journal, limit)
+            lines_limit = config.reorder_lines if spill else sys.maxsize
+            bytes_limit = config.reorder_bytes if spill else sys.maxsize
+            writer = _OrderedWriter(out, config.requests, journal, lines_limit, bytes_limit)
 
-            async def finish(index: int, record: dict[str, Any]) -> None:
+            def finish(index: int, record: dict[str, Any]) -> None:
                 nonlocal answered
                 answered += 1
                 _count(report, record["status"])
-                await writer.put(index, record)
+                writer.put(index, record)
 
-            async def one(index: int, line: Line, key: str, last: bool) -> None:
-                nonlocal handed, refused, held
-                assert line.params is not None
-                head = {"custom_id": line.custom_id, "line": line.number}
-                handed += 1
-                held += 1
-                report.peak_held = max(report.peak_held, held)
-                try:
-                    if last and config.window_s is None:
-                        # The input's last line: it arrives with its window already over, so
-                        # the queue goes at once rather than wait for a batch that will not
-                        # fill (docs/journal.md, "llmfleet run at scale").
-                        arrival = fleet._clock() - config.window - 1.0
-                        value = await fleet._submit_batch(
-                            line.params, None, None, key, arrival=arrival
-                        )
+            # Tokens (input, output, cache write, cache read) and responses, per model:
+            # summed per line, priced when read (the cost of a sum is the sum of the costs,
+            # digit for digit: llmfleet/pricing.py).
+            usage: dict[str, list[int]] = {}
+
+            def priced(model: str, value: Any) -> None:
+                """Count a response's tokens."""
+                tokens = provider.tokens_of(value)
+                if tokens is not None:
+                    sums = usage.get(model)
+                    if sums is None:
+                        sums = usage[model] = [0, 0, 0, 0, 0]
+                    sums[0] += tokens[0]
+                    sums[1] += tokens[1]
+                    sums[2] += tokens[2]
+                    sums[3] += tokens[3]
+                    sums[4] += 1
+
+            def money() -> tuple[TokenUsage, Cost, int]:
+                """Tokens, their cost at batch price, and responses of models with no price."""
+                tokens, cost, unpriced = TokenUsage(), Cost(), 0
+                for model, sums in usage.items():
+                    used = TokenUsage(*sums[:4])
+                    tokens += used
+                    priced_cost = config.prices.cost(model, used, batch=True)
+                    if priced_cost is None:
+                        unpriced += sums[4]
                     else:
-                        value = await fleet.submit_batch(idempotency_key=key, **line.params)
-                except Exception as exc:  # every line gets its output line, whatever failed
-                    if isinstance(exc, UnbatchableRequestError):
-                        refused += 1  # refused at submit: never sent
-                    record = head | _error_record(exc)
-                else:
-                    tokens = provider.tokens_of(value)
-                    if tokens is not None:
-                        usage = TokenUsage(*tokens)
-                        report.tokens += usage
-                        model = provider.model_of(line.params)
-                        cost = config.prices.cost(model, usage, batch=True)
-                        if cost is None:
-                            report.unpriced += 1
-                        else:
-                            report.cost += cost
-                    response = dump(value) if dump is not None else value
-                    record = head | {"status": "succeeded", "response": response}
-                finally:
-                    held -= 1
-                    room.release()
-                await finish(index, record)
+                        cost += priced_cost
+                return tokens, cost, unpriced
 
-            async def hand_on(
-                calls: anyio.abc.TaskGroup, index: int, line: Line, key: str, *, last: bool = False
-            ) -> None:
+            def let_go() -> None:
+                """A held line is answered: its room is free."""
+                nonlocal held
+                held -= 1
+                room.release()
+                if held == 0 and not reading and idle is not None:
+                    idle.set()
+
+            def answer(held_line: _Held, value: Any, error: BaseException | None) -> None:
+                """A handed line's outcome (from the fleet's task: never raises into it)."""
+                let_go()
+                head = {"custom_id": held_line.custom_id, "line": held_line.number}
+                try:
+                    if error is not None:
+                        if isinstance(error, Exception):
+                            record = head | _error_record(error)
+                        else:  # cancelled: the fleet is going down, and the run with it
+                            return
+                    else:
+                        priced(held_line.model, value)
+                        response = journal.dumped(value)
+                        record = head | {"status": "succeeded", "response": response}
+                    finish(held_line.index, record)
+                except Exception as exc:  # the output cannot be written: the run stops
+                    failures.append(exc)
+                    if idle is not None:
+                        idle.set()
+
+            async def hand_on(line: Line, key: str, *, index: int, last: bool = False) -> None:
+                """Give the fleet a line to send; it is answered through ``answer``."""
                 # Backpressure: the next line is read once the fleet has room for this one.
                 try:
                     room.acquire_nowait()  # no checkpoint per line while there is room
                 except anyio.WouldBlock:
                     await room.acquire()
-                calls.start_soon(one, index, line, key, last)
+                await send(line, key, index=index, last=last)
+
+            async def send(line: Line, key: str, *, index: int, last: bool) -> None:
+                """:meth:`hand_on` once the line has its room."""
+                nonlocal handed, refused, held
+                assert line.params is not None
+                assert line.custom_id is not None
+                model = provider.model_of(line.params)
+                model = models.setdefault(model, model)
+                held_line = _Held(answer, index, line.custom_id, line.number, model)
+                handed += 1
+                held += 1
+                report.peak_held = max(report.peak_held, held)
+                arrival = None
+                if last and config.window_s is None:
+                    # The input's last line: it arrives with its window already over, so
+                    # the queue goes at once rather than wait for a batch that will not
+                    # fill (docs/journal.md, "llmfleet run at scale").
+                    arrival = fleet._clock() - config.window - 1.0
+                try:
+                    await fleet._enqueue_batch(line.params, key, held_line, arrival=arrival)
+                except Exception as exc:  # every line gets its output line, whatever failed
+                    if isinstance(exc, UnbatchableRequestError):
+                        refused += 1  # refused at submit: never sent
+                    held_line(None, exc)
+
+            # Lines in batches an earlier run created and this one re-attached, in input
+            # order, each with the event set once its result is stored (or once every
+            # re-attached batch has ended without it): one task waits for them all.
+            reattached: deque[tuple[int, Line, str, anyio.Event]] = deque()
+            more = anyio.Event()
+
+            async def hand_reattached(
+                line: Line, jkey: str, index: int, event: anyio.Event
+            ) -> None:
+                nonlocal held
+                await room.acquire()
+                held += 1
+                report.peak_held = max(report.peak_held, held)
+                reattached.append((index, line, jkey, event))
+                more.set()
+
+            async def serve_reattached() -> None:
+                nonlocal held, more
+                while reattached or reading:
+                    if not reattached:
+                        await more.wait()
+                        more = anyio.Event()
+                        continue
+                    await reattached[0][3].wait()
+                    page: list[tuple[int, Line, str]] = []
+                    while reattached and len(page) < _PAGE and reattached[0][3].is_set():
+                        index, line, jkey, _ = reattached.popleft()
+                        page.append((index, line, jkey))
+                    rest = await answer_stored(page)
+                    for index, line, key in rest:
+                        # Its batch ended without it: sent now, in the room it holds.
+                        held -= 1
+                        await send(line, key, index=index, last=True)
+                    for _ in range(len(page) - len(rest)):
+                        let_go()
+
+            async def answer_stored(
+                page: list[tuple[int, Line, str]],
+            ) -> list[tuple[int, Line, str]]:
+                """Answer a page of lines whose result the journal may hold, with one read;
+                return those it does not hold after all (the filter's rare false "yes")."""
+                nonlocal paged
+                found = await journal.stored_final([key for _, _, key in page])
+                rest = []
+                for index, line, jkey in page:
+                    outcome = found.get(jkey)
+                    if outcome is None:
+                        rest.append((index, line, run_key_of(line)))
+                        continue
+                    paged += 1
+                    head = {"custom_id": line.custom_id, "line": line.number}
+                    if outcome.kind == "succeeded":
+                        assert line.params is not None
+                        priced(provider.model_of(line.params), journal.answer(outcome))
+                        record = head | {"status": "succeeded", "response": outcome.value}
+                    else:
+                        error = {"type": outcome.error_type, "message": outcome.message}
+                        record = head | {"status": "errored", "error": error}
+                    finish(index, record)
+                return rest
 
             eta_start: tuple[float, int] | None = None
 
@@ -408,20 +522,21 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 nonlocal eta_start
                 stats = fleet.stats
                 batches = tuple(_in_flight(fleet))
+                from_journal = stats.from_journal + paged
                 snap = RunSnapshot(
                     lines=read,
                     total=total,
                     submitted=max(0, handed - refused - stats.queued - stats.from_journal),
                     queued=stats.queued,
                     answered=answered,
-                    from_journal=stats.from_journal,
+                    from_journal=from_journal,
                     batches=batches,
                     elapsed_s=anyio.current_time() - started,
-                    paid=report.cost.paid,
+                    paid=money()[1].paid,
                 )
                 # The rate counts requests the provider finished for this run: lines answered
                 # at once (invalid, or from the journal) would make it look fast.
-                instant = stats.from_journal + report.statuses.get("invalid", 0)
+                instant = from_journal + report.statuses.get("invalid", 0)
                 done = answered - instant + snap.provider_done
                 now = anyio.current_time()
                 if eta_start is None:
@@ -435,41 +550,73 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
             async with anyio.create_task_group() as display:
                 if progress is not None:
                     display.start_soon(_show, progress, snapshot)
+                display.start_soon(writer.serve)
                 async with anyio.create_task_group() as calls:
+                    calls.start_soon(serve_reattached)
                     # Each line that will be queued is handed on when the next such line is
                     # read: the last one is known as the last.
-                    ahead: tuple[int, Line, str] | None = None
+                    ahead: tuple[Line, str, int] | None = None
+                    stored: list[tuple[int, Line, str]] = []
+
+                    async def queue(line: Line, key: str, index: int) -> None:
+                        nonlocal ahead
+                        try:
+                            provider.check(line.params or {})
+                        except UnbatchableRequestError as exc:
+                            # Refused before anything is sent (as the fleet would).
+                            record = {"custom_id": line.custom_id, "line": line.number}
+                            finish(index, record | _error_record(exc))
+                            return
+                        if ahead is not None:
+                            await hand_on(ahead[0], ahead[1], index=ahead[2])
+                        ahead = line, key, index
+
                     for index, line in enumerate(read_requests(config.requests, blank=on_blank)):
                         read += 1
+                        if failures:
+                            raise failures[0]
                         if line.error is not None or line.params is None:
                             record = {"custom_id": line.custom_id, "line": line.number}
                             error = {"type": "invalid_line", "message": line.error}
-                            await finish(index, record | {"status": "invalid", "error": error})
-                        elif journal.answers(journal.key_of(line.params, key := run_key_of(line))):
-                            await hand_on(calls, index, line, key)  # never queued: at once
+                            finish(index, record | {"status": "invalid", "error": error})
+                            continue
+                        key = run_key_of(line)
+                        jkey = journal.key_of(line.params, key)
+                        if journal.maybe_stored(jkey):
+                            stored.append((index, line, jkey))
+                            if len(stored) >= _PAGE:
+                                for rest in await answer_stored(stored):
+                                    await queue(rest[1], rest[2], rest[0])
+                                stored = []
+                        elif (event := journal.pending(jkey)) is not None:
+                            await hand_reattached(line, jkey, index, event)
                         else:
-                            try:
-                                provider.check(line.params)
-                            except UnbatchableRequestError as exc:
-                                # Refused before anything is sent (as the fleet would).
-                                record = {"custom_id": line.custom_id, "line": line.number}
-                                await finish(index, record | _error_record(exc))
-                                continue
-                            if ahead is not None:
-                                await hand_on(calls, *ahead)
-                            ahead = index, line, key
+                            await queue(line, key, index)
                         if index % 1000 == 999:
                             await anyio.lowlevel.checkpoint()  # let early calls start
+                    if stored:
+                        for rest in await answer_stored(stored):
+                            await queue(rest[1], rest[2], rest[0])
                     if ahead is not None:
-                        await hand_on(calls, *ahead, last=True)
-                await writer.close()
+                        await hand_on(ahead[0], ahead[1], index=ahead[2], last=True)
+                    reading = False
+                    more.set()
+                    if held:
+                        idle = anyio.Event()
+                        await idle.wait()
+                if failures:
+                    raise failures[0]
+                await writer.close(read)
                 display.cancel_scope.cancel()
             out.flush()
             os.fsync(out.fileno())
             report.spilled = writer.spilled
+            report.tokens, report.cost, report.unpriced = money()
+            # This fleet's own requests, priced by route as the fleet prices them.
+            report.cost_this_run = sum(fleet.stats.cost.values(), Cost())
         report.lines = read
         stats = fleet.stats
-        report.from_journal = stats.from_journal
+        report.from_journal = stats.from_journal + paged
         report.batches_created = stats.batches_submitted
         report.batches_reattached = stats.reattached_batches
         if progress is not None:
@@ -492,86 +639,183 @@ def run_key(custom_id: str, params: dict[str, Any]) -> str:
 
 
 @final
+class _Held:
+    """A line handed to the fleet, until it is answered: what its output line needs (a few
+    hundred bytes with its id; its params stay with the fleet's call, which lets go of them
+    once it is in a batch). Called with the outcome, once."""
+
+    __slots__ = ("answer", "custom_id", "index", "model", "number")
+
+    def __init__(
+        self,
+        answer: Callable[[_Held, Any, BaseException | None], None],
+        index: int,
+        custom_id: str,
+        number: int,
+        model: str,
+    ) -> None:
+        self.answer = answer
+        self.index = index
+        self.custom_id = custom_id
+        self.number = number
+        self.model = model
+
+    def __call__(self, value: Any, error: BaseException | None) -> None:
+        self.answer(self, value, error)
+
+
+@final
 class _OrderedWriter:
     """Writes answered lines in input order: a ``next`` pointer and a bounded dict of lines
     answered early. Once that dict is full, an early line that its batch answered (so the
-    journal holds its result) is only marked done; when the pointer reaches it, it is read
-    back from the journal, its key made again from a second pass over the input. Memory is
-    bounded by ``limit`` lines and one byte a line for the marks."""
+    journal holds its result) is only marked done; the writer's task reads such lines back
+    from the journal a page at a time (their keys made again from a second pass over the
+    input) once the pointer has reached a run of answered lines holding a page of them, or
+    at the end. Memory is bounded by ``limit`` lines of at most ``max_bytes`` bytes in all,
+    and one byte a line for the marks.
 
-    def __init__(self, out: TextIO, requests: Path, journal: FleetJournal, limit: int) -> None:
+    :meth:`put` is synchronous (the fleet calls it from its own task as a result comes);
+    :meth:`serve` is the writer's task; :meth:`close` ends it once every line is put."""
+
+    def __init__(
+        self, out: TextIO, requests: Path, journal: FleetJournal, limit: int, max_bytes: int
+    ) -> None:
         self._out = out
         self._requests = requests
         self._journal = journal
         self._limit = max(0, limit)
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of the texts in _ram
         self._next = 0
         self._ram: dict[int, str] = {}
         # One byte a line read: 1 once answered with its result in the journal only.
         self._marks = bytearray()
         self._cursor: _Cursor | None = None
         self._reading = False
+        # Every line in [next, scan) is answered, ``marked`` of them in the journal only.
+        self._scan = 0
+        self._marked = 0
+        self._closing: int | None = None
+        self._wake = anyio.Event()
+        self._done = anyio.Event()
         self.spilled = 0
 
-    async def put(self, index: int, record: dict[str, Any]) -> None:
+    def put(self, index: int, record: dict[str, Any]) -> None:
         """Line ``index`` is answered: write it, keep it, or mark it for the journal."""
         if index == self._next and not self._reading:
             self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
             self._next += 1
-        elif len(self._ram) >= self._limit and record["status"] in FINAL_KINDS:
+            self._advance()
+            return
+        if (len(self._ram) >= self._limit or self._bytes >= self._max_bytes) and record[
+            "status"
+        ] in FINAL_KINDS:
             marks = self._marks
             if len(marks) <= index:
                 marks.extend(bytes(index + 1 - len(marks) + 4096))
             marks[index] = 1
             self.spilled += 1
         else:
-            self._ram[index] = json.dumps(record, ensure_ascii=False)
-        if not self._reading:
-            await self._drain()
+            text = self._ram[index] = json.dumps(record, ensure_ascii=False)
+            self._bytes += len(text)
+        if index == self._scan and not self._reading:
+            self._advance()
 
-    async def close(self) -> None:
-        """Every line read is answered: write what is left."""
-        await self._drain()
-        assert not self._ram, "every line read has its output line"
-
-    async def _drain(self) -> None:
-        # One drain at a time reads from the journal; lines answered meanwhile wait in
-        # memory (or are marked) and that drain writes them too.
+    def _advance(self) -> None:
+        """Write what is in memory from the pointer on; at a line in the journal only, look
+        ahead for a page of them and wake the task to read it."""
         ram, marks, out = self._ram, self._marks, self._out
         while True:
-            text = ram.pop(self._next, None)
+            n = self._next
+            text = ram.pop(n, None)
             if text is not None:
                 out.write(text + "\n")
-                self._next += 1
+                self._bytes -= len(text)
+                self._next = n + 1
                 continue
-            n = self._next
             if n >= len(marks) or not marks[n]:
+                self._scan, self._marked = n, 0  # line n is not answered yet
                 return
-            # A run of lines answered from the journal: read back a page at a time.
-            run: list[int] = []
-            while n < len(marks) and marks[n] and len(run) < _PAGE:
-                run.append(n)
-                n += 1
-            self._reading = True
-            try:
-                await self._write_stored(run)
-            finally:
-                self._reading = False
-            for index in run:
-                marks[index] = 0
-            self._next = n
+            if self._scan <= n:
+                self._scan, self._marked = n, 0
+            i, marked = self._scan, self._marked
+            while marked < _PAGE:
+                if i < len(marks) and marks[i]:
+                    marked += 1
+                elif i not in ram:
+                    break
+                i += 1
+            self._scan, self._marked = i, marked
+            if marked >= _PAGE or self._closing is not None:
+                self._wake.set()
+            return
 
-    async def _write_stored(self, indexes: list[int]) -> None:
+    async def serve(self) -> None:
+        """The writer's task: read lines back from the journal when :meth:`put` asks."""
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._page_ready():
+                await self._read_page()
+                self._advance()
+            if self._closing is not None and self._next >= self._closing:
+                self._done.set()
+                return
+
+    def _page_ready(self) -> bool:
+        n, marks = self._next, self._marks
+        if n >= len(marks) or not marks[n]:
+            return False
+        return self._marked >= _PAGE or self._closing is not None
+
+    async def close(self, lines: int) -> None:
+        """Every one of ``lines`` lines is put: write what is left, then end the task."""
+        self._closing = lines
+        self._advance()
+        self._wake.set()
+        await self._done.wait()
+        assert not self._ram, "every line read has its output line"
+
+    async def _read_page(self) -> None:
+        # From the pointer: every answered line up to a page of journaled ones, in order.
+        start, marks, ram = self._next, self._marks, self._ram
+        stop, indexes = start, list[int]()
+        while len(indexes) < _PAGE:
+            if stop < len(marks) and marks[stop]:
+                indexes.append(stop)
+            elif stop not in ram:
+                break
+            stop += 1
+        self._reading = True
+        try:
+            texts = await self._stored(indexes)
+        finally:
+            self._reading = False
+        out = self._out
+        for index in range(start, stop):
+            if marks[index] if index < len(marks) else False:
+                out.write(texts[index] + "\n")
+                marks[index] = 0
+            else:
+                text = ram.pop(index)
+                self._bytes -= len(text)
+                out.write(text + "\n")
+        self._next = stop
+        self._scan, self._marked = stop, 0
+
+    async def _stored(self, indexes: list[int]) -> dict[int, str]:
         if self._cursor is None:
             self._cursor = _Cursor(self._requests)
         lines = [self._cursor.line(index) for index in indexes]
         journal = self._journal
-        keys = [
-            journal.key_of(line.params, run_key(line.custom_id, line.params))
-            for line in lines
-            if line.params is not None and line.custom_id is not None
-        ]
-        found = await journal._require().fetch_results(keys)
-        for line, key in zip(lines, keys, strict=True):
+        keys = []
+        for line in lines:
+            assert line.params is not None
+            assert line.custom_id is not None
+            keys.append(journal.key_of(line.params, run_key(line.custom_id, line.params)))
+        found = await journal.stored_final(keys)
+        texts = {}
+        for index, line, key in zip(indexes, lines, keys, strict=True):
             outcome = found[key]
             head = {"custom_id": line.custom_id, "line": line.number}
             if outcome.kind == "succeeded":
@@ -579,7 +823,8 @@ class _OrderedWriter:
             else:
                 error = {"type": outcome.error_type, "message": outcome.message}
                 record = head | {"status": "errored", "error": error}
-            self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            texts[index] = json.dumps(record, ensure_ascii=False)
+        return texts
 
 
 @final
