@@ -28,6 +28,7 @@ from llmfleet.journal import (
     StoredOutcome,
     StoreState,
 )
+from llmfleet.journal._keys import params_hash
 from llmfleet.providers import ErrorKind, ItemResult
 
 from fakes import FakeError, FakeMessage, FakeProvider, request
@@ -229,6 +230,40 @@ async def test_results_of_a_re_attached_batch_nobody_asks_for_are_kept(tmp_path:
         assert fleet.stats.from_journal == 1
     assert len(fake.creates) == 1
     assert len(fake.result_fetches) == 1
+
+
+async def test_a_key_not_sent_here_is_found_only_if_stored_before_or_re_attached(
+    tmp_path: Path,
+) -> None:
+    """``llmfleet run`` asks ``maybe_stored_before`` once a line. A first run has no result
+    stored before it and re-attaches nothing: it never says yes, not even for a key its own
+    batch stored meanwhile. A rerun finds the stored key, and so does a fleet whose
+    re-attached batch stores it."""
+    fake = JournaledFake(turnaround=5.0)
+    path = tmp_path / "j.db"
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        journal = fleet._journal
+        assert journal is not None
+        await fleet.submit_batch(idempotency_key="k1", **request("a"))
+        assert journal.answers("key:k1")  # stored by this process
+        assert not journal.maybe_stored_before("key:k1")
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        journal = fleet._journal
+        assert journal is not None
+        assert journal.maybe_stored_before("key:k1")
+
+    path = tmp_path / "crashed.db"
+    fake = JournaledFake(turnaround=10.0)
+    await crash_while_waiting(fake, path, ["x"])  # nothing stored: its batch still runs
+    key = f"hash:{params_hash(request('x'))}-1"
+    async with open_fleet(fake, policy=POLICY, journal=path) as fleet:
+        journal = fleet._journal
+        assert journal is not None
+        event = journal.pending(key)
+        assert event is not None
+        await event.wait()  # the re-attached batch stored it
+        assert journal.maybe_stored_before(key)
+    assert len(fake.creates) == 1
 
 
 async def test_an_interrupted_create_is_found_and_adopted_not_sent_again(tmp_path: Path) -> None:

@@ -82,6 +82,10 @@ class FleetJournal:
         # Keys whose final result is stored: a filter (no false "no", rare false "yes",
         # checked against the store), not a set, so a long run's keys do not fill memory.
         self._final = KeyFilter()
+        # Whether a key this process did not send can have a final result: one was stored
+        # before the journal was opened, or a re-attached batch stores them (see
+        # maybe_stored_before).
+        self._stored_before = False
         self._known_ids: set[str] = set()
         self._open: list[FlushRecord] = []
         # Re-attached batches: custom_id -> key over all of them (custom_ids are unique
@@ -135,6 +139,7 @@ class FleetJournal:
         self._store = store
         self._final = KeyFilter(state.final_keys)
         self._open = list(state.open_flushes)
+        self._stored_before = len(self._final) > 0 or bool(self._open)
         self._known_ids = set(state.known_batch_ids)
         if self._open:
             logger.info(
@@ -267,10 +272,12 @@ class FleetJournal:
         result is stored, or a re-attached batch carries it."""
         return key in self._final or key in self._waiting
 
-    def maybe_stored(self, key: str) -> bool:
-        """Whether a final result of ``key`` may be stored (no false "no"; a "yes" is checked
-        with :meth:`stored_final`)."""
-        return key in self._final
+    def maybe_stored_before(self, key: str) -> bool:
+        """Whether a final result of ``key``, a key this process has not sent, may be stored
+        (no false "no"; a "yes" is checked with :meth:`stored_final`). Such a result was
+        stored before the journal was opened, or by a batch it re-attached: a first run
+        (neither) asks no filter at all, which ``llmfleet run`` would ask once a line."""
+        return self._stored_before and key in self._final
 
     async def stored_final(self, keys: Sequence[str]) -> dict[str, StoredOutcome]:
         """The final stored outcomes of those of ``keys`` that have one: one read for them
@@ -510,7 +517,16 @@ class KeyFilter:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
+        # _spots, inline: a key not held stops at its first clear bit (most do, at once),
+        # rather than every spot of every layer being made first.
+        h = hash(key) & 0xFFFFFFFFFFFFFFFF
+        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
         for bits, _ in self._layers:
-            if all(bits[spot >> 3] >> (spot & 7) & 1 for spot in self._spots(key, len(bits) * 8)):
+            size = len(bits) * 8
+            for i in range(KeyFilter.HASHES):
+                spot = (h1 + i * h2) % size
+                if not bits[spot >> 3] >> (spot & 7) & 1:
+                    break
+            else:
                 return True
         return False

@@ -582,7 +582,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                             continue
                         key = run_key_of(line)
                         jkey = journal.key_of(line.params, key)
-                        if journal.maybe_stored(jkey):
+                        if journal.maybe_stored_before(jkey):
                             stored.append((index, line, jkey))
                             if len(stored) >= _PAGE:
                                 for rest in await answer_stored(stored):
