@@ -38,6 +38,9 @@ async def run(url: str, agents: int) -> dict[str, Any]:
     routing = RoutingPolicy(batch_window_ms=1_000, batch_min_size=100, batch_max_size=1_000)
     rss0 = psutil.Process().memory_info().rss
     errors = 0
+    # Each failed call's error type and, for a wrapped one, its cause's (a connect timeout
+    # under the burst of direct connections is an `APITimeoutError` from a `ConnectTimeout`).
+    kinds: dict[str, int] = {}
     cpu0, wall0 = time.process_time(), time.perf_counter()
     async with open_fleet(client, policy=routing) as fleet:
 
@@ -50,8 +53,11 @@ async def run(url: str, agents: int) -> dict[str, Any]:
                     await fleet.submit(**REQUEST)
                 else:
                     await fleet.submit(latency_budget_ms=budget, **REQUEST)
-            except Exception:
+            except Exception as exc:
                 errors += 1
+                cause = exc.__cause__
+                kind = type(exc).__name__ + (f" ({type(cause).__name__})" if cause else "")
+                kinds[kind] = kinds.get(kind, 0) + 1
 
         async with anyio.create_task_group() as tg:
             for i in range(agents):
@@ -66,6 +72,7 @@ async def run(url: str, agents: int) -> dict[str, Any]:
         "rss_start_mb": rss0 / 2**20,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "errors": errors,
+        "error_kinds": kinds,
         "sync_calls": stats.sync_calls,
         "batched_calls": stats.batched_calls,
         "batches": stats.batches_submitted,

@@ -242,6 +242,13 @@ def run_http_burst(legacy_python: Path | None, callers: int) -> dict[str, Any]:
     return out
 
 
+def _errors_cell(errors: int, kinds: dict[str, int]) -> str:
+    """The error count, with each kind's count when there are any."""
+    if not kinds:
+        return str(errors)
+    return f"{errors}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the ~2-minute version")
@@ -740,7 +747,7 @@ def report_e2e(rep: Report, e2e: dict[str, Any]) -> None:
                 r["sync_calls"],
                 r["batched_calls"],
                 r["batches"],
-                r["errors"],
+                _errors_cell(r["errors"], r.get("error_kinds", {})),
                 per_k.get("messages", 0),
                 per_k.get("batch_create", 0),
                 per_k.get("batch_retrieve", 0) + per_k.get("batch_list", 0),
