@@ -502,17 +502,7 @@ class FleetDispatcher(Generic[R_co]):
         if self._state != "open":
             self._check_open()
         provider = self.provider
-        provider.check(params)
-        custom_id = f"lf_{self._tag}_{next(self._ids)}"
-        size, request = provider.prepare(custom_id, params)
-        if size + ENVELOPE_BYTES > provider.max_batch_bytes:
-            # An adapter refuses such a request in prepare(); one whose measure and limit
-            # disagree must still not take the flusher down with it: the call fails alone.
-            raise UnbatchableRequestError(
-                f"the request is {size:,} bytes, more than a {provider.name} batch body can "
-                f"hold ({provider.max_batch_bytes:,} bytes): make it smaller, or send it with "
-                "submit_sync()"
-            )
+        custom_id, size, request = self._prepared(params)
         journal = self._journal
         jkey = None
         if journal is not None:
@@ -531,12 +521,8 @@ class FleetDispatcher(Generic[R_co]):
             call.key = self._batch_key(params)
         # Counted as queued once there is room; nothing awaits between the count and the
         # send below, so nobody sees the one without the other.
-        stats = self._stats
-        while not stats._enqueue(self.policy.max_queued):
-            if self._room is None:
-                self._room = anyio.Event()
-            await self._room.wait()
-            self._check_open()
+        if not self._stats._enqueue(self.policy.max_queued):
+            await self._room_for_one()
         assert self._send is not None
         call.arrival = now = self._clock() if arrival is None else arrival
         if budget is not None:
@@ -558,6 +544,38 @@ class FleetDispatcher(Generic[R_co]):
         if error is not None:
             raise error
         return value
+
+    def _prepared(self, params: dict[str, Any]) -> tuple[str, int, Any]:
+        """A batch-route call's ``custom_id``, and its request as the adapter prepared it
+        (its size, and the request): what every way into the queue does first.
+
+        :raises UnbatchableRequestError: the request cannot go in a batch.
+        """
+        provider = self.provider
+        provider.check(params)
+        custom_id = f"lf_{self._tag}_{next(self._ids)}"
+        size, request = provider.prepare(custom_id, params)
+        if size + ENVELOPE_BYTES > provider.max_batch_bytes:
+            # An adapter refuses such a request in prepare(); one whose measure and limit
+            # disagree must still not take the flusher down with it: the call fails alone.
+            raise UnbatchableRequestError(
+                f"the request is {size:,} bytes, more than a {provider.name} batch body can "
+                f"hold ({provider.max_batch_bytes:,} bytes): make it smaller, or send it with "
+                "submit_sync()"
+            )
+        return custom_id, size, request
+
+    async def _room_for_one(self) -> None:
+        """Wait until the queue has room for one more call, then count it as queued. For a
+        caller whose ``_enqueue`` found the queue full (the path with room costs no await)."""
+        stats = self._stats
+        while True:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+            self._check_open()
+            if stats._enqueue(self.policy.max_queued):
+                return
 
     async def _wait(self, call: Call) -> Any:
         # The inline wait of _submit_batch, for a call held in the journal.
@@ -595,14 +613,7 @@ class FleetDispatcher(Generic[R_co]):
         journal = self._journal
         assert journal is not None
         provider = self.provider
-        provider.check(params)
-        custom_id = f"lf_{self._tag}_{next(self._ids)}"
-        size, request = provider.prepare(custom_id, params)
-        if size + ENVELOPE_BYTES > provider.max_batch_bytes:
-            raise UnbatchableRequestError(
-                f"the request is {size:,} bytes, more than a {provider.name} batch body can "
-                f"hold ({provider.max_batch_bytes:,} bytes): make it smaller"
-            )
+        custom_id, size, request = self._prepared(params)
         jkey = journal.key_of(params, idempotency_key)
         notify = _Then(then, journal, jkey)
         # A Call waits on anything with the Event's set(): here, the callback (duck-typed).
@@ -615,12 +626,8 @@ class FleetDispatcher(Generic[R_co]):
             # No flush goes direct and no deadline escalates it: nothing will send its
             # params, only its prepared request (a queued line holds no params dict).
             call.params = _RELEASED
-        stats = self._stats
-        while not stats._enqueue(self.policy.max_queued):
-            if self._room is None:
-                self._room = anyio.Event()
-            await self._room.wait()
-            self._check_open()
+        if not self._stats._enqueue(self.policy.max_queued):
+            await self._room_for_one()
         assert self._send is not None
         call.arrival = self._clock() if arrival is None else min(arrival, self._clock())
         journal.take(jkey)  # as FleetJournal.hold(), until `then` is called
