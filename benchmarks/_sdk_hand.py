@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from _common import no_gc, sdk_client
+from _common import callgrind_mark, callgrind_on, no_gc, sdk_client
 from _fake_client import REQUEST
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["hand", "iqr", "on_asyncio", "paired_batch", "spawn_callers"]
+__all__ = ["counted_run", "hand", "iqr", "on_asyncio", "paired_batch", "spawn_callers"]
 
 
 def on_asyncio() -> bool:
@@ -154,3 +154,23 @@ async def paired_batch(
         "wall_ratio": statistics.median(wall_ratios),
         "wall_ratios": wall_ratios,
     }
+
+
+async def counted_run(
+    fn: Callable[[Any, int, int], Awaitable[Any]], url: str, n: int, size: int, *, callgrind: bool
+) -> None:
+    """One run of ``fn`` (``fn(client, calls, batch size)``) at N calls (``size`` 0: one batch
+    of N), after a warm-up of 10; under ``callgrind``, between the marks that
+    ``_common.instructions_per_item`` counts (N/10 calls, then N). What ``--one`` runs in
+    either venv."""
+    client = sdk_client(url)
+    await fn(client, 10, min(size or 10, 10))  # imports, connection
+    if not callgrind:
+        await fn(client, n, size or n)
+    else:
+        callgrind_on()
+        for k in (max(1, n // 10), n):
+            callgrind_mark()
+            await fn(client, k, size or k)
+        callgrind_mark()
+    await client.close()

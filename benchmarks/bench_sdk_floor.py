@@ -59,14 +59,13 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from _common import (
-    callgrind_mark,
-    callgrind_on,
     emit,
     instructions_per_item,
     log,
@@ -75,7 +74,7 @@ from _common import (
 )
 from _fake_client import REQUEST
 from _ours import LOOSE_MS, policy
-from _sdk_hand import hand, iqr, paired_batch, spawn_callers
+from _sdk_hand import counted_run, hand, iqr, paired_batch, spawn_callers
 from llmfleet import RoutingPolicy, open_fleet
 
 BACKENDS = ("asyncio", "trio")
@@ -195,22 +194,7 @@ def one(
     """One run of ``variant`` at N calls (``size`` 0: one batch of N), after a warm-up of
     10: what ``--instructions`` counts under callgrind."""
     fn = {**VARIANTS, **DIRECT}[variant]
-
-    async def run() -> None:
-        client = sdk_client(url)
-        await fn(client, 10, min(size or 10, 10))  # imports, connection
-        if not callgrind:
-            await fn(client, n, size or n)
-        else:
-            # _common.instructions_per_item counts between the marks.
-            callgrind_on()
-            for k in (max(1, n // 10), n):
-                callgrind_mark()
-                await fn(client, k, size or k)
-            callgrind_mark()
-        await client.close()
-
-    anyio.run(run, backend=backend)
+    anyio.run(partial(counted_run, fn, url, n, size, callgrind=callgrind), backend=backend)
 
 
 def count_instructions(
@@ -222,6 +206,13 @@ def count_instructions(
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)  # the legacy venv imports its own llmfleet
     out: dict[str, Any] = {"n": n}
+
+    def this_one(variant: str, backend: str, *more: str) -> list[str]:
+        # This script's --one run of ``variant`` (what callgrind counts).
+        script = str(here / "bench_sdk_floor.py")
+        command = [sys.executable, script, "--url", url, "--one", variant]
+        return [*command, "--backends", backend, *more]
+
     for backend in backends:
         out[backend] = {}
         for key, size in (("one", 0), ("size100", 100)):
@@ -229,19 +220,7 @@ def count_instructions(
             for variant in VARIANTS:
                 log(f"sdk floor: instructions {backend} {variant} n={n} {key}")
                 counts[variant] = instructions_per_item(
-                    [
-                        sys.executable,
-                        str(here / "bench_sdk_floor.py"),
-                        "--url",
-                        url,
-                        "--one",
-                        variant,
-                        "--backends",
-                        backend,
-                        "--size",
-                        str(size),
-                    ],
-                    n,
+                    this_one(variant, backend, "--size", str(size)), n
                 )
             if legacy_python is not None and backend == "asyncio":
                 for variant in ("hand", "legacy"):
@@ -263,19 +242,7 @@ def count_instructions(
         counts = out[backend]["direct"] = {}
         for variant in DIRECT:
             log(f"sdk floor: instructions {backend} {variant} n={n // 10}")
-            counts[variant] = instructions_per_item(
-                [
-                    sys.executable,
-                    str(here / "bench_sdk_floor.py"),
-                    "--url",
-                    url,
-                    "--one",
-                    variant,
-                    "--backends",
-                    backend,
-                ],
-                n // 10,
-            )
+            counts[variant] = instructions_per_item(this_one(variant, backend), n // 10)
     return out
 
 

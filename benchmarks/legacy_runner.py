@@ -39,8 +39,6 @@ from typing import TYPE_CHECKING, Any
 import llmfleet
 from _common import (
     Stopwatch,
-    callgrind_mark,
-    callgrind_on,
     compare_calls,
     emit,
     log,
@@ -49,7 +47,7 @@ from _common import (
     sdk_client,
 )
 from _fake_client import REQUEST, FakeClient
-from _sdk_hand import hand, paired_batch
+from _sdk_hand import counted_run, hand, paired_batch
 from llmfleet import FleetDispatcher, RoutingPolicy
 
 if TYPE_CHECKING:
@@ -223,23 +221,7 @@ FLOOR_VARIANTS = {"hand": hand, "legacy": legacy_floor}
 
 def one(url: str, variant: str, n: int, size: int, *, callgrind: bool = False) -> None:
     """One run of ``variant`` at N calls (``size`` 0: one batch), after a warm-up of 10."""
-    fn = FLOOR_VARIANTS[variant]
-
-    async def run() -> None:
-        client = sdk_client(url)
-        await fn(client, 10, min(size or 10, 10))
-        if not callgrind:
-            await fn(client, n, size or n)
-        else:
-            # _common.instructions_per_item counts between the marks.
-            callgrind_on()
-            for k in (max(1, n // 10), n):
-                callgrind_mark()
-                await fn(client, k, size or k)
-            callgrind_mark()
-        await client.close()
-
-    asyncio.run(run())
+    asyncio.run(counted_run(FLOOR_VARIANTS[variant], url, n, size, callgrind=callgrind))
 
 
 # -- memory --------------------------------------------------------------------------------
