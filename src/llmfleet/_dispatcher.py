@@ -597,6 +597,7 @@ class FleetDispatcher(Generic[R_co]):
         then: Callable[[Any, BaseException | None], None],
         *,
         arrival: float | None = None,
+        model: str | None = None,
     ) -> None:
         """``llmfleet run``'s entry point (llmfleet/journal/_run.py; docs/journal.md, "llmfleet
         run at scale"): :meth:`submit_batch` without a waiting caller. Returns once the call
@@ -607,7 +608,8 @@ class FleetDispatcher(Generic[R_co]):
         Only for a journaled fleet with a ``deadline_action="wait"`` policy, and a call whose
         key is neither stored nor in a re-attached batch (``FleetJournal.answers``: such a call
         is answered by :meth:`submit_batch`, which may wait). ``arrival``: as in
-        :meth:`_submit_arrived`. A call refused at once raises, as :meth:`submit_batch` does.
+        :meth:`_submit_arrived`; ``model``: as in :meth:`_submit_batch`. A call refused at once
+        raises, as :meth:`submit_batch` does.
         """
         self._check_open()
         journal = self._journal
@@ -617,7 +619,9 @@ class FleetDispatcher(Generic[R_co]):
         jkey = journal.key_of(params, idempotency_key)
         notify = _Then(then, journal, jkey)
         # A Call waits on anything with the Event's set(): here, the callback (duck-typed).
-        call = Call(custom_id, params, request, size, provider.model_of(params), notify)  # type: ignore[arg-type]
+        if model is None:
+            model = provider.model_of(params)
+        call = Call(custom_id, params, request, size, model, notify)  # type: ignore[arg-type]
         notify.call = call
         call.jkey = jkey
         if self._batch_key is not None:

@@ -449,7 +449,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     # fill (docs/journal.md, "llmfleet run at scale").
                     arrival = fleet._clock() - config.window - 1.0
                 try:
-                    await fleet._enqueue_batch(line.params, key, held_line, arrival=arrival)
+                    await fleet._enqueue_batch(
+                        line.params, key, held_line, arrival=arrival, model=model
+                    )
                 except Exception as exc:  # every line gets its output line, whatever failed
                     if isinstance(exc, UnbatchableRequestError):
                         refused += 1  # refused at submit: never sent
