@@ -496,12 +496,11 @@ class KeyFilter:
         return self._count
 
     @staticmethod
-    def _spots(key: str, size_bits: int) -> list[int]:
+    def _halves(key: str) -> tuple[int, int]:
         # The string's own hash (cached on it; salted per process, as the filter is): its
-        # two halves make the k spots (double hashing).
+        # two halves make the k spots, h1 + i * h2 (double hashing).
         h = hash(key) & 0xFFFFFFFFFFFFFFFF
-        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
-        return [(h1 + i * h2) % size_bits for i in range(KeyFilter.HASHES)]
+        return h & 0xFFFFFFFF, (h >> 32) | 1
 
     def add(self, key: str) -> None:
         layers = self._layers
@@ -510,17 +509,19 @@ class KeyFilter:
             size = KeyFilter.FIRST << len(layers)
             layers.append((bytearray(size * KeyFilter.BITS // 8), size))
         bits, _ = layers[-1]
-        for spot in self._spots(key, len(bits) * 8):
+        h1, h2 = self._halves(key)
+        nbits = len(bits) * 8
+        for i in range(KeyFilter.HASHES):
+            spot = (h1 + i * h2) % nbits
             bits[spot >> 3] |= 1 << (spot & 7)
         self._count += 1
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):
             return False
-        # _spots, inline: a key not held stops at its first clear bit (most do, at once),
-        # rather than every spot of every layer being made first.
-        h = hash(key) & 0xFFFFFFFFFFFFFFFF
-        h1, h2 = h & 0xFFFFFFFF, (h >> 32) | 1
+        # A key not held stops at its first clear bit (most do, at once), rather than every
+        # spot of every layer being made first.
+        h1, h2 = self._halves(key)
         for bits, _ in self._layers:
             size = len(bits) * 8
             for i in range(KeyFilter.HASHES):
