@@ -97,6 +97,7 @@ class BatchContext:
         "outcomes",
         "policy",
         "provider",
+        "raw_results",
         "results_requests",
         "stats",
         "turnaround",
@@ -129,6 +130,9 @@ class BatchContext:
         self.on_end = on_end
         self.journal = journal
         self.results_requests = max(1, getattr(provider, "results_requests", 1))
+        # Results as the provider's JSON, not SDK objects, where the adapter can (its
+        # ``raw_results``): set by FleetDispatcher._results_as_json, for llmfleet run.
+        self.raw_results = False
         self.aborting = False
 
     def provider_error(self, info: ErrorInfo) -> None:
@@ -548,13 +552,16 @@ class Batch:
         provider = ctx.provider
         policy = ctx.policy
         delay = policy.poll_interval_ms / 1000
+        source = provider.results
+        if ctx.raw_results:
+            source = getattr(provider, "raw_results", source)
         for attempt in range(1, RESULT_ATTEMPTS + 1):
             for _ in range(ctx.results_requests):
                 await ctx.budget.acquire(Priority.RESULTS)
             ctx.stats._api_request("results")
             try:
                 async with aclosing(
-                    cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(self.id))
+                    cast("AsyncGenerator[tuple[str, ItemResult]]", source(self.id))
                 ) as lines:
                     if self.flush is not None and ctx.journal is not None:
                         # Each page is stored before its callers wake.

@@ -590,6 +590,15 @@ class FleetDispatcher(Generic[R_co]):
             raise error
         return value
 
+    def _results_as_json(self) -> None:
+        """``llmfleet run``'s: every batch result read from now on comes as the provider's
+        JSON where the adapter can give it (``raw_results``), not as the SDK's object. Only
+        for a fleet whose batch callers only store and write their values (the run's
+        :meth:`_enqueue_batch` callbacks): a caller of :meth:`submit` would get a dict.
+        The journal stores that JSON as it is; ``tokens_of`` reads it."""
+        assert self._ctx is not None, "the fleet is open"
+        self._ctx.raw_results = True
+
     async def _enqueue_batch(
         self,
         params: dict[str, Any],

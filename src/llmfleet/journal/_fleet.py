@@ -438,6 +438,10 @@ class FleetJournal:
 
     def _outcome(self, batch_id: str, custom_id: str, result: ItemResult) -> StoredOutcome:
         if result.kind == "succeeded":
+            if result.as_json:  # stored as the provider sent it
+                return StoredOutcome(
+                    "succeeded", result.value, batch_id=batch_id, custom_id=custom_id
+                )
             try:
                 value = self._dump(result.value)
             except Exception as exc:  # an adapter bug: say so rather than lose the line

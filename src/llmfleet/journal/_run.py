@@ -343,6 +343,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         journal=config.journal,
         prices=config.prices,
     ) as fleet:
+        # The run only stores and writes each response: read as the provider's JSON, not
+        # built into the SDK's objects first (the larger part of reading a batch's results).
+        fleet._results_as_json()
         provider = fleet.provider
         journal = fleet._journal  # the run's own package: it reads journaled lines back
         assert journal is not None
