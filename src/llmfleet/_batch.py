@@ -389,6 +389,11 @@ class Batch:
             if journal is not None and self.flush is not None:
                 await journal.created(self.flush.flush_id, batch_id)
             self.created(batch_id)
+            if not getattr(provider, "unsent_results", True):
+                # Nothing sends these requests again now the batch exists: let go of them
+                # (a large batch's calls wait for it holding nothing else that large).
+                for call in self.calls.values():
+                    call.request = None
             logger.debug("batch %s created with %d calls", batch_id, len(requests))
             return
 

@@ -294,15 +294,6 @@ class FleetJournal:
         finally:
             self._held.discard(key)
 
-    def take(self, key: str) -> None:
-        """:meth:`hold` without a block: a call with ``key`` is in flight until :meth:`let_go`
-        (for a call nobody awaits, ``FleetDispatcher._enqueue_batch``)."""
-        self._held.add(key)
-
-    def let_go(self, key: str) -> None:
-        """The call with ``key`` that :meth:`take` held has its outcome."""
-        self._held.discard(key)
-
     def pending(self, key: str) -> anyio.Event | None:
         """An event set once a re-attached batch has stored the call's result (or every
         re-attached batch has ended without one); ``None`` if no such batch carries it."""

@@ -141,6 +141,10 @@ class Provider(Protocol):
     # that puts ``BATCH_TAG`` on its creates. Without them, values are stored as they are
     # and an interrupted create is found by count and time (``find_batch``).
     #
+    # Optional: ``unsent_results: bool``, ``False`` for a provider whose results are never
+    # ``unsent`` (it refuses a bad create whole): the fleet then lets go of each request
+    # once its batch is created, rather than keep it to send again.
+    #
     # Optional, for a consumer that only stores and writes responses (``llmfleet run``):
     # ``raw_results(batch_id)``, :meth:`results` with each succeeded value the response as
     # the provider sent it, a JSON dict (``ItemResult.as_json``), never built into the

@@ -66,6 +66,8 @@ class AnthropicProvider:
     max_batch_bytes = MAX_BYTES
     # The SDK's results() retrieves the batch before it downloads the results.
     results_requests = 2
+    # A create with a bad request is refused whole (docs/design.md §A): no result is unsent.
+    unsent_results = False
 
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
         self._client = client
