@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import aclosing
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Literal, cast, final
 
 import anyio
@@ -165,6 +166,7 @@ class Batch:
         "ended_at",
         "flush",
         "id",
+        "keys",
         "live",
         "reason",
         "requests",
@@ -202,9 +204,15 @@ class Batch:
         #: Its record in the fleet's journal (given with a re-attached batch, else made
         #: right before the create).
         self.flush = flush
+        # The journal key of each request it carries whose result is not stored yet, by
+        # custom_id: taken from its record (which then lets go of them), each let go of
+        # once its result is stored, so an answered line of a large batch still streaming
+        # holds nothing.
+        self.keys: dict[str, str] = {}
         if flush is not None:
             # The journal holds it: never cancelled for want of callers.
             self.live += 1
+            self._take_keys()
         if batch_id is not None:
             self.requests = []
             self.created_at = ctx.clock()
@@ -429,6 +437,13 @@ class Batch:
             self._ctx.outcomes.resolve(call, "failed", error=error)
         return rest
 
+    def _take_keys(self) -> None:
+        """Move the journal keys out of the batch's record into :attr:`keys`."""
+        flush = self.flush
+        assert flush is not None
+        self.keys = {entry.custom_id: entry.key for entry in flush.entries}
+        self.flush = replace(flush, entries=())
+
     async def _record_intent(
         self, journal: FleetJournal, requests: list[tuple[str, object]]
     ) -> None:
@@ -439,6 +454,7 @@ class Batch:
         self.flush = await journal.intent(
             [FlushEntry(cid, calls[cid].jkey or "", calls[cid].model) for cid, _ in requests]
         )
+        self._take_keys()
         BATCH_TAG.set(self.flush.tag)
         # The journal holds the batch: its results are kept (they are paid for), so it is
         # never cancelled for want of callers, and an aborting fleet leaves it running.
@@ -571,7 +587,7 @@ class Batch:
                     if self.flush is not None and ctx.journal is not None:
                         # Each page is stored before its callers wake.
                         await ctx.journal.stream(
-                            self.flush, self.id, self._held(lines), self.deliver
+                            self.flush, self.id, self._held(lines), self.deliver, self.keys
                         )
                         await ctx.journal.finished(self.flush.flush_id)
                         return

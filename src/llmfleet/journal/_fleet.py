@@ -369,9 +369,12 @@ class FleetJournal:
         batch_id: str,
         lines: AsyncIterator[tuple[str, ItemResult]],
         deliver: Callable[[str, ItemResult], None],
+        keys: dict[str, str],
     ) -> None:
         """Read ``lines`` to the end; store each page of results in one transaction, then
-        hand its lines to ``deliver``.
+        hand its lines to ``deliver``. ``keys``: the journal key of each of the batch's
+        requests not stored yet, by custom_id; each is taken out once its result is stored
+        (a stream read again after it broke off stores only the rest).
 
         A reader task takes lines as they come while the last page is being written, so a
         slow disk makes pages larger rather than the stream slower, and a line that drips
@@ -379,14 +382,21 @@ class FleetJournal:
         """
         store = self._require()
         flush_id = flush.flush_id
-        keys = {entry.custom_id: entry.key for entry in flush.entries}
         attached = self._attached_keys
         send, receive = anyio.create_memory_object_stream[tuple[str, "ItemResult"]](_PAGE)
 
+        broke: list[Exception] = []
+
         async def read() -> None:
             async with send, aclosing(lines) as stream:  # type: ignore[type-var]
-                async for line in stream:
-                    await send.send(line)
+                try:
+                    async for line in stream:
+                        await send.send(line)
+                except Exception as exc:
+                    # Raised once the lines read before it are stored and handed on, and
+                    # as itself: the fleet tells a stream broken off (read again) from a
+                    # failure by its type, which a task group's exception group would hide.
+                    broke.append(exc)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read)
@@ -408,6 +418,8 @@ class FleetJournal:
                             if outcome.kind == "succeeded":
                                 dumped[id(result.value)] = outcome.value
                     await store.record_results(flush_id, rows)
+                    for custom_id, _ in page:  # stored: not stored again if read again
+                        keys.pop(custom_id, None)
                     for key, outcome in rows:
                         if outcome.final:
                             self._final.add(key)
@@ -420,6 +432,8 @@ class FleetJournal:
                             deliver(custom_id, result)
                     finally:
                         self._page_dumped = {}
+        if broke:
+            raise broke[0]
 
     def dumped(self, value: Any) -> Any:
         """``value`` as the journal stores it (the adapter's ``dump_value``): while its page
