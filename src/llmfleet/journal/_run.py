@@ -123,11 +123,15 @@ def count_requests(path: Path) -> int:
         return sum(1 for text in file if not text.isspace())
 
 
+#: The largest line number :class:`_SeenIds` keeps (a later line is named as this one).
+_MAX_NUMBER: Final = 2**32 - 1
+
+
 @final
 class _SeenIds:
     """The ``custom_id`` of every line read so far, compactly: an open-addressing table of
-    their 64-bit hashes beside the line number of each (about 24 bytes a line), rather than
-    a dict of the strings (over 100 bytes a line). Two different ids share a hash with odds
+    their 64-bit hashes beside the line number of each (a 32-bit one: 12 bytes a slot, 24 to
+    48 a line), rather than a dict of the strings (over 100 bytes a line). Two different ids share a hash with odds
     of about one in 3*10^7 for a million lines (and the hash is salted anew by each process,
     so a rerun does not repeat it)."""
 
@@ -135,7 +139,7 @@ class _SeenIds:
 
     def __init__(self) -> None:
         self._hashes = array("q", bytes(8 * 1024))
-        self._numbers = array("q", bytes(8 * 1024))
+        self._numbers = array("I", [0]) * 1024
         self._mask = 1023
         self._used = 0
 
@@ -152,7 +156,7 @@ class _SeenIds:
                 return self._numbers[slot]
             slot = (slot + 1) & mask
         hashes[slot] = h
-        self._numbers[slot] = number
+        self._numbers[slot] = min(number, _MAX_NUMBER)
         self._used += 1
         if 2 * self._used > mask:
             self._grow()
@@ -162,7 +166,7 @@ class _SeenIds:
         old_h, old_n = self._hashes, self._numbers
         size = 2 * len(old_h)
         self._hashes = hashes = array("q", bytes(8 * size))
-        self._numbers = numbers = array("q", bytes(8 * size))
+        self._numbers = numbers = array("I", [0]) * size
         self._mask = mask = size - 1
         for h, n in zip(old_h, old_n, strict=True):
             if h:
@@ -347,6 +351,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         # built into the SDK's objects first (the larger part of reading a batch's results).
         fleet._results_as_json()
         provider = fleet.provider
+        tokens_in_json = hasattr(provider, "raw_results")  # its tokens_of reads JSON too
         journal = fleet._journal  # the run's own package: it reads journaled lines back
         assert journal is not None
         batch = min(config.size, provider.max_batch_requests)
@@ -513,7 +518,10 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     head = {"custom_id": line.custom_id, "line": line.number}
                     if outcome.kind == "succeeded":
                         assert line.params is not None
-                        priced(provider.model_of(line.params), journal.answer(outcome))
+                        # An adapter that reads responses as JSON counts their tokens so too:
+                        # no SDK object is built to count a stored line's.
+                        stored = outcome.value if tokens_in_json else journal.answer(outcome)
+                        priced(provider.model_of(line.params), stored)
                         record = head | {"status": "succeeded", "response": outcome.value}
                     else:
                         error = {"type": outcome.error_type, "message": outcome.message}
