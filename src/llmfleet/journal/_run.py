@@ -131,9 +131,9 @@ _MAX_NUMBER: Final = 2**32 - 1
 class _SeenIds:
     """The ``custom_id`` of every line read so far, compactly: an open-addressing table of
     their 64-bit hashes beside the line number of each (a 32-bit one: 12 bytes a slot, 24 to
-    48 a line), rather than a dict of the strings (over 100 bytes a line). Two different ids share a hash with odds
-    of about one in 3*10^7 for a million lines (and the hash is salted anew by each process,
-    so a rerun does not repeat it)."""
+    48 a line), rather than a dict of the strings (over 100 bytes a line). Two different
+    ids share a hash with odds of about one in 3*10^7 for a million lines (and the hash is
+    salted anew by each process, so a rerun does not repeat it)."""
 
     __slots__ = ("_hashes", "_mask", "_numbers", "_used")
 
