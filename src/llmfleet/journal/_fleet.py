@@ -21,6 +21,7 @@ in order of a batch's life:
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -103,7 +104,7 @@ class FleetJournal:
         self._load: Callable[[Any], Any] = getattr(provider, "load_value", _same)
         # The stored form of each response of the page being delivered, by the response's
         # id (see dumped()); set only while a page is delivered (with no await meanwhile).
-        self._page_dumped: dict[int, Any] = {}
+        self._page_dumped: dict[int, StoredOutcome] = {}
 
     @classmethod
     def of(cls, journal: Journal | str | os.PathLike[str], provider: Provider) -> FleetJournal:
@@ -409,14 +410,14 @@ class FleetJournal:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     rows = []
-                    dumped: dict[int, Any] = {}
+                    dumped: dict[int, StoredOutcome] = {}
                     for custom_id, result in page:
                         key = keys.get(custom_id) or attached.get(custom_id)
                         if key is not None:
                             outcome = self._outcome(batch_id, custom_id, result)
                             rows.append((key, outcome))
                             if outcome.kind == "succeeded":
-                                dumped[id(result.value)] = outcome.value
+                                dumped[id(result.value)] = outcome
                     await store.record_results(flush_id, rows)
                     for custom_id, _ in page:  # stored: not stored again if read again
                         keys.pop(custom_id, None)
@@ -435,25 +436,32 @@ class FleetJournal:
         if broke:
             raise broke[0]
 
-    def dumped(self, value: Any) -> Any:
-        """``value`` as the journal stores it (the adapter's ``dump_value``): while its page
-        is delivered, the form just stored, not made again (``llmfleet run`` writes it)."""
+    def dumped(self, value: Any) -> str:
+        """``value`` as the JSON text the journal stores (the adapter's ``dump_value``,
+        encoded): while its page is delivered, the text just stored, not made again
+        (``llmfleet run`` writes it)."""
         found = self._page_dumped.get(id(value))
-        return self._dump(value) if found is None else found
+        if found is not None:
+            if found.encoded is not None:
+                return found.encoded
+            return json.dumps(found.value, ensure_ascii=False)
+        return json.dumps(self._dump(value), ensure_ascii=False)
 
     def _outcome(self, batch_id: str, custom_id: str, result: ItemResult) -> StoredOutcome:
         if result.kind == "succeeded":
-            if result.as_json:  # stored as the provider sent it
-                return StoredOutcome(
-                    "succeeded", result.value, batch_id=batch_id, custom_id=custom_id
-                )
+            value = result.value
             try:
-                value = self._dump(result.value)
+                if not result.as_json:  # else stored as the provider sent it
+                    value = self._dump(value)
+                # Encoded once, here: the store keeps this text and llmfleet run writes it.
+                text = json.dumps(value, ensure_ascii=False)
             except Exception as exc:  # an adapter bug: say so rather than lose the line
                 raise JournalError(
                     f"cannot store the result of {custom_id} ({type(exc).__name__}: {exc})"
                 ) from exc
-            return StoredOutcome("succeeded", value, batch_id=batch_id, custom_id=custom_id)
+            return StoredOutcome(
+                "succeeded", value, batch_id=batch_id, custom_id=custom_id, encoded=text
+            )
         return StoredOutcome(
             result.kind,
             error_type=result.error_type,
