@@ -443,3 +443,42 @@ async def test_a_status_listing_asks_for_the_batches_in_flight_not_a_full_page()
         # Later pages are full ones.
         rows, _ = await provider.list_page(cursor)
         assert len(rows) == old + 3 - (2 * 3 + _STATUS_SLACK)
+
+
+async def test_raw_results_carry_what_results_carry_as_the_api_sent_it() -> None:
+    """The adapter's ``raw_results`` (``llmfleet run`` reads a batch so) yields the same
+    lines as ``results``: each succeeded one the message JSON the SDK's own object is built
+    from (so the journal keeps the same response either way), the others alike."""
+    from llmfleet.providers.anthropic import AnthropicProvider
+
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=0.0)) as emu,
+        AsyncAnthropic(api_key=KEY, base_url=emu.url) as client,
+    ):
+        provider = AnthropicProvider(client)
+        texts = ["one", "two [[errored]]", "three é ✓", "four"]
+        batch_id = await provider.create_batch(
+            [(f"c{i}", json.dumps(params(text))) for i, text in enumerate(texts)]
+        )
+        with anyio.fail_after(5):
+            # The emulator's batch state: polled over HTTP, as the fleet does (no Event).
+            while not (await provider.poll(batch_id)).ended:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        built = {cid: result async for cid, result in provider.results(batch_id)}
+        raw = {cid: result async for cid, result in provider.raw_results(batch_id)}
+    assert sorted(raw) == sorted(built) == ["c0", "c1", "c2", "c3"]
+    for cid, result in raw.items():
+        sdk = built[cid]
+        assert (result.kind, result.error_type, result.message) == (
+            sdk.kind,
+            sdk.error_type,
+            sdk.message,
+        )
+        if result.kind == "succeeded":
+            assert result.as_json
+            assert type(result.value) is dict
+            assert Message.model_validate(result.value) == sdk.value
+            assert provider.load_value(result.value) == sdk.value
+            assert provider.tokens_of(result.value) == provider.tokens_of(sdk.value)
+    assert raw["c1"].kind == "errored"
+    assert raw["c2"].value["content"][0]["text"] == "three é ✓"

@@ -6,11 +6,12 @@ import json
 
 import anthropic
 import openai
+import pytest
 from anthropic.types import Message, TextBlock
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from llmfleet.providers.anthropic import AnthropicProvider
+from llmfleet.providers.anthropic import AnthropicProvider, raw_result
 from llmfleet.providers.openai import OpenAIProvider
 
 MESSAGE = {
@@ -80,3 +81,41 @@ def test_openai_round_trip_of_both_endpoints() -> None:
     again = provider.load_value(json.loads(json.dumps(provider.dump_value(response))))
     assert type(again) is Response
     assert again.output_text == "yo"
+
+
+def test_anthropic_raw_result_lines_of_every_kind() -> None:
+    """``raw_results``' decoding of one results line: the message as the API sent it, or
+    the error's words, or the bare kind; a line that is not a result says so."""
+    succeeded = {"custom_id": "a", "result": {"type": "succeeded", "message": MESSAGE}}
+    custom_id, result = raw_result(json.dumps(succeeded).encode())
+    assert (custom_id, result.kind, result.as_json) == ("a", "succeeded", True)
+    assert result.value == MESSAGE
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    errored = {"custom_id": "b", "result": {"type": "errored", "error": error}}
+    _, result = raw_result(json.dumps(errored).encode())
+    assert (result.kind, result.error_type) == ("errored", "overloaded_error")
+    assert result.message == "busy"
+    for kind in ("expired", "canceled"):
+        _, result = raw_result(json.dumps({"custom_id": "c", "result": {"type": kind}}).encode())
+        assert (result.kind, result.value, result.as_json) == (kind, None, False)
+    for bad in (b"{oops", b'{"custom_id": "d"}', b"[1]", b'{"custom_id": "e", "result": {}}'):
+        with pytest.raises(ValueError, match="not a result"):
+            raw_result(bad)
+    with pytest.raises(ValueError, match="unknown type 'later'"):
+        raw_result(json.dumps({"custom_id": "f", "result": {"type": "later"}}).encode())
+
+
+def test_anthropic_tokens_of_a_message_and_of_its_json_agree() -> None:
+    provider = AnthropicProvider(anthropic.AsyncAnthropic(api_key="k"))
+    cached = MESSAGE | {
+        "usage": {
+            "input_tokens": 3,
+            "output_tokens": 1,
+            "cache_creation_input_tokens": 7,
+            "cache_read_input_tokens": 11,
+        }
+    }
+    for data in (MESSAGE, cached):
+        assert provider.tokens_of(data) == provider.tokens_of(Message.model_validate(data))
+    assert provider.tokens_of(cached) == (3, 1, 7, 11)
+    assert provider.tokens_of({"id": "msg_2"}) is None

@@ -4,6 +4,7 @@ from the journal, re-attached batches, reconciled creates, and what is never sen
 from __future__ import annotations
 
 import sqlite3
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from llmfleet.providers import ErrorKind, ItemResult
 from fakes import FakeError, FakeMessage, FakeProvider, request
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
     from pathlib import Path
 
 
@@ -525,3 +526,46 @@ async def test_any_store_of_the_protocol_serves_a_fleet(tmp_path: Path) -> None:
     assert len(fake.creates) == 1
     with pytest.raises(TypeError, match="a path or a store"):
         Journal()
+
+
+class BreakingJournaledFake(JournaledFake):
+    """Its first results stream breaks off (connection lost) after two lines."""
+
+    broke = False
+
+    async def results(self, batch_id: str) -> AsyncGenerator[tuple[str, ItemResult]]:
+        sent = 0
+        async with aclosing(super().results(batch_id)) as lines:
+            async for line in lines:
+                if not self.broke and sent == 2:
+                    self.broke = True
+                    raise FakeError(ErrorKind.CONNECTION, "connection reset")
+                sent += 1
+                yield line
+
+
+async def test_a_results_stream_read_again_stores_only_the_rest(tmp_path: Path) -> None:
+    """The batch's record lets go of its keys once recorded (the batch keeps them, by
+    custom_id) and each key goes once its result is stored: the stream read again after
+    it broke off stores the lines not stored yet, each result once, and every caller has
+    its own."""
+    store = MemoryStore()
+    fake = BreakingJournaledFake(turnaround=3.0)
+    out: dict[str, Any] = {}
+    texts = ["a", "b", "c", "d"]
+    policy = replace(POLICY, batch_min_size=4, batch_max_size=4)
+    async with open_fleet(fake, policy=policy, journal=Journal(store=store)) as fleet:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_calls, fleet, texts, out)
+            await until_created(fake)
+            (batch,) = fleet._batches
+            assert batch.flush is not None
+            assert batch.flush.entries == ()  # the record holds no key: the batch does
+            assert len(batch.keys) == 4
+        assert batch.keys == {}
+    assert fake.broke
+    assert [out[t].text for t in texts] == texts
+    stored = [int(entry.split()[1]) for entry in store.log if entry.startswith("results")]
+    assert sum(stored) == 4  # two before the break, two after: none stored twice
+    (flush,) = store.flushes.values()
+    assert len(flush.entries) == 4  # the store has the whole record

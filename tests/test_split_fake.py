@@ -176,3 +176,25 @@ async def test_callers_left_after_a_split_all_leaving_cancel_the_batch() -> None
     (_, batch_id, _) = fake.creates[0]
     assert [cancelled for _, cancelled in fake.cancels] == [batch_id]
     assert isinstance(out["bad 1"], BatchSubmitError)
+
+
+@pytest.mark.parametrize("unsent_results", [True, False])
+async def test_a_created_batch_lets_go_of_its_requests_unless_they_may_go_again(
+    unsent_results: bool,
+) -> None:
+    """A provider whose results are never ``unsent`` (``unsent_results = False``) will
+    never have a request sent again once its batch exists: each call lets go of it then.
+    Otherwise the request is kept, for the batch that may run nothing of it."""
+    fake = FakeProvider(turnaround=10.0)
+    if not unsent_results:
+        fake.unsent_results = False  # type: ignore[attr-defined]
+    out: Outcomes = {}
+    async with open_fleet(fake, policy=POLICY) as fleet, anyio.create_task_group() as tg:
+        for text in "abcde":
+            tg.start_soon(submit, fleet, text, out)
+        await anyio.sleep(5)  # created, not ended
+        (batch,) = fleet._batches
+        assert batch.id is not None
+        kept = [call.request is not None for call in batch.calls.values()]
+        assert kept == [unsent_results] * 5
+    assert [m.text for t in "abcde" if isinstance(m := out[t], FakeMessage)] == list("abcde")

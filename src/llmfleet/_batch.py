@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import aclosing
+from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Literal, cast, final
 
 import anyio
@@ -97,6 +98,7 @@ class BatchContext:
         "outcomes",
         "policy",
         "provider",
+        "raw_results",
         "results_requests",
         "stats",
         "turnaround",
@@ -129,6 +131,9 @@ class BatchContext:
         self.on_end = on_end
         self.journal = journal
         self.results_requests = max(1, getattr(provider, "results_requests", 1))
+        # Results as the provider's JSON, not SDK objects, where the adapter can (its
+        # ``raw_results``): set by FleetDispatcher._results_as_json, for llmfleet run.
+        self.raw_results = False
         self.aborting = False
 
     def provider_error(self, info: ErrorInfo) -> None:
@@ -161,6 +166,7 @@ class Batch:
         "ended_at",
         "flush",
         "id",
+        "keys",
         "live",
         "reason",
         "requests",
@@ -198,9 +204,15 @@ class Batch:
         #: Its record in the fleet's journal (given with a re-attached batch, else made
         #: right before the create).
         self.flush = flush
+        # The journal key of each request it carries whose result is not stored yet, by
+        # custom_id: taken from its record (which then lets go of them), each let go of
+        # once its result is stored, so an answered line of a large batch still streaming
+        # holds nothing.
+        self.keys: dict[str, str] = {}
         if flush is not None:
             # The journal holds it: never cancelled for want of callers.
             self.live += 1
+            self._take_keys()
         if batch_id is not None:
             self.requests = []
             self.created_at = ctx.clock()
@@ -385,6 +397,11 @@ class Batch:
             if journal is not None and self.flush is not None:
                 await journal.created(self.flush.flush_id, batch_id)
             self.created(batch_id)
+            if not getattr(provider, "unsent_results", True):
+                # Nothing sends these requests again now the batch exists: let go of them
+                # (a large batch's calls wait for it holding nothing else that large).
+                for call in self.calls.values():
+                    call.request = None
             logger.debug("batch %s created with %d calls", batch_id, len(requests))
             return
 
@@ -420,6 +437,13 @@ class Batch:
             self._ctx.outcomes.resolve(call, "failed", error=error)
         return rest
 
+    def _take_keys(self) -> None:
+        """Move the journal keys out of the batch's record into :attr:`keys`."""
+        flush = self.flush
+        assert flush is not None
+        self.keys = {entry.custom_id: entry.key for entry in flush.entries}
+        self.flush = replace(flush, entries=())
+
     async def _record_intent(
         self, journal: FleetJournal, requests: list[tuple[str, object]]
     ) -> None:
@@ -430,6 +454,7 @@ class Batch:
         self.flush = await journal.intent(
             [FlushEntry(cid, calls[cid].jkey or "", calls[cid].model) for cid, _ in requests]
         )
+        self._take_keys()
         BATCH_TAG.set(self.flush.tag)
         # The journal holds the batch: its results are kept (they are paid for), so it is
         # never cancelled for want of callers, and an aborting fleet leaves it running.
@@ -548,18 +573,21 @@ class Batch:
         provider = ctx.provider
         policy = ctx.policy
         delay = policy.poll_interval_ms / 1000
+        source = provider.results
+        if ctx.raw_results:
+            source = getattr(provider, "raw_results", source)
         for attempt in range(1, RESULT_ATTEMPTS + 1):
             for _ in range(ctx.results_requests):
                 await ctx.budget.acquire(Priority.RESULTS)
             ctx.stats._api_request("results")
             try:
                 async with aclosing(
-                    cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(self.id))
+                    cast("AsyncGenerator[tuple[str, ItemResult]]", source(self.id))
                 ) as lines:
                     if self.flush is not None and ctx.journal is not None:
                         # Each page is stored before its callers wake.
                         await ctx.journal.stream(
-                            self.flush, self.id, self._held(lines), self.deliver
+                            self.flush, self.id, self._held(lines), self.deliver, self.keys
                         )
                         await ctx.journal.finished(self.flush.flush_id)
                         return

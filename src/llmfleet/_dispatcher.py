@@ -590,6 +590,15 @@ class FleetDispatcher(Generic[R_co]):
             raise error
         return value
 
+    def _results_as_json(self) -> None:
+        """``llmfleet run``'s: every batch result read from now on comes as the provider's
+        JSON where the adapter can give it (``raw_results``), not as the SDK's object. Only
+        for a fleet whose batch callers only store and write their values (the run's
+        :meth:`_enqueue_batch` callbacks): a caller of :meth:`submit` would get a dict.
+        The journal stores that JSON as it is; ``tokens_of`` reads it."""
+        assert self._ctx is not None, "the fleet is open"
+        self._ctx.raw_results = True
+
     async def _enqueue_batch(
         self,
         params: dict[str, Any],
@@ -607,7 +616,10 @@ class FleetDispatcher(Generic[R_co]):
 
         Only for a journaled fleet with a ``deadline_action="wait"`` policy, and a call whose
         key is neither stored nor in a re-attached batch (``FleetJournal.answers``: such a call
-        is answered by :meth:`submit_batch`, which may wait). ``arrival``: as in
+        is answered by :meth:`submit_batch`, which may wait) and that no other call of this
+        fleet has: the key is not held as a caller's is (``FleetJournal.hold``), a hold that
+        would cost every held line a set entry, since the run's keys are unique already
+        (each names its line's custom_id, which the run checks is unique). ``arrival``: as in
         :meth:`_submit_arrived`; ``model``: as in :meth:`_submit_batch`. A call refused at once
         raises, as :meth:`submit_batch` does.
         """
@@ -617,7 +629,7 @@ class FleetDispatcher(Generic[R_co]):
         provider = self.provider
         custom_id, size, request = self._prepared(params)
         jkey = journal.key_of(params, idempotency_key)
-        notify = _Then(then, journal, jkey)
+        notify = _Then(then)
         # A Call waits on anything with the Event's set(): here, the callback (duck-typed).
         if model is None:
             model = provider.model_of(params)
@@ -634,7 +646,6 @@ class FleetDispatcher(Generic[R_co]):
             await self._room_for_one()
         assert self._send is not None
         call.arrival = self._clock() if arrival is None else min(arrival, self._clock())
-        journal.take(jkey)  # as FleetJournal.hold(), until `then` is called
         self._send.send_nowait(call)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -860,23 +871,18 @@ class FleetDispatcher(Generic[R_co]):
 @final
 class _Then:
     """What a :meth:`FleetDispatcher._enqueue_batch` call waits on: set() (as the fleet sets a
-    caller's Event) lets go of the call's journal key and of the call, then calls ``then``."""
+    caller's Event) lets go of the call, then calls ``then``."""
 
-    __slots__ = ("call", "jkey", "journal", "then")
+    __slots__ = ("call", "then")
 
-    def __init__(
-        self, then: Callable[[Any, BaseException | None], None], journal: FleetJournal, jkey: str
-    ) -> None:
+    def __init__(self, then: Callable[[Any, BaseException | None], None]) -> None:
         self.then = then
-        self.journal = journal
-        self.jkey = jkey
         self.call: Call | None = None
 
     def set(self) -> None:
         call, self.call = self.call, None
         if call is None:  # set once only
             return
-        self.journal.let_go(self.jkey)
         value, error = call.value, call.error
         call.release()
         self.then(value, error)

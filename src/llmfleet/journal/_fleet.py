@@ -21,6 +21,7 @@ in order of a batch's life:
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -103,7 +104,7 @@ class FleetJournal:
         self._load: Callable[[Any], Any] = getattr(provider, "load_value", _same)
         # The stored form of each response of the page being delivered, by the response's
         # id (see dumped()); set only while a page is delivered (with no await meanwhile).
-        self._page_dumped: dict[int, Any] = {}
+        self._page_dumped: dict[int, StoredOutcome] = {}
 
     @classmethod
     def of(cls, journal: Journal | str | os.PathLike[str], provider: Provider) -> FleetJournal:
@@ -294,15 +295,6 @@ class FleetJournal:
         finally:
             self._held.discard(key)
 
-    def take(self, key: str) -> None:
-        """:meth:`hold` without a block: a call with ``key`` is in flight until :meth:`let_go`
-        (for a call nobody awaits, ``FleetDispatcher._enqueue_batch``)."""
-        self._held.add(key)
-
-    def let_go(self, key: str) -> None:
-        """The call with ``key`` that :meth:`take` held has its outcome."""
-        self._held.discard(key)
-
     def pending(self, key: str) -> anyio.Event | None:
         """An event set once a re-attached batch has stored the call's result (or every
         re-attached batch has ended without one); ``None`` if no such batch carries it."""
@@ -378,9 +370,12 @@ class FleetJournal:
         batch_id: str,
         lines: AsyncIterator[tuple[str, ItemResult]],
         deliver: Callable[[str, ItemResult], None],
+        keys: dict[str, str],
     ) -> None:
         """Read ``lines`` to the end; store each page of results in one transaction, then
-        hand its lines to ``deliver``.
+        hand its lines to ``deliver``. ``keys``: the journal key of each of the batch's
+        requests not stored yet, by custom_id; each is taken out once its result is stored
+        (a stream read again after it broke off stores only the rest).
 
         A reader task takes lines as they come while the last page is being written, so a
         slow disk makes pages larger rather than the stream slower, and a line that drips
@@ -388,14 +383,21 @@ class FleetJournal:
         """
         store = self._require()
         flush_id = flush.flush_id
-        keys = {entry.custom_id: entry.key for entry in flush.entries}
         attached = self._attached_keys
         send, receive = anyio.create_memory_object_stream[tuple[str, "ItemResult"]](_PAGE)
 
+        broke: list[Exception] = []
+
         async def read() -> None:
             async with send, aclosing(lines) as stream:  # type: ignore[type-var]
-                async for line in stream:
-                    await send.send(line)
+                try:
+                    async for line in stream:
+                        await send.send(line)
+                except Exception as exc:
+                    # Raised once the lines read before it are stored and handed on, and
+                    # as itself: the fleet tells a stream broken off (read again) from a
+                    # failure by its type, which a task group's exception group would hide.
+                    broke.append(exc)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(read)
@@ -408,15 +410,17 @@ class FleetJournal:
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                     rows = []
-                    dumped: dict[int, Any] = {}
+                    dumped: dict[int, StoredOutcome] = {}
                     for custom_id, result in page:
                         key = keys.get(custom_id) or attached.get(custom_id)
                         if key is not None:
                             outcome = self._outcome(batch_id, custom_id, result)
                             rows.append((key, outcome))
                             if outcome.kind == "succeeded":
-                                dumped[id(result.value)] = outcome.value
+                                dumped[id(result.value)] = outcome
                     await store.record_results(flush_id, rows)
+                    for custom_id, _ in page:  # stored: not stored again if read again
+                        keys.pop(custom_id, None)
                     for key, outcome in rows:
                         if outcome.final:
                             self._final.add(key)
@@ -429,22 +433,35 @@ class FleetJournal:
                             deliver(custom_id, result)
                     finally:
                         self._page_dumped = {}
+        if broke:
+            raise broke[0]
 
-    def dumped(self, value: Any) -> Any:
-        """``value`` as the journal stores it (the adapter's ``dump_value``): while its page
-        is delivered, the form just stored, not made again (``llmfleet run`` writes it)."""
+    def dumped(self, value: Any) -> str:
+        """``value`` as the JSON text the journal stores (the adapter's ``dump_value``,
+        encoded): while its page is delivered, the text just stored, not made again
+        (``llmfleet run`` writes it)."""
         found = self._page_dumped.get(id(value))
-        return self._dump(value) if found is None else found
+        if found is not None:
+            if found.encoded is not None:
+                return found.encoded
+            return json.dumps(found.value, ensure_ascii=False)
+        return json.dumps(self._dump(value), ensure_ascii=False)
 
     def _outcome(self, batch_id: str, custom_id: str, result: ItemResult) -> StoredOutcome:
         if result.kind == "succeeded":
+            value = result.value
             try:
-                value = self._dump(result.value)
+                if not result.as_json:  # else stored as the provider sent it
+                    value = self._dump(value)
+                # Encoded once, here: the store keeps this text and llmfleet run writes it.
+                text = json.dumps(value, ensure_ascii=False)
             except Exception as exc:  # an adapter bug: say so rather than lose the line
                 raise JournalError(
                     f"cannot store the result of {custom_id} ({type(exc).__name__}: {exc})"
                 ) from exc
-            return StoredOutcome("succeeded", value, batch_id=batch_id, custom_id=custom_id)
+            return StoredOutcome(
+                "succeeded", value, batch_id=batch_id, custom_id=custom_id, encoded=text
+            )
         return StoredOutcome(
             result.kind,
             error_type=result.error_type,

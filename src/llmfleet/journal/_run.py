@@ -45,7 +45,7 @@ from ..pricing import Cost, PriceTable, TokenUsage
 from ._keys import params_hash
 from ._runcheck import for_cli
 from ._runview import RunSnapshot, estimate_eta
-from ._store import FINAL_KINDS
+from ._store import FINAL_KINDS, StoredOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -123,19 +123,23 @@ def count_requests(path: Path) -> int:
         return sum(1 for text in file if not text.isspace())
 
 
+#: The largest line number :class:`_SeenIds` keeps (a later line is named as this one).
+_MAX_NUMBER: Final = 2**32 - 1
+
+
 @final
 class _SeenIds:
     """The ``custom_id`` of every line read so far, compactly: an open-addressing table of
-    their 64-bit hashes beside the line number of each (about 24 bytes a line), rather than
-    a dict of the strings (over 100 bytes a line). Two different ids share a hash with odds
-    of about one in 3*10^7 for a million lines (and the hash is salted anew by each process,
-    so a rerun does not repeat it)."""
+    their 64-bit hashes beside the line number of each (a 32-bit one: 12 bytes a slot, 24 to
+    48 a line), rather than a dict of the strings (over 100 bytes a line). Two different
+    ids share a hash with odds of about one in 3*10^7 for a million lines (and the hash is
+    salted anew by each process, so a rerun does not repeat it)."""
 
     __slots__ = ("_hashes", "_mask", "_numbers", "_used")
 
     def __init__(self) -> None:
         self._hashes = array("q", bytes(8 * 1024))
-        self._numbers = array("q", bytes(8 * 1024))
+        self._numbers = array("I", [0]) * 1024
         self._mask = 1023
         self._used = 0
 
@@ -152,7 +156,7 @@ class _SeenIds:
                 return self._numbers[slot]
             slot = (slot + 1) & mask
         hashes[slot] = h
-        self._numbers[slot] = number
+        self._numbers[slot] = min(number, _MAX_NUMBER)
         self._used += 1
         if 2 * self._used > mask:
             self._grow()
@@ -162,7 +166,7 @@ class _SeenIds:
         old_h, old_n = self._hashes, self._numbers
         size = 2 * len(old_h)
         self._hashes = hashes = array("q", bytes(8 * size))
-        self._numbers = numbers = array("q", bytes(8 * size))
+        self._numbers = numbers = array("I", [0]) * size
         self._mask = mask = size - 1
         for h, n in zip(old_h, old_n, strict=True):
             if h:
@@ -343,7 +347,11 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         journal=config.journal,
         prices=config.prices,
     ) as fleet:
+        # The run only stores and writes each response: read as the provider's JSON, not
+        # built into the SDK's objects first (the larger part of reading a batch's results).
+        fleet._results_as_json()
         provider = fleet.provider
+        tokens_in_json = hasattr(provider, "raw_results")  # its tokens_of reads JSON too
         journal = fleet._journal  # the run's own package: it reads journaled lines back
         assert journal is not None
         batch = min(config.size, provider.max_batch_requests)
@@ -358,10 +366,15 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
             writer = _OrderedWriter(out, config.requests, journal, lines_limit, bytes_limit)
 
             def finish(index: int, record: dict[str, Any]) -> None:
+                """Line ``index``'s output is ``record``."""
+                written(index, record["status"], _text(record))
+
+            def written(index: int, status: str, text: str) -> None:
+                """Line ``index``'s output is ``text`` (``record`` encoded)."""
                 nonlocal answered
                 answered += 1
-                _count(report, record["status"])
-                writer.put(index, record)
+                _count(report, status)
+                writer.put(index, status, text)
 
             # Tokens (input, output, cache write, cache read) and responses, per model:
             # summed per line, priced when read (the cost of a sum is the sum of the costs,
@@ -405,18 +418,19 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
             def answer(held_line: _Held, value: Any, error: BaseException | None) -> None:
                 """A handed line's outcome (from the fleet's task: never raises into it)."""
                 let_go()
-                head = {"custom_id": held_line.custom_id, "line": held_line.number}
                 try:
                     if error is not None:
-                        if isinstance(error, Exception):
-                            record = head | _error_record(error)
-                        else:  # cancelled: the fleet is going down, and the run with it
-                            return
+                        if not isinstance(error, Exception):
+                            return  # cancelled: the fleet is going down, and the run with it
+                        head = {"custom_id": held_line.custom_id, "line": held_line.number}
+                        finish(held_line.index, head | _error_record(error))
                     else:
                         priced(held_line.model, value)
-                        response = journal.dumped(value)
-                        record = head | {"status": "succeeded", "response": response}
-                    finish(held_line.index, record)
+                        # The response's JSON as the journal just stored it: not made again.
+                        text = _succeeded(
+                            held_line.custom_id, held_line.number, journal.dumped(value)
+                        )
+                        written(held_line.index, "succeeded", text)
                 except Exception as exc:  # the output cannot be written: the run stops
                     failures.append(exc)
                     if idle is not None:
@@ -507,15 +521,14 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                         rest.append((index, line, run_key_of(line)))
                         continue
                     paged += 1
-                    head = {"custom_id": line.custom_id, "line": line.number}
                     if outcome.kind == "succeeded":
                         assert line.params is not None
-                        priced(provider.model_of(line.params), journal.answer(outcome))
-                        record = head | {"status": "succeeded", "response": outcome.value}
-                    else:
-                        error = {"type": outcome.error_type, "message": outcome.message}
-                        record = head | {"status": "errored", "error": error}
-                    finish(index, record)
+                        # An adapter that reads responses as JSON counts their tokens so too:
+                        # no SDK object is built to count a stored line's.
+                        stored = outcome.value if tokens_in_json else journal.answer(outcome)
+                        priced(provider.model_of(line.params), stored)
+                    assert line.custom_id is not None
+                    written(index, outcome.kind, _stored_text(line.custom_id, line.number, outcome))
                 return rest
 
             eta_start: tuple[float, int] | None = None
@@ -702,23 +715,24 @@ class _OrderedWriter:
         self._done = anyio.Event()
         self.spilled = 0
 
-    def put(self, index: int, record: dict[str, Any]) -> None:
-        """Line ``index`` is answered: write it, keep it, or mark it for the journal."""
+    def put(self, index: int, status: str, text: str) -> None:
+        """Line ``index`` is answered with ``text``, of ``status``: write it, keep it, or
+        mark it for the journal."""
         if index == self._next and not self._reading:
-            self._out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._out.write(text + "\n")
             self._next += 1
             self._advance()
             return
-        if (len(self._ram) >= self._limit or self._bytes >= self._max_bytes) and record[
-            "status"
-        ] in FINAL_KINDS:
+        if (
+            len(self._ram) >= self._limit or self._bytes >= self._max_bytes
+        ) and status in FINAL_KINDS:
             marks = self._marks
             if len(marks) <= index:
                 marks.extend(bytes(index + 1 - len(marks) + 4096))
             marks[index] = 1
             self.spilled += 1
         else:
-            text = self._ram[index] = json.dumps(record, ensure_ascii=False)
+            self._ram[index] = text
             self._bytes += len(text)
         if index == self._scan and not self._reading:
             self._advance()
@@ -818,14 +832,8 @@ class _OrderedWriter:
         found = await journal.stored_final(keys)
         texts = {}
         for index, line, key in zip(indexes, lines, keys, strict=True):
-            outcome = found[key]
-            head = {"custom_id": line.custom_id, "line": line.number}
-            if outcome.kind == "succeeded":
-                record = head | {"status": "succeeded", "response": outcome.value}
-            else:
-                error = {"type": outcome.error_type, "message": outcome.message}
-                record = head | {"status": "errored", "error": error}
-            texts[index] = json.dumps(record, ensure_ascii=False)
+            assert line.custom_id is not None
+            texts[index] = _stored_text(line.custom_id, line.number, found[key])
         return texts
 
 
@@ -862,6 +870,30 @@ def _in_flight(fleet: FleetDispatcher) -> list[tuple[str, BatchStatus | None]]:
 
 def _count(report: RunReport, status: str) -> None:
     report.statuses[status] = report.statuses.get(status, 0) + 1
+
+
+def _text(record: dict[str, Any]) -> str:
+    """An output line (without its newline)."""
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _succeeded(custom_id: str, number: int, response: str) -> str:
+    """A succeeded line's output, ``response`` being the response's JSON text: the text
+    ``_text`` makes of ``{"custom_id", "line", "status", "response"}``, the response
+    spliced in as it is rather than decoded and encoded again."""
+    head = _text({"custom_id": custom_id, "line": number, "status": "succeeded"})
+    return f'{head[:-1]}, "response": {response}}}'
+
+
+def _stored_text(custom_id: str, number: int, outcome: StoredOutcome) -> str:
+    """The output line of a result the journal holds (succeeded or errored)."""
+    if outcome.kind == "succeeded":
+        response = outcome.encoded
+        if response is None:
+            response = json.dumps(outcome.value, ensure_ascii=False)
+        return _succeeded(custom_id, number, response)
+    error = {"type": outcome.error_type, "message": outcome.message}
+    return _text({"custom_id": custom_id, "line": number, "status": "errored", "error": error})
 
 
 def _error_record(exc: Exception) -> dict[str, Any]:

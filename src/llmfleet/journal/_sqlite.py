@@ -355,7 +355,11 @@ class SQLiteStore:
             (
                 key,
                 outcome.kind,
-                None if outcome.value is None else json.dumps(outcome.value),
+                outcome.encoded
+                if outcome.encoded is not None
+                else None
+                if outcome.value is None
+                else json.dumps(outcome.value),
                 outcome.error_type,
                 outcome.message,
                 outcome.batch_id,
@@ -396,6 +400,7 @@ class SQLiteStore:
                         message,
                         batch_id,
                         custom_id,
+                        encoded=value,
                     )
             return found
 

@@ -93,6 +93,9 @@ class StoredOutcome:
     message: str = ""
     batch_id: str = ""
     custom_id: str = ""
+    #: ``value`` as JSON text, when the journal made it already (a store may keep it as is,
+    #: rather than encode ``value`` again).
+    encoded: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def final(self) -> bool:

@@ -99,6 +99,10 @@ class ItemResult:
     #: validation), so it is safe to send again: the fleet does, in a new batch
     #: (docs/design.md §5). Whatever does not send it again reports it as errored.
     unsent: bool = False
+    #: For ``succeeded``: ``value`` is the response as the provider's JSON (the form
+    #: ``dump_value`` makes and ``load_value`` reads), from ``raw_results``, not the SDK's
+    #: object.
+    as_json: bool = False
 
 
 @runtime_checkable
@@ -136,6 +140,16 @@ class Provider(Protocol):
     # ``async find_tagged(tag, *, created_after, exclude) -> batch id | None`` for an adapter
     # that puts ``BATCH_TAG`` on its creates. Without them, values are stored as they are
     # and an interrupted create is found by count and time (``find_batch``).
+    #
+    # Optional: ``unsent_results: bool``, ``False`` for a provider whose results are never
+    # ``unsent`` (it refuses a bad create whole): the fleet then lets go of each request
+    # once its batch is created, rather than keep it to send again.
+    #
+    # Optional, for a consumer that only stores and writes responses (``llmfleet run``):
+    # ``raw_results(batch_id)``, :meth:`results` with each succeeded value the response as
+    # the provider sent it, a JSON dict (``ItemResult.as_json``), never built into the
+    # SDK's object (which is most of the cost of reading a large batch's results), and
+    # ``tokens_of`` reads that form too.
     #
     # Optional, for create errors (docs/design.md §5): ``refused(exc) -> (index, reason) |
     # None``: when the provider refused a whole create because of one of its requests and

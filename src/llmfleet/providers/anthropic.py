@@ -5,6 +5,7 @@ Wire facts it relies on are in docs/design.md §A.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -65,6 +66,8 @@ class AnthropicProvider:
     max_batch_bytes = MAX_BYTES
     # The SDK's results() retrieves the batch before it downloads the results.
     results_requests = 2
+    # A create with a bad request is refused whole (docs/design.md §A): no result is unsent.
+    unsent_results = False
 
     def __init__(self, client: anthropic.AsyncAnthropic) -> None:
         self._client = client
@@ -217,6 +220,24 @@ class AnthropicProvider:
             # A read or decode error leaves the response open (docs/design.md §A).
             await decoder.close()
 
+    async def raw_results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
+        """:meth:`results` over the same SDK request, each line decoded as JSON only: a
+        succeeded value is the ``message`` object as the API sent it (``as_json``)."""
+        self._open.discard(batch_id)
+        decoder = await self._once.messages.batches.results(batch_id)
+        try:
+            rest = b""
+            async for chunk in decoder.http_response.aiter_bytes():
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    if line.strip():
+                        yield raw_result(line)
+            if rest.strip():
+                yield raw_result(rest)
+        finally:
+            await decoder.close()
+
     async def cancel(self, batch_id: str) -> None:
         self._open.discard(batch_id)
         await self._once.messages.batches.cancel(batch_id)
@@ -254,6 +275,34 @@ class AnthropicProvider:
 _NAMED: Final = re.compile(r"requests\.(?P<index>\d+)(?:\.(?P<where>[^\s:]+))?: (?P<why>.+)")
 
 
+def raw_result(line: bytes) -> tuple[str, ItemResult]:
+    """One line of a batch's results file, as JSON: ``(custom_id, result)``.
+
+    :raises ValueError: the line is not a result line (the stream is broken: the batch's
+        callers get the error, as when the SDK's decoder fails).
+    """
+    try:
+        data = json.loads(line)
+        custom_id = data["custom_id"]
+        result = data["result"]
+        kind = result["type"]
+        if kind == "succeeded":
+            return custom_id, ItemResult("succeeded", value=result["message"], as_json=True)
+        if kind == "errored":
+            error = result["error"]["error"]
+            return custom_id, ItemResult(
+                "errored", error_type=error["type"], message=error["message"]
+            )
+    except (ValueError, LookupError, TypeError) as exc:
+        raise ValueError(
+            f"a line of the batch results is not a result ({type(exc).__name__}: {exc}; "
+            f"starts {excerpt(line.decode(errors='replace'))})"
+        ) from None
+    if kind in ("expired", "canceled"):
+        return custom_id, ItemResult(kind)
+    raise ValueError(f"a batch result of unknown type {kind!r} for {custom_id}")
+
+
 def _status(batch: MessageBatch) -> BatchStatus:
     ended = batch.processing_status == "ended"
     counts = batch.request_counts
@@ -275,7 +324,18 @@ def _status_of(exc: BaseException) -> tuple[int, httpx2.Response]:
 # A Messages API response, whichever route or vendor carried it (Anthropic's API, Bedrock's
 # InvokeModel and batch output): its tokens, and its JSON form for the journal and the broker.
 def message_tokens(value: Any) -> tuple[int, int, int, int] | None:
-    """``(input, output, cache write, cache read)`` of a ``Message``'s usage, if it has one."""
+    """``(input, output, cache write, cache read)`` of a ``Message``'s usage, if it has one
+    (a ``Message`` or its JSON)."""
+    if type(value) is dict:
+        used = value.get("usage")
+        if not isinstance(used, dict):
+            return None
+        return (
+            used.get("input_tokens") or 0,
+            used.get("output_tokens") or 0,
+            used.get("cache_creation_input_tokens") or 0,
+            used.get("cache_read_input_tokens") or 0,
+        )
     usage = getattr(value, "usage", None)
     if usage is None:
         return None
