@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ._batch import Batch
     from ._stats import FleetStats, OnResult, Outcome
+    from ._wake import Wake
     from .pricing import PriceTable
     from .providers import Provider
 
@@ -130,7 +131,7 @@ class Call:
         request: Any,
         size: int,
         model: str,
-        done: anyio.Event,
+        done: Wake,
     ) -> None:
         self.custom_id = custom_id
         # The caller's params, for the direct route if the call escalates (sent as they are
