@@ -1429,3 +1429,24 @@ async def test_batched_submit_reads_the_model_once() -> None:
         result = await fleet.submit(latency_budget_ms=60_000, **request("q"))
     assert result.route == "batch"
     assert len(reads) == 1
+
+
+def test_batched_tokens_are_summed_exactly_across_folds() -> None:
+    # A batched call's tokens are held and summed per 1,024 (Tally.fold_tokens): the sums,
+    # per model, and the calls counted must be exact whether or not a fold has run.
+    from llmfleet import FleetStats
+
+    stats = FleetStats()
+    models = ("m-a", "m-b")
+    for i in range(2_500):
+        stats._batched("succeeded", models[i % 2], 0.5, (i, 2 * i, i % 3, 1), None)
+    expected = TokenUsage(
+        sum(range(2_500)), 2 * sum(range(2_500)), sum(i % 3 for i in range(2_500)), 2_500
+    )
+    assert stats.tokens[Route.BATCH] == expected
+    assert stats.succeeded == 2_500
+    # Read again (the held tuples were folded by the first read), and after more calls.
+    stats._batched("succeeded", "m-a", 0.5, (1, 1, 1, 1), None)
+    assert stats.tokens[Route.BATCH] == expected + TokenUsage(1, 1, 1, 1)
+    # Neither model has a price: every call is unpriced, each counted once.
+    assert stats.unpriced_calls == 2_501

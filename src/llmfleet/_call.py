@@ -80,6 +80,9 @@ _ALLOWED: Final[tuple[int, ...]] = tuple(
 #: States in which a call still waits for an answer (in the queue or a batch).
 PENDING: Final = frozenset({NEW, QUEUED, SENT})
 
+_INF: Final = math.inf
+_BATCH: Final = Route.BATCH
+
 # What a finished call's params are replaced with, so that nothing keeps them alive.
 _RELEASED: Final[dict[str, Any]] = {}
 
@@ -175,7 +178,7 @@ class Call:
 class Outcomes:
     """Hands calls their outcome: counts it in the stats and tells the ``on_result`` hook."""
 
-    __slots__ = ("_clock", "_on_result", "_prices", "_provider", "_stats")
+    __slots__ = ("_clock", "_on_result", "_prices", "_provider", "_stats", "_tokens_of")
 
     def __init__(
         self,
@@ -187,6 +190,8 @@ class Outcomes:
     ) -> None:
         self._stats = stats
         self._provider = provider
+        # Found once: every result is counted with it.
+        self._tokens_of = provider.tokens_of
         self._prices = prices
         self._on_result = on_result
         self._clock = clock
@@ -279,12 +284,12 @@ class Outcomes:
             batch.live -= 1
         now = self._clock()
         wait = now - call.arrival
-        tokens = None if value is None else self._provider.tokens_of(value)
+        tokens = None if value is None else self._tokens_of(value)
         deadline = call.deadline
-        hit = None if deadline == math.inf or outcome == "withdrawn" else now <= deadline
-        self._stats._outcome(Route.BATCH, outcome, call.model, wait, tokens, hit)
+        hit = None if deadline == _INF or outcome == "withdrawn" else now <= deadline
+        self._stats._batched(outcome, call.model, wait, tokens, hit)
         if self._on_result is not None:
-            self._tell(Route.BATCH, outcome, call.model, wait, tokens, call)
+            self._tell(_BATCH, outcome, call.model, wait, tokens, call)
         call.done.set()
 
     def fail_pending(self, call: Call, error: BaseException) -> None:

@@ -114,17 +114,36 @@ class Tally:
     the sums is the sum of the costs, to the last digit in ``Decimal``).
     """
 
-    __slots__ = ("hits", "misses", "tokens", "waits")
+    __slots__ = ("held", "hits", "misses", "tokens", "waits")
 
     def __init__(self) -> None:
         self.waits = Histogram()
         #: model -> [input, output, cache write, cache read, calls with usage]; written by
-        #: FleetStats' two per-call recorders, inline (they are on the hot path).
+        #: FleetStats' per-call recorders, inline (they are on the hot path), or summed from
+        #: ``held``.
         self.tokens: dict[str, list[int]] = {}
+        #: model -> token tuples recorded but not summed yet: a batched call's recorder only
+        #: appends its tuple, and :meth:`fold_tokens` sums them at C speed once a model holds
+        #: :data:`PENDING` (or someone reads).
+        self.held: dict[str, list[tuple[int, int, int, int]]] = {}
         self.hits = 0
         self.misses = 0
 
+    def fold_tokens(self) -> None:
+        """Sum the held token tuples into ``tokens``."""
+        for model, held in self.held.items():
+            if not held:
+                continue
+            slot = self.tokens.get(model)
+            if slot is None:
+                slot = self.tokens[model] = [0, 0, 0, 0, 0]
+            for i, total in enumerate(map(sum, zip(*held))):
+                slot[i] += total
+            slot[4] += len(held)
+            held.clear()
+
     def usage(self) -> TokenUsage:
+        self.fold_tokens()
         total = [0, 0, 0, 0]
         for slot in self.tokens.values():
             for i in range(4):
@@ -133,6 +152,7 @@ class Tally:
 
     def cost(self, prices: PriceTable, *, batch: bool, flex: bool = False) -> tuple[Cost, int]:
         """The cost of the priced models' tokens, and how many calls had no price."""
+        self.fold_tokens()
         cost = Cost()
         unpriced = 0
         for model, slot in self.tokens.items():
