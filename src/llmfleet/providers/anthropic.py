@@ -279,12 +279,14 @@ def message_tokens(value: Any) -> tuple[int, int, int, int] | None:
     usage = getattr(value, "usage", None)
     if usage is None:
         return None
-    return (
-        usage.input_tokens or 0,
-        usage.output_tokens or 0,
-        getattr(usage, "cache_creation_input_tokens", None) or 0,
-        getattr(usage, "cache_read_input_tokens", None) or 0,
-    )
+    try:
+        # The SDK's Usage has both cache fields (None when unused): plain reads, on the path
+        # of every result.
+        write, read = usage.cache_creation_input_tokens, usage.cache_read_input_tokens
+    except AttributeError:
+        write = getattr(usage, "cache_creation_input_tokens", None)
+        read = getattr(usage, "cache_read_input_tokens", None)
+    return (usage.input_tokens or 0, usage.output_tokens or 0, write or 0, read or 0)
 
 
 def dump_message(value: Message) -> dict[str, Any]:
