@@ -77,11 +77,11 @@ class TrioWake:
         state = self._state
         if state is _SET:
             # As trio.Event.wait: a checkpoint (a cancelled waiter still raises).
-            return trio.lowlevel.checkpoint()
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
         if state is not None:
             raise RuntimeError("a TrioWake has one waiter: another task waits on it already")
         self._state = current_task()
-        wait: Coroutine[Any, Any, None] = wait_task_rescheduled(self._abort)
+        wait: Coroutine[Any, Any, None] = wait_task_rescheduled(self._abort)  # noqa: ASYNC105 - as above
         return wait
 
     def _abort(self, _raise_cancel: trio.lowlevel.RaiseCancelT) -> Abort:
