@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, Final, Literal, cast, final
+from typing import TYPE_CHECKING, Final, Literal, cast, final
 
 import anyio
 
@@ -548,33 +548,11 @@ class Batch:
         provider = ctx.provider
         policy = ctx.policy
         delay = policy.poll_interval_ms / 1000
-        # The provider's raw lines and their parser, if it has both (see Provider).
-        open_results = getattr(provider, "open_results", None)
-        result_of: Callable[[Any], tuple[str, ItemResult]] | None = getattr(
-            provider, "result_of", None
-        )
-        deliver = self.deliver
         for attempt in range(1, RESULT_ATTEMPTS + 1):
             for _ in range(ctx.results_requests):
                 await ctx.budget.acquire(Priority.RESULTS)
             ctx.stats._api_request("results")
             try:
-                if (
-                    open_results is not None
-                    and result_of is not None
-                    and (self.flush is None or ctx.journal is None)
-                ):
-                    # The provider's raw lines, each parsed and delivered here: no generator
-                    # step between the SDK's decoder and the callers (see Provider).
-                    raw = await open_results(self.id)
-                    try:
-                        # Read to the end even once every call is resolved (see below).
-                        async for line in raw:
-                            deliver(*result_of(line))
-                    finally:
-                        # A read or decode error leaves the response open (docs/design.md §A).
-                        await raw.close()
-                    return
                 async with aclosing(
                     cast("AsyncGenerator[tuple[str, ItemResult]]", provider.results(self.id))
                 ) as lines:

@@ -137,13 +137,6 @@ class Provider(Protocol):
     # that puts ``BATCH_TAG`` on its creates. Without them, values are stored as they are
     # and an interrupted create is found by count and time (``find_batch``).
     #
-    # Optional, for the results (docs/design.md §5): ``async open_results(batch_id)`` -> the
-    # SDK's raw result lines of an ended batch (async-iterable, with an awaitable
-    # ``close()`` the fleet always calls), and ``result_of(line) -> (custom_id,
-    # ItemResult)``: together, ``results`` without a generator step per line for the fleet
-    # to resume (a batch of 100,000 results is 100,000 of them). Without them, the fleet
-    # reads ``results``.
-    #
     # Optional, for create errors (docs/design.md §5): ``refused(exc) -> (index, reason) |
     # None``: when the provider refused a whole create because of one of its requests and
     # says which (Anthropic's 400 naming ``requests.<i>``), that request's index in the

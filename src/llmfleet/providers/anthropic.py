@@ -215,32 +215,24 @@ class AnthropicProvider:
         return rows, (page.last_id if page.has_more and page.last_id else None)
 
     async def results(self, batch_id: str) -> AsyncIterator[tuple[str, ItemResult]]:
-        decoder = await self.open_results(batch_id)
-        result_of = self.result_of
+        self._open.discard(batch_id)
+        decoder = await self._once.messages.batches.results(batch_id)
         try:
             async for line in decoder:
-                yield result_of(line)
+                result = line.result
+                if result.type == "succeeded":
+                    yield line.custom_id, ItemResult("succeeded", value=result.message)
+                elif result.type == "errored":
+                    error = result.error.error
+                    yield (
+                        line.custom_id,
+                        ItemResult("errored", error_type=error.type, message=error.message),
+                    )
+                else:
+                    yield line.custom_id, ItemResult(result.type)
         finally:
             # A read or decode error leaves the response open (docs/design.md §A).
             await decoder.close()
-
-    async def open_results(self, batch_id: str) -> Any:
-        """The SDK's decoder of an ended batch's result lines (see ``Provider``)."""
-        self._open.discard(batch_id)
-        return await self._once.messages.batches.results(batch_id)
-
-    @staticmethod
-    def result_of(line: Any) -> tuple[str, ItemResult]:
-        """One result line as ``(custom_id, result)`` (see ``Provider``)."""
-        result = line.result
-        if result.type == "succeeded":
-            return line.custom_id, ItemResult("succeeded", value=result.message)
-        if result.type == "errored":
-            error = result.error.error
-            return line.custom_id, ItemResult(
-                "errored", error_type=error.type, message=error.message
-            )
-        return line.custom_id, ItemResult(result.type)
 
     async def cancel(self, batch_id: str) -> None:
         self._open.discard(batch_id)
