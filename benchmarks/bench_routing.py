@@ -12,7 +12,8 @@ socket read per 64 KB chunk would). Measured from the moment the results are req
 - in a second run under tracemalloc: peak traced memory above the level when results were
   requested (the results path's own working memory).
 
-Timing runs: best of several, without the cyclic GC. ``python benchmarks/bench_routing.py``.
+Timing runs: best of several, without the cyclic GC. ``python benchmarks/bench_routing.py``
+(``--sizes 100000 --backends trio --repeats 5`` to time one case).
 """
 
 from __future__ import annotations
@@ -89,12 +90,22 @@ async def route(n: int, *, trace: bool) -> dict[str, float]:
     return out
 
 
+def _option(name: str, default: list[str]) -> list[str]:
+    """``--name a,b``: a comma-separated list from the command line, else ``default``."""
+    args = sys.argv
+    if name in args and args.index(name) + 1 < len(args):
+        return args[args.index(name) + 1].split(",")
+    return default
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
-    sizes = [1_000, 10_000, 100_000]
-    repeats = 1 if quick else 3
+    # For iterating on one case: --sizes 100000 --backends trio (default: all of each).
+    sizes = [int(n) for n in _option("--sizes", ["1000", "10000", "100000"])]
+    backends = _option("--backends", list(BACKENDS))
+    repeats = int(_option("--repeats", ["1" if quick else "3"])[0])
     out: dict[str, Any] = {"sizes": sizes, "repeats": repeats}
-    for backend in BACKENDS:
+    for backend in backends:
 
         async def measure(backend: str = backend) -> dict[str, Any]:
             res: dict[str, Any] = {}

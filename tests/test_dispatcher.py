@@ -1429,3 +1429,58 @@ async def test_batched_submit_reads_the_model_once() -> None:
         result = await fleet.submit(latency_budget_ms=60_000, **request("q"))
     assert result.route == "batch"
     assert len(reads) == 1
+
+
+def test_batched_tokens_are_summed_exactly_across_folds() -> None:
+    # A batched call's tokens are held and summed per 1,024 (Tally.fold_tokens): the sums,
+    # per model, and the calls counted must be exact whether or not a fold has run.
+    from llmfleet import FleetStats
+
+    stats = FleetStats()
+    models = ("m-a", "m-b")
+    for i in range(2_500):
+        stats._batched("succeeded", models[i % 2], 0.5, (i, 2 * i, i % 3, 1), None)
+    expected = TokenUsage(
+        sum(range(2_500)), 2 * sum(range(2_500)), sum(i % 3 for i in range(2_500)), 2_500
+    )
+    assert stats.tokens[Route.BATCH] == expected
+    assert stats.succeeded == 2_500
+    # Read again (the held tuples were folded by the first read), and after more calls.
+    stats._batched("succeeded", "m-a", 0.5, (1, 1, 1, 1), None)
+    assert stats.tokens[Route.BATCH] == expected + TokenUsage(1, 1, 1, 1)
+    # Neither model has a price: every call is unpriced, each counted once.
+    assert stats.unpriced_calls == 2_501
+
+
+@pytest.mark.parametrize(
+    "spread",
+    ["one batch", "wide", "one bucket", "on the edges", "zeros"],
+)
+def test_histogram_fold_buckets_every_wait_exactly(spread: str) -> None:
+    # Histogram.fold counts waits that span few buckets by sorting and bisecting, others
+    # one by one: both must put every wait in the bucket int(log1p(ms) / log(1.01)) says,
+    # a wait on a bucket's edge included (however its float rounds).
+    import random
+    from array import array
+    from collections import Counter
+
+    from llmfleet._tally import _BASE, Histogram
+
+    rng = random.Random(spread)
+    edges = [math.expm1(k * _BASE) for k in range(600, 604)]
+    nudges = (1 - 2e-16, 1 - 1e-16, 1.0, 1 + 1e-16, 1 + 2e-16)
+    makers: dict[str, Callable[[], list[float]]] = {
+        "one batch": lambda: [rng.uniform(2000, 3000) for _ in range(1024)],
+        "wide": lambda: [rng.lognormvariate(5, 3) for _ in range(1024)],
+        "one bucket": lambda: [1500.0 + rng.random() for _ in range(1024)],
+        "on the edges": lambda: [rng.choice(edges) * rng.choice(nudges) for _ in range(1024)],
+        "zeros": lambda: [0.0] * 1000 + [1e-9] * 24,
+    }
+    make = makers[spread]
+    for _ in range(20):
+        waits = make()
+        histogram = Histogram()
+        histogram.pending = array("d", waits)
+        histogram.fold()
+        assert histogram._buckets == Counter(int(math.log1p(ms) / _BASE) for ms in waits)
+        assert (histogram.count, histogram.max) == (len(waits), max(waits))

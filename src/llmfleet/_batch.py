@@ -635,7 +635,7 @@ class Batch:
             # Sent again in a new batch, unless its caller has left (see _again).
             self.unsent.append(call)
             return
-        if call.state != SENT:
+        if call.state is not SENT:
             # Its caller left, or it was escalated and answered by the direct route; in that
             # case, if the batch had processed it, it is paid at batch price too.
             cost = None
@@ -644,7 +644,7 @@ class Batch:
             ctx.stats._result_dropped(cost)
             return
         if result.kind == "succeeded":
-            ctx.outcomes.resolve(call, "succeeded", value=result.value)
+            ctx.outcomes.succeed(call, result.value)
             return
         error: BatchResultError
         if result.kind == "errored":

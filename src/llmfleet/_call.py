@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from ._batch import Batch
     from ._stats import FleetStats, OnResult, Outcome
+    from ._wake import Wake
     from .pricing import PriceTable
     from .providers import Provider
 
@@ -79,6 +80,9 @@ _ALLOWED: Final[tuple[int, ...]] = tuple(
 #: States in which a call still waits for an answer (in the queue or a batch).
 PENDING: Final = frozenset({NEW, QUEUED, SENT})
 
+_INF: Final = math.inf
+_BATCH: Final = Route.BATCH
+
 # What a finished call's params are replaced with, so that nothing keeps them alive.
 _RELEASED: Final[dict[str, Any]] = {}
 
@@ -130,7 +134,7 @@ class Call:
         request: Any,
         size: int,
         model: str,
-        done: anyio.Event,
+        done: Wake,
     ) -> None:
         self.custom_id = custom_id
         # The caller's params, for the direct route if the call escalates (sent as they are
@@ -174,7 +178,7 @@ class Call:
 class Outcomes:
     """Hands calls their outcome: counts it in the stats and tells the ``on_result`` hook."""
 
-    __slots__ = ("_clock", "_on_result", "_prices", "_provider", "_stats")
+    __slots__ = ("_clock", "_on_result", "_prices", "_provider", "_stats", "_tokens_of")
 
     def __init__(
         self,
@@ -186,6 +190,8 @@ class Outcomes:
     ) -> None:
         self._stats = stats
         self._provider = provider
+        # Found once: every result is counted with it.
+        self._tokens_of = provider.tokens_of
         self._prices = prices
         self._on_result = on_result
         self._clock = clock
@@ -278,12 +284,32 @@ class Outcomes:
             batch.live -= 1
         now = self._clock()
         wait = now - call.arrival
-        tokens = None if value is None else self._provider.tokens_of(value)
+        tokens = None if value is None else self._tokens_of(value)
         deadline = call.deadline
-        hit = None if deadline == math.inf or outcome == "withdrawn" else now <= deadline
-        self._stats._outcome(Route.BATCH, outcome, call.model, wait, tokens, hit)
+        hit = None if deadline == _INF or outcome == "withdrawn" else now <= deadline
+        self._stats._batched(outcome, call.model, wait, tokens, hit)
         if self._on_result is not None:
-            self._tell(Route.BATCH, outcome, call.model, wait, tokens, call)
+            self._tell(_BATCH, outcome, call.model, wait, tokens, call)
+        call.done.set()
+
+    def succeed(self, call: Call, value: Any) -> None:
+        """:meth:`resolve` with a response (``"succeeded"``): what most results are, so
+        their path has no keyword arguments and no outcome to compare."""
+        if call.state is not SENT:
+            return
+        call.state = DONE
+        call.value = value
+        batch = call.batch
+        if batch is not None:
+            batch.live -= 1
+        now = self._clock()
+        wait = now - call.arrival
+        tokens = None if value is None else self._tokens_of(value)
+        deadline = call.deadline
+        hit = None if deadline == _INF else now <= deadline
+        self._stats._batched("succeeded", call.model, wait, tokens, hit)
+        if self._on_result is not None:
+            self._tell(_BATCH, "succeeded", call.model, wait, tokens, call)
         call.done.set()
 
     def fail_pending(self, call: Call, error: BaseException) -> None:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from openai.types.responses import Response
 
     from ._stats import Outcome
+    from ._wake import Wake
     from .journal import FlushRecord, Journal
     from .providers.bedrock import BedrockClient
 
@@ -147,8 +148,8 @@ class FleetDispatcher(Generic[R_co]):
         # current_time() finds the backend on every read, which costs more than the rest of a
         # direct call).
         self._clock: Callable[[], float] = anyio.current_time
-        # Likewise anyio.Event() finds the backend on every call; _open keeps its class.
-        self._new_event: Callable[[], anyio.Event] = anyio.Event
+        # Each batched caller's waiter (_wake): _open keeps the running backend's cheapest.
+        self._new_event: Callable[[], Wake] = anyio.Event
         self._outcomes = Outcomes(
             self._stats, self.provider, self._prices, on_result, anyio.current_time
         )

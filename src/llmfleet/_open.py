@@ -28,6 +28,7 @@ from ._call import Call
 from ._create_gate import CreateGate
 from ._dispatcher import FleetDispatcher
 from ._timers import backend_clock
+from ._wake import wake_factory
 from .errors import FleetUsageError
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ async def _run_open(
     deadlines = fleet._deadlines
     deadlines.clock = clock
     fleet._idle = idle = anyio.Event()
-    fleet._new_event = type(idle)  # the running backend's Event class: one per batched call
+    fleet._new_event = wake_factory()  # the running backend's waiter: one per batched call
     stats = fleet._stats
     on_error = partial(back_off, stats, fleet._budget)
     board = StatusBoard(fleet.provider, fleet._budget, fleet.policy, stats._api_request, on_error)

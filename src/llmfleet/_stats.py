@@ -40,6 +40,10 @@ class Route(enum.Enum):
     FLEX = "flex"
 
 
+# Read on per-call paths: a member read through the enum class costs ten times a global's.
+_BATCH: Final = Route.BATCH
+
+
 Outcome = Literal["succeeded", "errored", "expired", "canceled", "withdrawn", "failed"]
 _OUTCOMES: Final[tuple[Outcome, ...]] = (
     "succeeded",
@@ -421,6 +425,40 @@ class FleetStats:
             slot[3] += tokens[3]
             slot[4] += 1
 
+    def _batched(
+        self,
+        outcome: Outcome,
+        model: str,
+        wait_s: float,
+        tokens: tuple[int, int, int, int] | None,
+        hit: bool | None,
+    ) -> None:
+        """One batch-route call's outcome (as :meth:`_outcome` with ``Route.BATCH``): every
+        result of a batch comes here, so its tokens are held, summed per 1,024 at C speed."""
+        c = self._c
+        tally = c.batch
+        if outcome == "succeeded":
+            c.succeeded += 1
+        else:
+            setattr(c, outcome, getattr(c, outcome) + 1)
+        waits = tally.waits
+        pending = waits.pending
+        pending.append(wait_s * 1000 if wait_s > 0.0 else 0.0)
+        if len(pending) >= PENDING:
+            waits.fold()
+        if tokens is not None:
+            held = tally.held.get(model)
+            if held is None:
+                held = tally.held[model] = []
+            held.append(tokens)
+            if len(held) >= PENDING:
+                tally.fold_tokens()
+        if hit is not None:
+            if hit:
+                tally.hits += 1
+            else:
+                tally.misses += 1
+
     def _outcome(
         self,
         route: Route,
@@ -432,7 +470,7 @@ class FleetStats:
     ) -> None:
         """One call's outcome; ``hit``: answered by its deadline (``None``: no deadline)."""
         c = self._c
-        tally = c.batch if route is Route.BATCH else c.tally(route)  # batched: most calls
+        tally = c.batch if route is _BATCH else c.tally(route)  # batched: most calls
         if outcome == "succeeded":
             c.succeeded += 1
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from array import array
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass
 from itertools import repeat
@@ -36,6 +37,11 @@ class Percentiles:
 _BASE: Final = math.log(1.01)
 #: Waits kept raw before they are folded into buckets (one C-speed pass per this many).
 PENDING: Final = 1024
+
+
+def _key(ms: float) -> int:
+    """The bucket of a wait (1% wide)."""
+    return int(math.log1p(ms) / _BASE)
 
 
 @final
@@ -69,10 +75,27 @@ class Histogram:
         pending = self.pending
         if not pending:
             return
-        # key = int(log1p(ms) / _BASE), for every pending wait, without a Python-level loop.
-        self._buckets.update(map(int, map(truediv, map(math.log1p, pending), repeat(_BASE))))
-        self._count += len(pending)
+        buckets = self._buckets
         top = max(pending)
+        low = _key(min(pending))
+        high = _key(top)
+        if high - low < len(pending) >> 3:
+            # Waits that span few buckets (a batch's results come together): sorted, each
+            # bucket's count is a bisection, one Python step per bucket, not per wait.
+            waits = sorted(pending)
+            i, n = 0, len(waits)
+            while i < n:
+                key = _key(waits[i])
+                j = bisect_left(waits, math.expm1((key + 1) * _BASE), i + 1)
+                if _key(waits[j - 1]) != key:
+                    # The edge, rounded the other way: the run's exact end, by its keys.
+                    j = bisect_right(waits, key, i + 1, j, key=_key)
+                buckets[key] += j - i
+                i = j
+        else:
+            # key = int(log1p(ms) / _BASE), for every pending wait, with no Python-level loop.
+            buckets.update(map(int, map(truediv, map(math.log1p, pending), repeat(_BASE))))
+        self._count += len(pending)
         if self._max is None or top > self._max:
             self._max = top
         self.pending = array("d")
@@ -114,17 +137,36 @@ class Tally:
     the sums is the sum of the costs, to the last digit in ``Decimal``).
     """
 
-    __slots__ = ("hits", "misses", "tokens", "waits")
+    __slots__ = ("held", "hits", "misses", "tokens", "waits")
 
     def __init__(self) -> None:
         self.waits = Histogram()
         #: model -> [input, output, cache write, cache read, calls with usage]; written by
-        #: FleetStats' two per-call recorders, inline (they are on the hot path).
+        #: FleetStats' per-call recorders, inline (they are on the hot path), or summed from
+        #: ``held``.
         self.tokens: dict[str, list[int]] = {}
+        #: model -> token tuples recorded but not summed yet: a batched call's recorder only
+        #: appends its tuple, and :meth:`fold_tokens` sums them at C speed once a model holds
+        #: :data:`PENDING` (or someone reads).
+        self.held: dict[str, list[tuple[int, int, int, int]]] = {}
         self.hits = 0
         self.misses = 0
 
+    def fold_tokens(self) -> None:
+        """Sum the held token tuples into ``tokens``."""
+        for model, held in self.held.items():
+            if not held:
+                continue
+            slot = self.tokens.get(model)
+            if slot is None:
+                slot = self.tokens[model] = [0, 0, 0, 0, 0]
+            for i, total in enumerate(map(sum, zip(*held, strict=True))):
+                slot[i] += total
+            slot[4] += len(held)
+            held.clear()
+
     def usage(self) -> TokenUsage:
+        self.fold_tokens()
         total = [0, 0, 0, 0]
         for slot in self.tokens.values():
             for i in range(4):
@@ -133,6 +175,7 @@ class Tally:
 
     def cost(self, prices: PriceTable, *, batch: bool, flex: bool = False) -> tuple[Cost, int]:
         """The cost of the priced models' tokens, and how many calls had no price."""
+        self.fold_tokens()
         cost = Cost()
         unpriced = 0
         for model, slot in self.tokens.items():
