@@ -387,14 +387,20 @@ class FleetJournal:
         send, receive = anyio.create_memory_object_stream[tuple[str, "ItemResult"]](_PAGE)
 
         broke: list[Exception] = []
+        # Whether the page writer (below) waits for a line: then a line goes with send's
+        # checkpoint first, so the writer takes its page before the next line is put (a
+        # line that drips in alone is stored alone). While it writes, lines are put with no
+        # checkpoint each (a trip through the event loop per line was a sixth of a large
+        # run's CPU); a full buffer waits for it.
+        writer_waits = True
 
         async def read() -> None:
             async with send, aclosing(lines) as stream:  # type: ignore[type-var]
                 try:
                     async for line in stream:
-                        # No checkpoint per line (send's own is a trip through the event
-                        # loop: a fifth of a large batch's routing on trio): the stream's
-                        # reads suspend, and a full page waits for the writer.
+                        if writer_waits:
+                            await send.send(line)
+                            continue
                         try:
                             send.send_nowait(line)
                         except anyio.WouldBlock:
@@ -408,7 +414,13 @@ class FleetJournal:
         async with anyio.create_task_group() as tg:
             tg.start_soon(read)
             async with receive:
-                async for first in receive:
+                while True:
+                    writer_waits = True
+                    try:
+                        first = await receive.receive()
+                    except anyio.EndOfStream:
+                        break
+                    writer_waits = False
                     page = [first]
                     while len(page) < _PAGE:
                         try:
