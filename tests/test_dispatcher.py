@@ -1439,14 +1439,14 @@ def test_batched_tokens_are_summed_exactly_across_folds() -> None:
     stats = FleetStats()
     models = ("m-a", "m-b")
     for i in range(2_500):
-        stats._batched("succeeded", models[i % 2], 0.5, (i, 2 * i, i % 3, 1), None)
+        stats._outcome(Route.BATCH, "succeeded", models[i % 2], 0.5, (i, 2 * i, i % 3, 1), None)
     expected = TokenUsage(
         sum(range(2_500)), 2 * sum(range(2_500)), sum(i % 3 for i in range(2_500)), 2_500
     )
     assert stats.tokens[Route.BATCH] == expected
     assert stats.succeeded == 2_500
     # Read again (the held tuples were folded by the first read), and after more calls.
-    stats._batched("succeeded", "m-a", 0.5, (1, 1, 1, 1), None)
+    stats._outcome(Route.BATCH, "succeeded", "m-a", 0.5, (1, 1, 1, 1), None)
     assert stats.tokens[Route.BATCH] == expected + TokenUsage(1, 1, 1, 1)
     # Neither model has a price: every call is unpriced, each counted once.
     assert stats.unpriced_calls == 2_501

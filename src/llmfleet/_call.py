@@ -287,29 +287,9 @@ class Outcomes:
         tokens = None if value is None else self._tokens_of(value)
         deadline = call.deadline
         hit = None if deadline == _INF or outcome == "withdrawn" else now <= deadline
-        self._stats._batched(outcome, call.model, wait, tokens, hit)
+        self._stats._outcome(_BATCH, outcome, call.model, wait, tokens, hit)
         if self._on_result is not None:
             self._tell(_BATCH, outcome, call.model, wait, tokens, call)
-        call.done.set()
-
-    def succeed(self, call: Call, value: Any) -> None:
-        """:meth:`resolve` with a response (``"succeeded"``): what most results are, so
-        their path has no keyword arguments and no outcome to compare."""
-        if call.state is not SENT:
-            return
-        call.state = DONE
-        call.value = value
-        batch = call.batch
-        if batch is not None:
-            batch.live -= 1
-        now = self._clock()
-        wait = now - call.arrival
-        tokens = None if value is None else self._tokens_of(value)
-        deadline = call.deadline
-        hit = None if deadline == _INF else now <= deadline
-        self._stats._batched("succeeded", call.model, wait, tokens, hit)
-        if self._on_result is not None:
-            self._tell(_BATCH, "succeeded", call.model, wait, tokens, call)
         call.done.set()
 
     def fail_pending(self, call: Call, error: BaseException) -> None:

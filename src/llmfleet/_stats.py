@@ -425,18 +425,21 @@ class FleetStats:
             slot[3] += tokens[3]
             slot[4] += 1
 
-    def _batched(
+    def _outcome(
         self,
+        route: Route,
         outcome: Outcome,
         model: str,
         wait_s: float,
         tokens: tuple[int, int, int, int] | None,
         hit: bool | None,
     ) -> None:
-        """One batch-route call's outcome (as :meth:`_outcome` with ``Route.BATCH``): every
-        result of a batch comes here, so its tokens are held, summed per 1,024 at C speed."""
+        """One call's outcome; ``hit``: answered by its deadline (``None``: no deadline).
+
+        Every batched call's outcome comes here, so Histogram.add is inline and the tokens
+        are held, summed per 1,024 at C speed (Tally.fold_tokens)."""
         c = self._c
-        tally = c.batch
+        tally = c.batch if route is _BATCH else c.tally(route)  # batched: most calls
         if outcome == "succeeded":
             c.succeeded += 1
         else:
@@ -453,44 +456,6 @@ class FleetStats:
             held.append(tokens)
             if len(held) >= PENDING:
                 tally.fold_tokens()
-        if hit is not None:
-            if hit:
-                tally.hits += 1
-            else:
-                tally.misses += 1
-
-    def _outcome(
-        self,
-        route: Route,
-        outcome: Outcome,
-        model: str,
-        wait_s: float,
-        tokens: tuple[int, int, int, int] | None,
-        hit: bool | None,
-    ) -> None:
-        """One call's outcome; ``hit``: answered by its deadline (``None``: no deadline)."""
-        c = self._c
-        tally = c.batch if route is _BATCH else c.tally(route)  # batched: most calls
-        if outcome == "succeeded":
-            c.succeeded += 1
-        else:
-            setattr(c, outcome, getattr(c, outcome) + 1)
-        # Histogram.add and the token slot, inline, as in _direct_succeeded: every batched
-        # call's outcome comes here.
-        waits = tally.waits
-        pending = waits.pending
-        pending.append(wait_s * 1000 if wait_s > 0.0 else 0.0)
-        if len(pending) >= PENDING:
-            waits.fold()
-        if tokens is not None:
-            slot = tally.tokens.get(model)
-            if slot is None:
-                slot = tally.tokens[model] = [0, 0, 0, 0, 0]
-            slot[0] += tokens[0]
-            slot[1] += tokens[1]
-            slot[2] += tokens[2]
-            slot[3] += tokens[3]
-            slot[4] += 1
         if hit is not None:
             if hit:
                 tally.hits += 1
