@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -259,3 +260,20 @@ class FlexFakeProvider(FakeProvider):
 
     def flex_unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, FakeError) and "resource unavailable" in str(exc)
+
+
+class BreakingProvider(FakeProvider):
+    """A fake whose first results stream breaks off (connection lost) after two lines (a
+    base to put before another fake's, for that fake's stream to break so)."""
+
+    broke = False
+
+    async def results(self, batch_id: str) -> AsyncGenerator[tuple[str, ItemResult]]:
+        sent = 0
+        async with aclosing(super().results(batch_id)) as lines:
+            async for line in lines:
+                if not self.broke and sent == 2:
+                    self.broke = True
+                    raise FakeError(ErrorKind.CONNECTION, "connection reset")
+                sent += 1
+                yield line

@@ -39,7 +39,7 @@ from llmfleet import (
 from llmfleet.pricing import Cost, TokenUsage
 from llmfleet.providers import ErrorKind, ItemResult
 
-from fakes import FakeError, FakeMessage, FakeProvider, request, text_of
+from fakes import BreakingProvider, FakeError, FakeMessage, FakeProvider, request, text_of
 
 if TYPE_CHECKING:
     from collections.abc import (
@@ -715,22 +715,6 @@ async def test_missing_result_line() -> None:
     assert missing.custom_id in ids
     assert missing.custom_id not in {message(out, t).custom_id for t in ("keep", "also")}
     assert (fleet.stats.succeeded, fleet.stats.failed) == (2, 1)
-
-
-class BreakingProvider(FakeProvider):
-    """A fake whose first results stream breaks off (connection lost) after two lines."""
-
-    broke = False
-
-    async def results(self, batch_id: str) -> AsyncGenerator[tuple[str, ItemResult]]:
-        sent = 0
-        async with aclosing(super().results(batch_id)) as lines:
-            async for line in lines:
-                if not self.broke and sent == 2:
-                    self.broke = True
-                    raise FakeError(ErrorKind.CONNECTION, "connection reset")
-                sent += 1
-                yield line
 
 
 async def test_broken_results_stream_is_fetched_again() -> None:

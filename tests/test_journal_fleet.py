@@ -4,7 +4,6 @@ from the journal, re-attached batches, reconciled creates, and what is never sen
 from __future__ import annotations
 
 import sqlite3
-from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +31,10 @@ from llmfleet.journal import (
 from llmfleet.journal._keys import params_hash
 from llmfleet.providers import ErrorKind, ItemResult
 
-from fakes import FakeError, FakeMessage, FakeProvider, request
+from fakes import BreakingProvider, FakeError, FakeMessage, FakeProvider, request
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
     from pathlib import Path
 
 
@@ -528,20 +527,8 @@ async def test_any_store_of_the_protocol_serves_a_fleet(tmp_path: Path) -> None:
         Journal()
 
 
-class BreakingJournaledFake(JournaledFake):
-    """Its first results stream breaks off (connection lost) after two lines."""
-
-    broke = False
-
-    async def results(self, batch_id: str) -> AsyncGenerator[tuple[str, ItemResult]]:
-        sent = 0
-        async with aclosing(super().results(batch_id)) as lines:
-            async for line in lines:
-                if not self.broke and sent == 2:
-                    self.broke = True
-                    raise FakeError(ErrorKind.CONNECTION, "connection reset")
-                sent += 1
-                yield line
+class BreakingJournaledFake(BreakingProvider, JournaledFake):
+    """The journaled fake, its first results stream breaking off after two lines."""
 
 
 async def test_a_results_stream_read_again_stores_only_the_rest(tmp_path: Path) -> None:
