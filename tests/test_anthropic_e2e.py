@@ -482,3 +482,58 @@ async def test_raw_results_carry_what_results_carry_as_the_api_sent_it() -> None
             assert provider.tokens_of(result.value) == provider.tokens_of(sdk.value)
     assert raw["c1"].kind == "errored"
     assert raw["c2"].value["content"][0]["text"] == "three é ✓"
+
+
+async def test_a_create_body_goes_out_a_slice_at_a_time_with_its_exact_length() -> None:
+    """A batch create's body is encoded a slice of requests at a time as the client sends it,
+    under its exact Content-Length (not a chunked upload): a batch near the 256 MB limit is
+    never held whole in memory. The emulator receives every request as prepared."""
+    import httpx2
+
+    from llmfleet.providers.anthropic import AnthropicProvider
+
+    pieces: list[int] = []
+    headers: list[httpx2.Headers] = []
+
+    class Counted(httpx2.AsyncByteStream):
+        def __init__(self, inner: Any) -> None:
+            self._inner = inner
+
+        async def __aiter__(self) -> Any:
+            async for piece in self._inner:
+                pieces.append(len(piece))
+                yield piece
+
+    class Recording(httpx2.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self._inner = httpx2.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            if request.method == "POST" and request.url.path == "/v1/messages/batches":
+                headers.append(request.headers)
+                request.stream = Counted(request.stream)
+            return await self._inner.handle_async_request(request)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    n = 2_500
+    texts = [f"q{i} é ✓" for i in range(n)]
+    async with (
+        run_emulator(EmulatorConfig(turnaround_s=60.0)) as emu,
+        AsyncAnthropic(
+            api_key=KEY,
+            base_url=emu.url,
+            http_client=anthropic.DefaultAsyncHttpxClient(transport=Recording()),
+        ) as client,
+    ):
+        provider = AnthropicProvider(client)
+        requests = [provider.prepare(f"c{i}", params(text))[1] for i, text in enumerate(texts)]
+        await provider.create_batch([(f"c{i}", body) for i, body in enumerate(requests)])
+    assert create_bodies(emu) == [texts]
+    [sent] = headers
+    assert "transfer-encoding" not in sent
+    assert int(sent["content-length"]) == sum(pieces)
+    # Many slices, none of them near the whole.
+    assert len(pieces) >= 3
+    assert max(pieces) < sum(pieces) / 2

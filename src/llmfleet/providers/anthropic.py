@@ -32,6 +32,11 @@ MAX_REQUESTS: Final = 100_000
 MAX_BYTES: Final = 256 * 1024 * 1024
 # `{"custom_id":"…","params":…},` around each request's params.
 _ENTRY_OVERHEAD: Final = len('{"custom_id":"","params":},')
+# A create's body: its head and tail, each entry's fixed part, and requests per chunk sent.
+_HEAD: Final = '{"requests":['
+_TAIL: Final = "]}"
+_ENTRY: Final = len('{"custom_id":"","params":}')
+_SLICE: Final = 1000
 # How far back (seconds) a batch found after an ambiguous create may have been created:
 # the provider's clock and ours differ a little.
 _CLOCK_SLACK_S: Final = 5.0
@@ -73,6 +78,76 @@ def message_tokens(value: Any) -> tuple[int, int, int, int] | None:
         write = getattr(usage, "cache_creation_input_tokens", None)
         read = getattr(usage, "cache_read_input_tokens", None)
     return (usage.input_tokens or 0, usage.output_tokens or 0, write or 0, read or 0)
+
+
+@final
+class _Body:
+    """A batch create's JSON body, ``{"requests":[{"custom_id":…,"params":…},…]}``, as an
+    async iterable of byte chunks of :data:`_SLICE` requests each, with its exact length.
+
+    The length is known without encoding when every request is ASCII (prepare() makes
+    ASCII-only JSON; the fleet's custom_ids are ASCII): a chunked upload is avoided, and
+    a body of anything else is sent whole (:meth:`whole`). Iterable again from the start
+    (a client may send a request twice), and no async generator: one left unfinished by a
+    failed send would be left for the garbage collector to close.
+    """
+
+    __slots__ = ("_requests", "length")
+
+    def __init__(self, requests: Sequence[tuple[str, str]]) -> None:
+        self._requests = requests
+        length: int | None = len(_HEAD) + len(_TAIL) + max(0, len(requests) - 1)
+        for custom_id, params in requests:
+            if not (custom_id.isascii() and params.isascii()):
+                length = None
+                break
+            assert length is not None
+            length += _ENTRY + len(custom_id) + len(params)
+        #: Bytes in the body, or None when it is not all ASCII (then sent whole).
+        self.length = length
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.length is None else {"Content-Length": str(self.length)}
+
+    def whole(self) -> bytes:
+        return b"".join(
+            self._chunk(start) for start in range(0, max(1, len(self._requests)), _SLICE)
+        )
+
+    def _chunk(self, start: int) -> bytes:
+        entries = ",".join(
+            # custom_ids are the fleet's own lf_<hex>_<n> (the API allows
+            # [a-zA-Z0-9_-]{1,64}): nothing in them to escape.
+            f'{{"custom_id":"{cid}","params":{params}}}'
+            for cid, params in self._requests[start : start + _SLICE]
+        )
+        head = _HEAD if start == 0 else ","
+        tail = _TAIL if start + _SLICE >= len(self._requests) else ""
+        return (head + entries + tail).encode()
+
+    def __aiter__(self) -> _Chunks:
+        return _Chunks(self)
+
+
+@final
+class _Chunks:
+    """One pass over a :class:`_Body`."""
+
+    __slots__ = ("_body", "_start")
+
+    def __init__(self, body: _Body) -> None:
+        self._body = body
+        self._start = 0
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        body, start = self._body, self._start
+        if start >= max(1, len(body._requests)):
+            raise StopAsyncIteration
+        self._start = start + _SLICE
+        return body._chunk(start)
 
 
 @final
@@ -168,21 +243,17 @@ class AnthropicProvider:
         # The body is spliced from the JSON prepare() made, and posted through the SDK's own
         # client (its auth, headers, timeouts and errors) as it is: batches.create would
         # decode-and-check every request again (~18 µs each, measured: more than the fleet's
-        # whole per-call cost) only to encode the same JSON.
-        body = "".join(
-            [
-                '{"requests":[',
-                # custom_ids are the fleet's own lf_<hex>_<n> (the API allows
-                # [a-zA-Z0-9_-]{1,64}): nothing in them to escape.
-                ",".join(f'{{"custom_id":"{cid}","params":{params}}}' for cid, params in requests),
-                "]}",
-            ]
-        ).encode()
+        # whole per-call cost) only to encode the same JSON. It is encoded a slice at a
+        # time as the client sends it: a batch near the 256 MB limit, made whole, would
+        # take that much memory three times over (the entries, their join, its bytes).
+        body = _Body(requests)
         batch = await self._once.post(
             "/v1/messages/batches",
             cast_to=MessageBatch,
-            content=body,
-            options={"headers": {"Content-Type": "application/json"}},
+            content=body if body.length is not None else body.whole(),
+            options={
+                "headers": {"Content-Type": "application/json", **body.headers()},
+            },
         )
         self._open.add(batch.id)
         return batch.id
