@@ -604,7 +604,7 @@ class FleetDispatcher(Generic[R_co]):
         self,
         params: dict[str, Any],
         idempotency_key: str,
-        then: Callable[[Any, BaseException | None], None],
+        then: _Then,
         *,
         arrival: float | None = None,
         model: str | None = None,
@@ -612,8 +612,9 @@ class FleetDispatcher(Generic[R_co]):
         """``llmfleet run``'s entry point (llmfleet/journal/_run.py; docs/journal.md, "llmfleet
         run at scale"): :meth:`submit_batch` without a waiting caller. Returns once the call
         is queued (after waiting for room in the queue, as a caller does); the fleet then
-        calls ``then(value, None)`` or ``then(None, error)`` once, from its own task, when the
-        call has its outcome, and lets go of the call. So a million lines cost no task each.
+        calls ``then.answered(value, None)`` or ``then.answered(None, error)`` once, from its
+        own task, when the call has its outcome, and lets go of the call. So a million lines
+        cost no task each.
 
         Only for a journaled fleet with a ``deadline_action="wait"`` policy, and a call whose
         key is neither stored nor in a re-attached batch (``FleetJournal.answers``: such a call
@@ -630,12 +631,11 @@ class FleetDispatcher(Generic[R_co]):
         provider = self.provider
         custom_id, size, request = self._prepared(params)
         jkey = journal.key_of(params, idempotency_key)
-        notify = _Then(then)
-        # A Call waits on anything with the Event's set(): here, the callback (duck-typed).
+        # A Call waits on anything with the Event's set(): here, ``then`` (duck-typed).
         if model is None:
             model = provider.model_of(params)
-        call = Call(custom_id, params, request, size, model, notify)  # type: ignore[arg-type]
-        notify.call = call
+        call = Call(custom_id, params, request, size, model, then)  # type: ignore[arg-type]
+        then.call = call
         call.jkey = jkey
         if self._batch_key is not None:
             call.key = self._batch_key(params)
@@ -869,15 +869,15 @@ class FleetDispatcher(Generic[R_co]):
                         tg.start_soon(partial(batch.cancel_remote, aborting=True))
 
 
-@final
 class _Then:
-    """What a :meth:`FleetDispatcher._enqueue_batch` call waits on: set() (as the fleet sets a
-    caller's Event) lets go of the call, then calls ``then``."""
+    """What a :meth:`FleetDispatcher._enqueue_batch` call waits on, made by its user as a
+    subclass that says what to do in :meth:`answered` (one object a line: a held line of a
+    large run costs no second one). set() (as the fleet sets a caller's Event) lets go of
+    the call, then calls :meth:`answered`."""
 
-    __slots__ = ("call", "then")
+    __slots__ = ("call",)
 
-    def __init__(self, then: Callable[[Any, BaseException | None], None]) -> None:
-        self.then = then
+    def __init__(self) -> None:
         self.call: Call | None = None
 
     def set(self) -> None:
@@ -886,4 +886,8 @@ class _Then:
             return
         value, error = call.value, call.error
         call.release()
-        self.then(value, error)
+        self.answered(value, error)
+
+    def answered(self, value: Any, error: BaseException | None) -> None:
+        """The call's outcome, once: its value, or its error."""
+        raise NotImplementedError

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import anyio
 
+from .._dispatcher import _Then
 from .._open import open_fleet
 from .._policy import MAX_BATCH_REQUESTS, RoutingPolicy
 from ..errors import (
@@ -469,7 +470,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 except Exception as exc:  # every line gets its output line, whatever failed
                     if isinstance(exc, UnbatchableRequestError):
                         refused += 1  # refused at submit: never sent
-                    held_line(None, exc)
+                    held_line.answered(None, exc)
 
             # Lines in batches an earlier run created and this one re-attached, in input
             # order, each with the event set once its result is stored (or once every
@@ -654,12 +655,12 @@ def run_key(custom_id: str, params: dict[str, Any]) -> str:
 
 
 @final
-class _Held:
-    """A line handed to the fleet, until it is answered: what its output line needs (a few
-    hundred bytes with its id; its params stay with the fleet's call, which lets go of them
-    once it is in a batch). Called with the outcome, once."""
+class _Held(_Then):
+    """A line handed to the fleet, until it is answered: what its output line needs, and
+    the fleet's waiter on its call (one object; its params stay with the call, which lets
+    go of them once it is in a batch). :meth:`answered` with the outcome, once."""
 
-    __slots__ = ("answer", "custom_id", "index", "model", "number")
+    __slots__ = ("answer", "blanks", "custom_id", "index", "model")
 
     def __init__(
         self,
@@ -669,13 +670,21 @@ class _Held:
         number: int,
         model: str,
     ) -> None:
+        self.call = None
         self.answer = answer
         self.index = index
         self.custom_id = custom_id
-        self.number = number
+        # Blank lines before it, rather than its number: almost always a small int, which
+        # Python shares, where a number is one more object a line.
+        self.blanks = number - index - 1
         self.model = model
 
-    def __call__(self, value: Any, error: BaseException | None) -> None:
+    @property
+    def number(self) -> int:
+        """Its line number in the input (counting blank lines)."""
+        return self.index + 1 + self.blanks
+
+    def answered(self, value: Any, error: BaseException | None) -> None:
         self.answer(self, value, error)
 
 
