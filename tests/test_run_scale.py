@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anthropic import AsyncAnthropic
 
@@ -353,3 +354,49 @@ def test_the_report_offers_a_rerun_only_for_lines_a_rerun_sends_again(
     assert fix is None or fix in text
     assert (rerun is not None) == ("rerun the same command" in text)
     assert rerun is None or rerun in text
+
+
+@pytest.mark.anyio
+async def test_ended_batches_are_read_one_at_a_time_in_the_order_they_were_made(
+    tmp_path: Path, emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches that end together have their results read one after the other, the first
+    made first: the output goes in input order, so two batches read at once would interleave
+    their lines and keep one batch's lines waiting for the other's (in memory, or read back
+    from the journal). The output is whole and in order."""
+    from llmfleet.providers.anthropic import AnthropicProvider
+
+    emu.config.turnaround_s = 0.3  # the batches are made before the first one ends
+    n = 3_000
+    write_input(tmp_path / "in.jsonl", n)
+    made: list[str] = []
+    read: list[str] = []
+    reading = [0]
+    most = [0]
+    create, raw = AnthropicProvider.create_batch, AnthropicProvider.raw_results
+
+    async def create_batch(self: AnthropicProvider, requests: Any) -> str:
+        batch_id = await create(self, requests)
+        made.append(batch_id)
+        return batch_id
+
+    async def raw_results(self: AnthropicProvider, batch_id: str) -> Any:
+        read.append(batch_id)
+        reading[0] += 1
+        most[0] = max(most[0], reading[0])
+        try:
+            async for line in raw(self, batch_id):
+                yield line
+                await anyio.lowlevel.checkpoint()  # another reader may run between lines
+        finally:
+            reading[0] -= 1
+
+    monkeypatch.setattr(AnthropicProvider, "create_batch", create_batch)
+    monkeypatch.setattr(AnthropicProvider, "raw_results", raw_results)
+    async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
+        report = await run_requests(client, config(tmp_path, batch_size=500, max_lines=n), None)
+    assert report.statuses == {"succeeded": n}
+    check_succeeded(outputs(tmp_path), n, {})
+    assert len(made) == 6
+    assert most[0] == 1
+    assert read == made

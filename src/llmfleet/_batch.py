@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Literal, cast, final
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ._flush import FlushReason
     from ._policy import RoutingPolicy
     from ._stats import FleetStats
+    from ._turns import ReadTurns
     from .journal import FlushRecord
     from .journal._fleet import FleetJournal
     from .providers import ErrorInfo, ItemResult, Provider
@@ -99,6 +100,7 @@ class BatchContext:
         "policy",
         "provider",
         "raw_results",
+        "read_turns",
         "results_requests",
         "stats",
         "turnaround",
@@ -134,6 +136,9 @@ class BatchContext:
         # Results as the provider's JSON, not SDK objects, where the adapter can (its
         # ``raw_results``): set by FleetDispatcher._results_as_json, for llmfleet run.
         self.raw_results = False
+        # Turns at reading results, when one batch is read at a time: set by
+        # FleetDispatcher._one_results_stream, for llmfleet run.
+        self.read_turns: ReadTurns | None = None
         self.aborting = False
 
     def provider_error(self, info: ErrorInfo) -> None:
@@ -239,6 +244,8 @@ class Batch:
                     await self.create()
                 if self.id is not None:
                     models = {call.model for call in self.calls.values()} if created_here else ()
+                    if ctx.read_turns is not None:
+                        ctx.read_turns.waiting(self)
                     if self.live and await self.wait_until_ended():
                         self.ended = True
                         took = ctx.clock() - self.created_at
@@ -270,6 +277,8 @@ class Batch:
             cause = exc
             self.fail_all(lambda call: self._result_error(call, cause))
         finally:
+            if ctx.read_turns is not None:
+                ctx.read_turns.left(self)
             self._fail_missing()
             if self.flush is not None and ctx.journal is not None:
                 ctx.journal.settled(self.flush)  # its waiting keys go on
@@ -576,26 +585,19 @@ class Batch:
         source = provider.results
         if ctx.raw_results:
             source = getattr(provider, "raw_results", source)
+        # One batch read at a time when the fleet says so (a run's output in input order),
+        # the turn taken before the budget's wait, and given up for a retry's back-off.
+        turns = ctx.read_turns
         for attempt in range(1, RESULT_ATTEMPTS + 1):
-            for _ in range(ctx.results_requests):
-                await ctx.budget.acquire(Priority.RESULTS)
-            ctx.stats._api_request("results")
+            turn: AbstractAsyncContextManager[object] = (
+                nullcontext() if turns is None else turns.turn(self)
+            )
             try:
-                async with aclosing(
-                    cast("AsyncGenerator[tuple[str, ItemResult]]", source(self.id))
-                ) as lines:
-                    if self.flush is not None and ctx.journal is not None:
-                        # Each page is stored before its callers wake.
-                        await ctx.journal.stream(
-                            self.flush, self.id, self._held(lines), self.deliver, self.keys
-                        )
-                        await ctx.journal.finished(self.flush.flush_id)
-                        return
-                    # Read to the end even once every call is resolved: a stream left half-read
-                    # leaves the SDK's decoder generators for the garbage collector, which
-                    # trio reports (and it would be one more unexplained open response).
-                    async for custom_id, result in lines:
-                        self.deliver(custom_id, result)
+                async with turn:
+                    for _ in range(ctx.results_requests):
+                        await ctx.budget.acquire(Priority.RESULTS)
+                    ctx.stats._api_request("results")
+                    await self._read_results(source)
                 return
             except Exception as exc:
                 info = provider.classify(exc)
@@ -610,6 +612,28 @@ class Batch:
                 )
                 await anyio.sleep(max(delay, info.retry_after or 0))
                 delay = min(delay * _BACKOFF, policy.poll_max_interval_ms / 1000)
+
+    async def _read_results(
+        self, source: Callable[[str], AsyncIterator[tuple[str, ItemResult]]]
+    ) -> None:
+        """One read of the results from ``source``, to its end."""
+        assert self.id is not None
+        ctx = self._ctx
+        async with aclosing(
+            cast("AsyncGenerator[tuple[str, ItemResult]]", source(self.id))
+        ) as lines:
+            if self.flush is not None and ctx.journal is not None:
+                # Each page is stored before its callers wake.
+                await ctx.journal.stream(
+                    self.flush, self.id, self._held(lines), self.deliver, self.keys
+                )
+                await ctx.journal.finished(self.flush.flush_id)
+                return
+            # Read to the end even once every call is resolved: a stream left half-read
+            # leaves the SDK's decoder generators for the garbage collector, which trio
+            # reports (and it would be one more unexplained open response).
+            async for custom_id, result in lines:
+                self.deliver(custom_id, result)
 
     async def _held(
         self, lines: AsyncIterator[tuple[str, ItemResult]]

@@ -30,6 +30,7 @@ from ._deadlines import Deadlines
 from ._flush import ENVELOPE_BYTES, FlushQueue, FlushReason
 from ._policy import RoutingPolicy
 from ._stats import FleetStats, OnResult, Route
+from ._turns import ReadTurns
 from .errors import (
     DeadlineExceededError,
     FleetClosedError,
@@ -599,6 +600,12 @@ class FleetDispatcher(Generic[R_co]):
         The journal stores that JSON as it is; ``tokens_of`` reads it."""
         assert self._ctx is not None, "the fleet is open"
         self._ctx.raw_results = True
+
+    def _one_results_stream(self) -> None:
+        """``llmfleet run``'s: from now on, one batch's results are read at a time, of those
+        that ended the one made first (llmfleet/_turns.py)."""
+        assert self._ctx is not None, "the fleet is open"
+        self._ctx.read_turns = ReadTurns()
 
     async def _enqueue_batch(
         self,

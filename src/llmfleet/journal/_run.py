@@ -351,6 +351,8 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
         # The run only stores and writes each response: read as the provider's JSON, not
         # built into the SDK's objects first (the larger part of reading a batch's results).
         fleet._results_as_json()
+        # Output goes in input order: one batch's results read at a time, not interleaved.
+        fleet._one_results_stream()
         provider = fleet.provider
         tokens_in_json = hasattr(provider, "raw_results")  # its tokens_of reads JSON too
         journal = fleet._journal  # the run's own package: it reads journaled lines back
