@@ -290,9 +290,12 @@ class FakeClient:
     def with_options(self, **_: Any) -> FakeClient:
         return self
 
-    async def post(self, path: str, *, content: bytes, **_: Any) -> _Batch:
-        """A raw-body batch create (what llmfleet's adapter sends), decoded like a server."""
+    async def post(self, path: str, *, content: Any, **_: Any) -> _Batch:
+        """A raw-body batch create (what llmfleet's adapter sends: bytes, or an async
+        iterable of byte chunks as an HTTP client reads it), decoded like a server."""
         assert path == "/v1/messages/batches", path
+        if not isinstance(content, (bytes, bytearray)):
+            content = b"".join([chunk async for chunk in content])
         return await self.messages.batches.create(requests=json.loads(content)["requests"])
 
     def hit(self, endpoint: str) -> None:
