@@ -235,7 +235,7 @@ class AnthropicProvider:
             async for line in decoder:
                 result = line.result
                 if result.type == "succeeded":
-                    yield line.custom_id, ItemResult("succeeded", value=result.message)
+                    yield line.custom_id, ItemResult("succeeded", result.message)
                 elif result.type == "errored":
                     error = result.error.error
                     yield (
