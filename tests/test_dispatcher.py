@@ -1445,7 +1445,6 @@ def test_histogram_fold_buckets_every_wait_exactly(spread: str) -> None:
     # one by one: both must put every wait in the bucket int(log1p(ms) / log(1.01)) says,
     # a wait on a bucket's edge included (however its float rounds).
     import random
-    from array import array
     from collections import Counter
 
     from llmfleet._tally import _BASE, Histogram
@@ -1464,7 +1463,7 @@ def test_histogram_fold_buckets_every_wait_exactly(spread: str) -> None:
     for _ in range(20):
         waits = make()
         histogram = Histogram()
-        histogram.pending = array("d", waits)
+        histogram.pending = list(waits)
         histogram.fold()
         assert histogram._buckets == Counter(int(math.log1p(ms) / _BASE) for ms in waits)
         assert (histogram.count, histogram.max) == (len(waits), max(waits))

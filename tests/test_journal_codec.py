@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import anthropic
 import openai
@@ -119,3 +120,13 @@ def test_anthropic_tokens_of_a_message_and_of_its_json_agree() -> None:
         assert provider.tokens_of(data) == provider.tokens_of(Message.model_validate(data))
     assert provider.tokens_of(cached) == (3, 1, 7, 11)
     assert provider.tokens_of({"id": "msg_2"}) is None
+
+
+def test_anthropic_tokens_of_a_value_with_no_usage_or_no_cache_fields() -> None:
+    # Anything but a Message: no usage at all, a usage of None, a usage without the cache
+    # fields (an older SDK's, or a hand-built stand-in).
+    provider = AnthropicProvider(anthropic.AsyncAnthropic(api_key="k"))
+    assert provider.tokens_of(object()) is None
+    assert provider.tokens_of(SimpleNamespace(usage=None)) is None
+    bare = SimpleNamespace(usage=SimpleNamespace(input_tokens=3, output_tokens=None))
+    assert provider.tokens_of(bare) == (3, 0, 0, 0)

@@ -668,7 +668,7 @@ class Batch:
             ctx.stats._result_dropped(cost)
             return
         if result.kind == "succeeded":
-            ctx.outcomes.resolve(call, "succeeded", value=result.value)
+            ctx.outcomes.resolve(call, "succeeded", result.value)
             return
         error: BatchResultError
         if result.kind == "errored":

@@ -408,22 +408,20 @@ class FleetStats:
         c = self._c
         c.succeeded += 1
         tally = c.direct
-        # Histogram.add and the token slot (Tally.tokens), inline: no call of their own on
-        # this path.
+        # Histogram.add inline, and the tokens held as _outcome holds them (an append, not
+        # five sums): no call of their own on this path.
         waits = tally.waits
         pending = waits.pending
         pending.append(took_s * 1000 if took_s > 0.0 else 0.0)
         if len(pending) >= PENDING:
             waits.fold()
         if tokens is not None:
-            slot = tally.tokens.get(model)
-            if slot is None:
-                slot = tally.tokens[model] = [0, 0, 0, 0, 0]
-            slot[0] += tokens[0]
-            slot[1] += tokens[1]
-            slot[2] += tokens[2]
-            slot[3] += tokens[3]
-            slot[4] += 1
+            held = tally.held.get(model)
+            if held is None:
+                held = tally.held[model] = []
+            held.append(tokens)
+            if len(held) >= PENDING:
+                tally.fold_tokens()
 
     def _outcome(
         self,

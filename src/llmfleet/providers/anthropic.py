@@ -67,16 +67,27 @@ def message_tokens(value: Any) -> tuple[int, int, int, int] | None:
             used.get("cache_creation_input_tokens") or 0,
             used.get("cache_read_input_tokens") or 0,
         )
+    try:
+        # A Message: its Usage has both cache fields (None when unused). Plain reads, on the
+        # path of every result.
+        usage = value.usage
+        return (
+            usage.input_tokens or 0,
+            usage.output_tokens or 0,
+            usage.cache_creation_input_tokens or 0,
+            usage.cache_read_input_tokens or 0,
+        )
+    except AttributeError:
+        return _loose_tokens(value)
+
+
+def _loose_tokens(value: Any) -> tuple[int, int, int, int] | None:
+    """:func:`message_tokens` of anything else: no usage, or a usage without cache fields."""
     usage = getattr(value, "usage", None)
     if usage is None:
         return None
-    try:
-        # The SDK's Usage has both cache fields (None when unused): plain reads, on the path
-        # of every result.
-        write, read = usage.cache_creation_input_tokens, usage.cache_read_input_tokens
-    except AttributeError:
-        write = getattr(usage, "cache_creation_input_tokens", None)
-        read = getattr(usage, "cache_read_input_tokens", None)
+    write = getattr(usage, "cache_creation_input_tokens", None)
+    read = getattr(usage, "cache_read_input_tokens", None)
     return (usage.input_tokens or 0, usage.output_tokens or 0, write or 0, read or 0)
 
 
@@ -306,7 +317,7 @@ class AnthropicProvider:
             async for line in decoder:
                 result = line.result
                 if result.type == "succeeded":
-                    yield line.custom_id, ItemResult("succeeded", value=result.message)
+                    yield line.custom_id, ItemResult("succeeded", result.message)
                 elif result.type == "errored":
                     error = result.error.error
                     yield (

@@ -385,7 +385,7 @@ class GeminiProvider:
                     ),
                 )
             elif inlined.response is not None:
-                yield custom_id, ItemResult("succeeded", value=inlined.response)
+                yield custom_id, ItemResult("succeeded", inlined.response)
         state = _state(job)
         # Requests with no response share the batch's fate (a succeeded batch answered all
         # of them: any left out are the fleet's to report missing).

@@ -589,7 +589,7 @@ class OpenAIProvider:
         status = response.get("status_code")
         body = response.get("body")
         if status == 200 and isinstance(body, dict):
-            return custom_id, ItemResult("succeeded", value=self._construct(endpoint, body))
+            return custom_id, ItemResult("succeeded", self._construct(endpoint, body))
         detail = body.get("error") if isinstance(body, dict) else None
         if not isinstance(detail, dict):
             detail = {}
