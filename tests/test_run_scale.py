@@ -400,3 +400,35 @@ async def test_ended_batches_are_read_one_at_a_time_in_the_order_they_were_made(
     assert len(made) == 6
     assert most[0] == 1
     assert read == made
+
+
+@pytest.mark.anyio
+async def test_the_requests_of_one_batch_at_most_are_held_at_once(
+    tmp_path: Path, emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a full batch is being made (its create is slow), the next batch's lines wait to
+    be read: the run holds the requests of one batch at most (queued, or in a batch being
+    made), while its room (``max_lines``) spans two batches in flight."""
+    from llmfleet import FleetDispatcher
+    from llmfleet.emulator import Fault
+
+    emu.add_fault(Fault("batch_create", "slow", delay_s=0.3, times=10))
+    n, size = 2_000, 500
+    write_input(tmp_path / "in.jsonl", n)
+    unsent: list[int] = []
+    enqueue = FleetDispatcher._enqueue_batch
+
+    async def counted(self: FleetDispatcher, *args: Any, **kwargs: Any) -> None:
+        unsent.append(self._unsent())
+        await enqueue(self, *args, **kwargs)
+
+    monkeypatch.setattr(FleetDispatcher, "_enqueue_batch", counted)
+    async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
+        report = await run_requests(
+            client, config(tmp_path, batch_size=size, max_lines=2 * size), None
+        )
+    assert report.statuses == {"succeeded": n}
+    check_succeeded(outputs(tmp_path), n, {})
+    assert len(unsent) == n
+    # Counted as each line is handed on, before it joins the queue.
+    assert max(unsent) <= size, max(unsent)

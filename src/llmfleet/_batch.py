@@ -95,6 +95,8 @@ class BatchContext:
         "clock",
         "gate",
         "journal",
+        "made",
+        "making",
         "on_end",
         "outcomes",
         "policy",
@@ -136,6 +138,10 @@ class BatchContext:
         # Results as the provider's JSON, not SDK objects, where the adapter can (its
         # ``raw_results``): set by FleetDispatcher._results_as_json, for llmfleet run.
         self.raw_results = False
+        # Calls in batches being made (flushed, their create not answered yet), and the
+        # event set when that count falls (FleetDispatcher._unsent_below waits on it).
+        self.making = 0
+        self.made: anyio.Event | None = None
         # Turns at reading results, when one batch is read at a time: set by
         # FleetDispatcher._one_results_stream, for llmfleet run.
         self.read_turns: ReadTurns | None = None
@@ -337,7 +343,21 @@ class Batch:
 
     async def create(self) -> None:
         """Create the batch at the provider: afterwards either ``id`` is set, or every caller
-        has its error (refused, or never answered).
+        has its error (refused, or never answered). Its calls count as being made meanwhile.
+        """
+        ctx = self._ctx
+        count = len(self.requests)
+        ctx.making += count
+        try:
+            await self._create()
+        finally:
+            ctx.making -= count
+            made, ctx.made = ctx.made, None
+            if made is not None:
+                made.set()
+
+    async def _create(self) -> None:
+        """:meth:`create`'s work.
 
         When the provider refuses the create because of one request and names it (the
         adapter's optional ``refused``), only that caller fails; the others go out again in

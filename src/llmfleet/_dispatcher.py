@@ -601,6 +601,23 @@ class FleetDispatcher(Generic[R_co]):
         assert self._ctx is not None, "the fleet is open"
         self._ctx.raw_results = True
 
+    def _unsent(self) -> int:
+        """Batch-route calls whose request the fleet still holds to send: queued, or in a
+        batch being made."""
+        assert self._ctx is not None, "the fleet is open"
+        return self._stats.queued + self._ctx.making
+
+    async def _unsent_below(self, limit: int) -> None:
+        """``llmfleet run``'s: wait until :meth:`_unsent` is below ``limit``. The count falls
+        as batches are made (and as queued calls leave), so a reader that waits here before
+        queueing holds the requests of at most ``limit`` lines at once (docs/journal.md)."""
+        ctx = self._ctx
+        assert ctx is not None, "the fleet is open"
+        while self._unsent() >= limit and ctx.making:
+            if ctx.made is None:
+                ctx.made = anyio.Event()
+            await ctx.made.wait()
+
     def _one_results_stream(self) -> None:
         """``llmfleet run``'s: from now on, one batch's results are read at a time, of those
         that ended the one made first (llmfleet/_turns.py)."""

@@ -446,6 +446,11 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     room.acquire_nowait()  # no checkpoint per line while there is room
                 except anyio.WouldBlock:
                     await room.acquire()
+                if fleet._unsent() >= batch:
+                    # The requests of one batch at most are held at once: while a full one
+                    # is being made, the next waits to be read (a batch in flight holds
+                    # only its lines' records).
+                    await fleet._unsent_below(batch)
                 await send(line, key, index=index, last=last)
 
             async def send(line: Line, key: str, *, index: int, last: bool) -> None:
