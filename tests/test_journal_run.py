@@ -10,7 +10,7 @@ import pytest
 
 from llmfleet._cli import main
 from llmfleet.emulator import EmulatorConfig, start_emulator
-from llmfleet.journal._run import Line, journal_path_for, read_requests
+from llmfleet.journal._run import Line, _SeenIds, journal_path_for, read_requests
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -93,6 +93,27 @@ def test_lines_are_parsed_with_a_clear_error_each(tmp_path: Path) -> None:
     assert '"params" must be a JSON object' in messages[4]
     assert "latency_budget_ms in params" in messages[5]
     assert "unknown field(s) extra" in messages[6]
+
+
+def test_the_ids_seen_fit_a_table_made_once_for_the_lines_expected(tmp_path: Path) -> None:
+    """Told how many lines the file holds, the reader makes its table of ids seen that large
+    at once: it never grows (a growing table holds its old and new copies at once), and it
+    still names the earlier line of a duplicate. A reader of lines already judged (the
+    writer's second pass) keeps no table."""
+    n = 5_000
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join(line(f"r{i}", params("x")) for i in range(n)) + "\n")
+    with path.open("a") as file:
+        file.write(line("r7", params("again")) + "\n")
+    seen = _SeenIds(n + 1)
+    size = len(seen._hashes)
+    assert all(seen.add(f"r{i}", i + 1) is None for i in range(n))
+    assert seen.add("r7", n + 1) == 8
+    assert len(seen._hashes) == size
+    lines = list(read_requests(path, expected=n + 1))
+    assert lines[-1].error == "duplicate custom_id: line 8 has it already"
+    again = list(read_requests(path, duplicates=False))
+    assert again[-1] == Line(n + 1, "r7", params("again"))
 
 
 def test_run_writes_every_line_in_input_order(

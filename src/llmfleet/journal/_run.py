@@ -101,14 +101,24 @@ class Line:
     error: str | None = None
 
 
-def read_requests(path: Path, *, blank: Callable[[int], None] | None = None) -> Iterator[Line]:
+def read_requests(
+    path: Path,
+    *,
+    blank: Callable[[int], None] | None = None,
+    expected: int = 0,
+    duplicates: bool = True,
+) -> Iterator[Line]:
     """Parse the input file line by line, as it is read (the file is never held whole); a
     bad line is a :class:`Line` with its ``error`` set, never an exception.
 
     :param blank: called with the number of each blank (whitespace-only) line, which is
         skipped.
+    :param expected: the request lines the file holds, if known: the table of the ids seen is
+        made that large at once (it never grows, so never holds two copies of itself).
+    :param duplicates: whether a line whose ``custom_id`` an earlier line has is bad; a
+        reader that only reads back lines already judged says False (and keeps no table).
     """
-    seen = _SeenIds()
+    seen = _SeenIds(expected) if duplicates else None
     with path.open(encoding="utf-8") as file:
         for number, text in enumerate(file, start=1):
             if not text.strip():
@@ -138,10 +148,12 @@ class _SeenIds:
 
     __slots__ = ("_hashes", "_mask", "_numbers", "_used")
 
-    def __init__(self) -> None:
-        self._hashes = array("q", bytes(8 * 1024))
-        self._numbers = array("I", [0]) * 1024
-        self._mask = 1023
+    def __init__(self, expected: int = 0) -> None:
+        # Room for ``expected`` ids at most half full: no growing on the way there.
+        size = max(1024, 1 << (2 * expected).bit_length())
+        self._hashes = array("q", bytes(8 * size))
+        self._numbers = array("I", [0]) * size
+        self._mask = size - 1
         self._used = 0
 
     def add(self, custom_id: str, number: int) -> int | None:
@@ -178,7 +190,7 @@ class _SeenIds:
                 numbers[slot] = n
 
 
-def _parse(number: int, text: str, seen: _SeenIds) -> Line:
+def _parse(number: int, text: str, seen: _SeenIds | None) -> Line:
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -196,7 +208,7 @@ def _parse(number: int, text: str, seen: _SeenIds) -> Line:
             f'"custom_id" must be a string of 1 to {MAX_CUSTOM_ID} characters, '
             f"got {custom_id!r:.60}",
         )
-    earlier = seen.add(custom_id, number)
+    earlier = None if seen is None else seen.add(custom_id, number)
     if earlier is not None:
         return Line(number, custom_id, None, f"duplicate custom_id: line {earlier} has it already")
     params = data.get("params")
@@ -594,7 +606,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                             await hand_on(ahead[0], ahead[1], index=ahead[2])
                         ahead = line, key, index
 
-                    for index, line in enumerate(read_requests(config.requests, blank=on_blank)):
+                    for index, line in enumerate(
+                        read_requests(config.requests, blank=on_blank, expected=total)
+                    ):
                         read += 1
                         if failures:
                             raise failures[0]
@@ -858,7 +872,7 @@ class _Cursor:
     """A second pass over the input, forward only: the ``index``-th request line, parsed."""
 
     def __init__(self, path: Path) -> None:
-        self._lines = read_requests(path)
+        self._lines = read_requests(path, duplicates=False)
         self._index = -1
 
     def line(self, index: int) -> Line:
