@@ -532,10 +532,10 @@ class BreakingJournaledFake(BreakingProvider, JournaledFake):
 
 
 async def test_a_results_stream_read_again_stores_only_the_rest(tmp_path: Path) -> None:
-    """The batch's record lets go of its keys once recorded (the batch keeps them, by
-    custom_id) and each key goes once its result is stored: the stream read again after
-    it broke off stores the lines not stored yet, each result once, and every caller has
-    its own."""
+    """The batch's record lets go of its keys once recorded (each call has its own; the
+    batch keeps no second copy of them) and each key goes once its result is stored: the
+    stream read again after it broke off stores the lines not stored yet, each result once,
+    and every caller has its own."""
     store = MemoryStore()
     fake = BreakingJournaledFake(turnaround=3.0)
     out: dict[str, Any] = {}
@@ -547,9 +547,13 @@ async def test_a_results_stream_read_again_stores_only_the_rest(tmp_path: Path) 
             await until_created(fake)
             (batch,) = fleet._batches
             assert batch.flush is not None
-            assert batch.flush.entries == ()  # the record holds no key: the batch does
-            assert len(batch.keys) == 4
-        assert batch.keys == {}
+            assert batch.flush.entries == ()  # the record holds no key: the calls do
+            assert batch.keys == {}
+            ids = list(batch.calls)
+            keys = {batch.key_of(custom_id) for custom_id in ids}
+            assert None not in keys
+            assert len(keys) == 4
+        assert [batch.key_of(custom_id) for custom_id in ids] == [None] * 4  # all stored
     assert fake.broke
     assert [out[t].text for t in texts] == texts
     stored = [int(entry.split()[1]) for entry in store.log if entry.startswith("results")]

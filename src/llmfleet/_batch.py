@@ -215,10 +215,11 @@ class Batch:
         #: Its record in the fleet's journal (given with a re-attached batch, else made
         #: right before the create).
         self.flush = flush
-        # The journal key of each request it carries whose result is not stored yet, by
-        # custom_id: taken from its record (which then lets go of them), each let go of
-        # once its result is stored, so an answered line of a large batch still streaming
-        # holds nothing.
+        # The journal key of each request it carries with no call here (a re-attached
+        # batch's) whose result is not stored yet, by custom_id: taken from its record
+        # (which then lets go of them), each let go of once its result is stored, so an
+        # answered line of a large batch still streaming holds nothing. A call's own key
+        # serves for the others (see key_of).
         self.keys: dict[str, str] = {}
         if flush is not None:
             # The journal holds it: never cancelled for want of callers.
@@ -467,10 +468,14 @@ class Batch:
         return rest
 
     def _take_keys(self) -> None:
-        """Move the journal keys out of the batch's record into :attr:`keys`."""
+        """Move the journal keys out of the batch's record: into :attr:`keys`, those of
+        requests with no call here."""
         flush = self.flush
         assert flush is not None
-        self.keys = {entry.custom_id: entry.key for entry in flush.entries}
+        # A call's own key (its jkey) serves while it is in the batch: only the keys of
+        # requests with no call here (a re-attached batch's) are kept again.
+        calls = self.calls
+        self.keys = {e.custom_id: e.key for e in flush.entries if e.custom_id not in calls}
         self.flush = replace(flush, entries=())
 
     async def _record_intent(
@@ -645,7 +650,7 @@ class Batch:
             if self.flush is not None and ctx.journal is not None:
                 # Each page is stored before its callers wake.
                 await ctx.journal.stream(
-                    self.flush, self.id, self._held(lines), self.deliver, self.keys
+                    self.flush, self.id, self._held(lines), self.deliver, self.key_of, self.forget
                 )
                 await ctx.journal.finished(self.flush.flush_id)
                 return
@@ -665,6 +670,19 @@ class Batch:
                 self.deliver(custom_id, result)
             else:
                 yield custom_id, result
+
+    def key_of(self, custom_id: str) -> str | None:
+        """The journal key of this batch's request ``custom_id``, if its result is not stored
+        yet: its call's, while the call is in the batch (a stored result's call leaves it as
+        the result is delivered), else the one kept from the batch's record."""
+        call = self.calls.get(custom_id)
+        if call is not None:
+            return call.jkey
+        return self.keys.get(custom_id)
+
+    def forget(self, custom_id: str) -> None:
+        """``custom_id``'s result is stored: its kept key is let go of."""
+        self.keys.pop(custom_id, None)
 
     def deliver(self, custom_id: str, result: ItemResult) -> None:
         """Hand one result to its caller (O(1); the call leaves the batch, so a re-fetch

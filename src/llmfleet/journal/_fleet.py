@@ -370,12 +370,14 @@ class FleetJournal:
         batch_id: str,
         lines: AsyncIterator[tuple[str, ItemResult]],
         deliver: Callable[[str, ItemResult], None],
-        keys: dict[str, str],
+        key_of: Callable[[str], str | None],
+        forget: Callable[[str], None],
     ) -> None:
         """Read ``lines`` to the end; store each page of results in one transaction, then
-        hand its lines to ``deliver``. ``keys``: the journal key of each of the batch's
-        requests not stored yet, by custom_id; each is taken out once its result is stored
-        (a stream read again after it broke off stores only the rest).
+        hand its lines to ``deliver``. ``key_of``: the journal key of a request of the batch
+        whose result is not stored yet (else None); ``forget`` is told of each result once
+        stored, and ``deliver`` then, so that neither names its key again (a stream read
+        again after it broke off stores only the rest).
 
         A reader task takes lines as they come while the last page is being written, so a
         slow disk makes pages larger rather than the stream slower, and a line that drips
@@ -430,7 +432,7 @@ class FleetJournal:
                     rows = []
                     dumped: dict[int, StoredOutcome] = {}
                     for custom_id, result in page:
-                        key = keys.get(custom_id) or attached.get(custom_id)
+                        key = key_of(custom_id) or attached.get(custom_id)
                         if key is not None:
                             outcome = self._outcome(batch_id, custom_id, result)
                             rows.append((key, outcome))
@@ -438,7 +440,7 @@ class FleetJournal:
                                 dumped[id(result.value)] = outcome
                     await store.record_results(flush_id, rows)
                     for custom_id, _ in page:  # stored: not stored again if read again
-                        keys.pop(custom_id, None)
+                        forget(custom_id)
                     for key, outcome in rows:
                         if outcome.final:
                             self._final.add(key)
