@@ -10,7 +10,7 @@ import pytest
 
 from llmfleet._cli import main
 from llmfleet.emulator import EmulatorConfig, start_emulator
-from llmfleet.journal._run import Line, _SeenIds, journal_path_for, read_requests
+from llmfleet.journal._run import Line, journal_path_for, read_requests, scan_requests
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -95,25 +95,40 @@ def test_lines_are_parsed_with_a_clear_error_each(tmp_path: Path) -> None:
     assert "unknown field(s) extra" in messages[6]
 
 
-def test_the_ids_seen_fit_a_table_made_once_for_the_lines_expected(tmp_path: Path) -> None:
-    """Told how many lines the file holds, the reader makes its table of ids seen that large
-    at once: it never grows (a growing table holds its old and new copies at once), and it
-    still names the earlier line of a duplicate. A reader of lines already judged (the
-    writer's second pass) keeps no table."""
-    n = 5_000
+def test_a_scan_counts_the_lines_and_finds_each_duplicate_before_the_run_reads(
+    tmp_path: Path,
+) -> None:
+    """``scan_requests`` counts the request lines and names each line whose custom_id an
+    earlier line has (with that line), as the reader would judge it; a reader given its
+    findings judges alike with no table of its own, and a reader given none (the writer's
+    second pass, of lines already judged) takes every line as it is."""
     path = tmp_path / "in.jsonl"
-    path.write_text("\n".join(line(f"r{i}", params("x")) for i in range(n)) + "\n")
-    with path.open("a") as file:
-        file.write(line("r7", params("again")) + "\n")
-    seen = _SeenIds(n + 1)
-    size = len(seen._hashes)
-    assert all(seen.add(f"r{i}", i + 1) is None for i in range(n))
-    assert seen.add("r7", n + 1) == 8
-    assert len(seen._hashes) == size
-    lines = list(read_requests(path, expected=n + 1))
-    assert lines[-1].error == "duplicate custom_id: line 8 has it already"
-    again = list(read_requests(path, duplicates=False))
-    assert again[-1] == Line(n + 1, "r7", params("again"))
+    path.write_text(
+        "\n".join(
+            [
+                line("a", params("x")),
+                "",
+                "{oops",
+                line("b", "not params"),  # a bad line's id still counts as seen
+                line("a", params("y")),
+                line("b", params("z")),
+                json.dumps({"custom_id": 7, "params": params("x")}),
+                line("c", params("x")),
+            ]
+        )
+        + "\n"
+    )
+    total, duplicates = scan_requests(path)
+    assert total == 7
+    assert duplicates == {5: 1, 6: 4}
+    judged = list(read_requests(path))
+    assert list(read_requests(path, duplicates=duplicates)) == judged
+    assert [x.error for x in judged if x.error and "duplicate" in x.error] == [
+        "duplicate custom_id: line 1 has it already",
+        "duplicate custom_id: line 4 has it already",
+    ]
+    again = list(read_requests(path, duplicates={}))
+    assert again[3] == Line(5, "a", params("y"))
 
 
 def test_run_writes_every_line_in_input_order(

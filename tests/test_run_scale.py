@@ -432,3 +432,45 @@ async def test_the_requests_of_one_batch_at_most_are_held_at_once(
     assert len(unsent) == n
     # Counted as each line is handed on, before it joins the queue.
     assert max(unsent) <= size, max(unsent)
+
+
+@pytest.mark.anyio
+async def test_no_table_of_ids_is_held_while_lines_are(
+    tmp_path: Path, emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table of the custom_ids seen (24 MiB at a million lines) serves the scan before
+    the run and is gone before the first line is handed to the fleet: the run holds none
+    while it holds lines. Duplicates are still each answered ``invalid``."""
+    import gc
+    import weakref
+
+    from llmfleet import FleetDispatcher
+    from llmfleet.journal import _run
+
+    tables: list[weakref.ref[Any]] = []
+
+    class Counted(_run._SeenIds):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            tables.append(weakref.ref(self))
+
+    alive: list[int] = []
+    enqueue = FleetDispatcher._enqueue_batch
+
+    async def counted(self: FleetDispatcher, *args: Any, **kwargs: Any) -> None:
+        gc.collect()
+        alive.append(sum(1 for table in tables if table() is not None))
+        await enqueue(self, *args, **kwargs)
+
+    monkeypatch.setattr(_run, "_SeenIds", Counted)
+    monkeypatch.setattr(FleetDispatcher, "_enqueue_batch", counted)
+    n = 600
+    bad = write_input(tmp_path / "in.jsonl", n, bad_every=50)
+    async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
+        report = await run_requests(client, config(tmp_path), None)
+    check_succeeded(outputs(tmp_path), n, bad)
+    assert "duplicate" in bad.values()
+    assert report.statuses["invalid"] == len(bad)
+    assert tables  # the scan made one
+    assert alive
+    assert max(alive) == 0

@@ -49,7 +49,7 @@ from ._runview import RunSnapshot, estimate_eta
 from ._store import FINAL_KINDS, StoredOutcome
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
     from decimal import Decimal
     from pathlib import Path
     from typing import TextIO
@@ -69,11 +69,11 @@ __all__ = [
     "Line",
     "RunConfig",
     "RunReport",
-    "count_requests",
     "journal_path_for",
     "read_requests",
     "run_key",
     "run_requests",
+    "scan_requests",
 ]
 
 # RoutingPolicy's own defaults (a slotted dataclass: read from its fields).
@@ -105,20 +105,19 @@ def read_requests(
     path: Path,
     *,
     blank: Callable[[int], None] | None = None,
-    expected: int = 0,
-    duplicates: bool = True,
+    duplicates: Mapping[int, int] | None = None,
 ) -> Iterator[Line]:
     """Parse the input file line by line, as it is read (the file is never held whole); a
     bad line is a :class:`Line` with its ``error`` set, never an exception.
 
     :param blank: called with the number of each blank (whitespace-only) line, which is
         skipped.
-    :param expected: the request lines the file holds, if known: the table of the ids seen is
-        made that large at once (it never grows, so never holds two copies of itself).
-    :param duplicates: whether a line whose ``custom_id`` an earlier line has is bad; a
-        reader that only reads back lines already judged says False (and keeps no table).
+    :param duplicates: the lines whose ``custom_id`` an earlier line has, by number, each with
+        that earlier line's number, as :func:`scan_requests` found them; ``None`` to find
+        them while reading (keeping a table of every id read). A reader of lines already
+        judged (the writer's second pass) gives ``{}``.
     """
-    seen = _SeenIds(expected) if duplicates else None
+    seen: _SeenIds | _Known = _SeenIds() if duplicates is None else _Known(duplicates)
     with path.open(encoding="utf-8") as file:
         for number, text in enumerate(file, start=1):
             if not text.strip():
@@ -128,10 +127,52 @@ def read_requests(
             yield _parse(number, text, seen)
 
 
-def count_requests(path: Path) -> int:
-    """The number of request (non-blank) lines of ``path``: one fast pass, nothing kept."""
-    with path.open("rb") as file:
-        return sum(1 for text in file if not text.isspace())
+def scan_requests(path: Path) -> tuple[int, dict[int, int]]:
+    """The number of request (non-blank) lines of ``path``, and its lines whose ``custom_id``
+    an earlier line has (by line number, each with the earlier line's number): one pass
+    before the run reads the input for good. The table of the ids seen that it needs (a
+    dozen bytes or two an id) is let go of before any line is held, rather than held while
+    every line is (24 MiB at a million lines)."""
+    seen = _SeenIds()
+    total = 0
+    duplicates: dict[int, int] = {}
+    with path.open(encoding="utf-8") as file:
+        for number, text in enumerate(file, start=1):
+            if not text.strip():
+                continue
+            total += 1
+            custom_id = _custom_id(text)
+            if custom_id is not None:
+                earlier = seen.add(custom_id, number)
+                if earlier is not None:
+                    duplicates[number] = earlier
+    return total, duplicates
+
+
+def _custom_id(text: str) -> str | None:
+    """A line's ``custom_id`` as :func:`_parse` takes it (before anything else of the line is
+    checked), or None where it has none."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    if isinstance(custom_id, str) and 1 <= len(custom_id) <= MAX_CUSTOM_ID:
+        return custom_id
+    return None
+
+
+@final
+class _Known:
+    """The duplicates :func:`scan_requests` found, asked as a :class:`_SeenIds` is."""
+
+    __slots__ = ("_duplicates",)
+
+    def __init__(self, duplicates: Mapping[int, int]) -> None:
+        self._duplicates = duplicates
+
+    def add(self, custom_id: str, number: int) -> int | None:
+        return self._duplicates.get(number)
 
 
 #: The largest line number :class:`_SeenIds` keeps (a later line is named as this one).
@@ -148,12 +189,10 @@ class _SeenIds:
 
     __slots__ = ("_hashes", "_mask", "_numbers", "_used")
 
-    def __init__(self, expected: int = 0) -> None:
-        # Room for ``expected`` ids at most half full: no growing on the way there.
-        size = max(1024, 1 << (2 * expected).bit_length())
-        self._hashes = array("q", bytes(8 * size))
-        self._numbers = array("I", [0]) * size
-        self._mask = size - 1
+    def __init__(self) -> None:
+        self._hashes = array("q", bytes(8 * 1024))
+        self._numbers = array("I", [0]) * 1024
+        self._mask = 1023
         self._used = 0
 
     def add(self, custom_id: str, number: int) -> int | None:
@@ -190,7 +229,7 @@ class _SeenIds:
                 numbers[slot] = n
 
 
-def _parse(number: int, text: str, seen: _SeenIds | None) -> Line:
+def _parse(number: int, text: str, seen: _SeenIds | _Known) -> Line:
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -208,7 +247,7 @@ def _parse(number: int, text: str, seen: _SeenIds | None) -> Line:
             f'"custom_id" must be a string of 1 to {MAX_CUSTOM_ID} characters, '
             f"got {custom_id!r:.60}",
         )
-    earlier = None if seen is None else seen.add(custom_id, number)
+    earlier = seen.add(custom_id, number)
     if earlier is not None:
         return Line(number, custom_id, None, f"duplicate custom_id: line {earlier} has it already")
     params = data.get("params")
@@ -339,7 +378,8 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
     :raises JournalError: the journal cannot be used.
     :raises OSError: the input cannot be read or the output written.
     """
-    total = count_requests(config.requests)
+    # The count (for the progress) and the duplicates, before any line is held.
+    total, duplicates = scan_requests(config.requests)
     report = RunReport()
     started = anyio.current_time()
     # Lines read, handed to the fleet, refused by it at once, whose output is decided,
@@ -607,7 +647,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                         ahead = line, key, index
 
                     for index, line in enumerate(
-                        read_requests(config.requests, blank=on_blank, expected=total)
+                        read_requests(config.requests, blank=on_blank, duplicates=duplicates)
                     ):
                         read += 1
                         if failures:
@@ -872,7 +912,7 @@ class _Cursor:
     """A second pass over the input, forward only: the ``index``-th request line, parsed."""
 
     def __init__(self, path: Path) -> None:
-        self._lines = read_requests(path, duplicates=False)
+        self._lines = read_requests(path, duplicates={})
         self._index = -1
 
     def line(self, index: int) -> Line:
