@@ -205,6 +205,25 @@ def test_a_line_waiting_for_its_batch_reads_its_id_from_its_key(
     assert [o["status"] for o in out] == ["succeeded", "errored", *["succeeded"] * 3]
 
 
+def test_the_longest_custom_id_runs_and_a_longer_one_is_an_invalid_line(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """A line's key names its custom_id and must fit the journal's longest key: the longest
+    id allowed runs; one character more is that line's ``invalid``, and the rest runs (a
+    256-character id, allowed before, stopped the whole run with the key's ValueError)."""
+    from llmfleet.journal._run import MAX_CUSTOM_ID
+
+    ids = ["x" * MAX_CUSTOM_ID, "y" * (MAX_CUSTOM_ID + 1), "z" * 256, "ok"]
+    (tmp_path / "in.jsonl").write_text(
+        "\n".join(line(custom_id, params(str(i))) for i, custom_id in enumerate(ids)) + "\n"
+    )
+    assert run(tmp_path, emu) == 1  # not every line succeeded
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["status"] for o in out] == ["succeeded", "invalid", "invalid", "succeeded"]
+    assert out[0]["custom_id"] == ids[0]
+    assert f"1 to {MAX_CUSTOM_ID} characters" in out[1]["error"]["message"]
+
+
 def test_an_edited_line_is_a_new_call(tmp_path: Path, emu: Emulator) -> None:
     (tmp_path / "in.jsonl").write_text(line("a", params("before")) + "\n")
     assert run(tmp_path, emu) == 0

@@ -43,7 +43,7 @@ from ..errors import (
     UnbatchableRequestError,
 )
 from ..pricing import Cost, PriceTable, TokenUsage
-from ._keys import params_hash
+from ._keys import MAX_KEY_CHARS, params_hash
 from ._runcheck import for_cli
 from ._runview import RunSnapshot, estimate_eta
 from ._store import FINAL_KINDS, StoredOutcome
@@ -79,8 +79,9 @@ __all__ = [
 # RoutingPolicy's own defaults (a slotted dataclass: read from its fields).
 _POLICY_DEFAULTS: Final[dict[str, Any]] = {f.name: f.default for f in fields(RoutingPolicy)}
 
-#: Longest ``custom_id`` a line may carry.
-MAX_CUSTOM_ID: Final = 256
+#: Longest ``custom_id`` a line may carry: its key (``run:<custom_id>:<32-hex hash>``, see
+#: run_key) must fit the journal's longest key.
+MAX_CUSTOM_ID: Final = MAX_KEY_CHARS - len("run:") - 1 - 32
 # Keyword arguments of submit_batch() itself, which params must not carry.
 _RESERVED: Final = frozenset({"idempotency_key", "latency_budget_ms"})
 
