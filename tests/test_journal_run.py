@@ -174,6 +174,56 @@ def test_run_writes_every_line_in_input_order(
     assert "answered from the journal (no request): 3" in capsys.readouterr().out
 
 
+def test_a_line_waiting_for_its_batch_reads_its_id_from_its_key(
+    tmp_path: Path, emu: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held line keeps its custom_id only until its call holds the line's journal key,
+    which names it: the id read back from the key is the line's own, whatever it holds
+    (colons, the key's own words, non-ASCII), in both the succeeded and the errored lines."""
+    from llmfleet.journal import _run
+
+    ids = ["a:b", "run:x:y", "key:run:z", "é ✓", "-" * 64]
+    for custom_id in ids:
+        jkey = "key:" + _run.run_key(custom_id, params("x"))
+        assert _run._custom_id_in(jkey) == custom_id
+    kept: list[str | None] = []
+    queued = _run._Held.queued
+
+    def spy(self: _run._Held) -> None:
+        queued(self)
+        kept.append(self._custom_id)
+
+    monkeypatch.setattr(_run._Held, "queued", spy)
+    texts = ["one", "two [[errored]]", "three", "four", "five"]
+    (tmp_path / "in.jsonl").write_text(
+        "\n".join(line(c, params(t)) for c, t in zip(ids, texts, strict=True)) + "\n"
+    )
+    assert run(tmp_path, emu) == 1  # one errored
+    assert kept == [None] * len(ids)
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["custom_id"] for o in out] == ids
+    assert [o["status"] for o in out] == ["succeeded", "errored", *["succeeded"] * 3]
+
+
+def test_the_longest_custom_id_runs_and_a_longer_one_is_an_invalid_line(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """A line's key names its custom_id and must fit the journal's longest key: the longest
+    id allowed runs; one character more is that line's ``invalid``, and the rest runs (a
+    256-character id, allowed before, stopped the whole run with the key's ValueError)."""
+    from llmfleet.journal._run import MAX_CUSTOM_ID
+
+    ids = ["x" * MAX_CUSTOM_ID, "y" * (MAX_CUSTOM_ID + 1), "z" * 256, "ok"]
+    (tmp_path / "in.jsonl").write_text(
+        "\n".join(line(custom_id, params(str(i))) for i, custom_id in enumerate(ids)) + "\n"
+    )
+    assert run(tmp_path, emu) == 1  # not every line succeeded
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [o["status"] for o in out] == ["succeeded", "invalid", "invalid", "succeeded"]
+    assert out[0]["custom_id"] == ids[0]
+    assert f"1 to {MAX_CUSTOM_ID} characters" in out[1]["error"]["message"]
+
+
 def test_an_edited_line_is_a_new_call(tmp_path: Path, emu: Emulator) -> None:
     (tmp_path / "in.jsonl").write_text(line("a", params("before")) + "\n")
     assert run(tmp_path, emu) == 0

@@ -905,12 +905,16 @@ class _Then:
         self.call: Call | None = None
 
     def set(self) -> None:
-        call, self.call = self.call, None
+        call = self.call
         if call is None:  # set once only
             return
         value, error = call.value, call.error
         call.release()
-        self.answered(value, error)
+        try:
+            # The call is still :attr:`call` meanwhile (its key, for one: release() keeps it).
+            self.answered(value, error)
+        finally:
+            self.call = None
 
     def answered(self, value: Any, error: BaseException | None) -> None:
         """The call's outcome, once: its value, or its error."""

@@ -43,7 +43,7 @@ from ..errors import (
     UnbatchableRequestError,
 )
 from ..pricing import Cost, PriceTable, TokenUsage
-from ._keys import params_hash
+from ._keys import MAX_KEY_CHARS, params_hash
 from ._runcheck import for_cli
 from ._runview import RunSnapshot, estimate_eta
 from ._store import FINAL_KINDS, StoredOutcome
@@ -79,8 +79,9 @@ __all__ = [
 # RoutingPolicy's own defaults (a slotted dataclass: read from its fields).
 _POLICY_DEFAULTS: Final[dict[str, Any]] = {f.name: f.default for f in fields(RoutingPolicy)}
 
-#: Longest ``custom_id`` a line may carry.
-MAX_CUSTOM_ID: Final = 256
+#: Longest ``custom_id`` a line may carry: its key (``run:<custom_id>:<32-hex hash>``, see
+#: run_key) must fit the journal's longest key.
+MAX_CUSTOM_ID: Final = MAX_KEY_CHARS - len("run:") - 1 - 32
 # Keyword arguments of submit_batch() itself, which params must not carry.
 _RESERVED: Final = frozenset({"idempotency_key", "latency_budget_ms"})
 
@@ -530,6 +531,8 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     if isinstance(exc, UnbatchableRequestError):
                         refused += 1  # refused at submit: never sent
                     held_line.answered(None, exc)
+                else:
+                    held_line.queued()
 
             # Lines in batches an earlier run created and this one re-attached, in input
             # order, each with the event set once its result is stored (or once every
@@ -715,13 +718,28 @@ def run_key(custom_id: str, params: dict[str, Any]) -> str:
     return f"run:{custom_id}:{params_hash(params)}"
 
 
+def _custom_id_in(jkey: str) -> str:
+    """The ``custom_id`` a line's journal key names (``key:`` and its :func:`run_key`)."""
+    assert jkey.startswith(_JKEY_HEAD), jkey
+    return jkey[len(_JKEY_HEAD) : -_HASH_TAIL]
+
+
+# A line's journal key: this head, its custom_id, then ":" and its 32-hex params hash.
+_JKEY_HEAD: Final = "key:run:"
+_HASH_TAIL: Final = 33
+
+
 @final
 class _Held(_Then):
     """A line handed to the fleet, until it is answered: what its output line needs, and
     the fleet's waiter on its call (one object; its params stay with the call, which lets
-    go of them once it is in a batch). :meth:`answered` with the outcome, once."""
+    go of them once it is in a batch). :meth:`answered` with the outcome, once.
 
-    __slots__ = ("answer", "blanks", "custom_id", "index", "model")
+    Its ``custom_id`` is kept only until its call holds the line's journal key, which names
+    it (:func:`run_key`): read back from there, the line's id costs no string of its own
+    while it waits for its batch."""
+
+    __slots__ = ("_custom_id", "answer", "blanks", "index", "model")
 
     def __init__(
         self,
@@ -734,11 +752,27 @@ class _Held(_Then):
         self.call = None
         self.answer = answer
         self.index = index
-        self.custom_id = custom_id
+        self._custom_id: str | None = custom_id
         # Blank lines before it, rather than its number: almost always a small int, which
         # Python shares, where a number is one more object a line.
         self.blanks = number - index - 1
         self.model = model
+
+    def queued(self) -> None:
+        """Its call is in the fleet's queue: its id is read from the call's key from now on."""
+        call = self.call
+        if call is not None and call.jkey is not None:
+            self._custom_id = None
+
+    @property
+    def custom_id(self) -> str:
+        """The line's ``custom_id``."""
+        if self._custom_id is not None:
+            return self._custom_id
+        call = self.call
+        assert call is not None, "read while its call is held (answered from set())"
+        assert call.jkey is not None
+        return _custom_id_in(call.jkey)
 
     @property
     def number(self) -> int:
