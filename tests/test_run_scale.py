@@ -473,3 +473,27 @@ async def test_no_table_of_ids_is_held_while_lines_are(
     assert tables  # the scan made one
     assert alive
     assert max(alive) == 0
+
+
+@pytest.mark.anyio
+async def test_a_last_line_refused_at_once_does_not_hold_the_queue_for_its_window(
+    tmp_path: Path, emu: Emulator
+) -> None:
+    """At the input's end what is queued goes at once: the last line carries its window
+    over with it, but a last line the fleet refuses at once (here by the request schema)
+    carried nothing, and the lines queued before it waited out the 60 s reading window."""
+    n = 300
+    write_input(tmp_path / "in.jsonl", n)
+    last = json.loads((tmp_path / "in.jsonl").read_text().splitlines()[0])["params"]
+    with (tmp_path / "in.jsonl").open("a") as file:
+        # Past the reader's own checks; the adapter's schema check refuses it.
+        file.write(json.dumps({"custom_id": "last", "params": last | {"max_tokens": 0}}))
+        file.write("\n")
+    async with AsyncAnthropic(api_key="sk-test", base_url=emu.url) as client:
+        with anyio.fail_after(30):  # a hang guard, far below the window
+            report = await run_requests(client, config(tmp_path, batch_size=1_000), None)
+    assert report.statuses == {"succeeded": n, "invalid": 1}
+    assert report.batches_created == 1
+    (refused,) = [o for o in outputs(tmp_path) if o["status"] != "succeeded"]
+    assert refused["custom_id"] == "last"
+    assert "max_tokens" in refused["error"]["message"]

@@ -192,6 +192,10 @@ class FleetDispatcher(Generic[R_co]):
         self._entered = False
         self._batches: set[Batch] = set()
         self._room: anyio.Event | None = None
+        # The flusher's wait for the next call, and whether its next flush takes every
+        # queued call at once (_send_queue_now).
+        self._flusher_wait: anyio.CancelScope | None = None
+        self._send_now = False
         self._idle: anyio.Event | None = None  # made in _open: an Event needs a running loop
         # custom_ids are opaque: a random fleet tag and a counter, never the request content.
         # 128 random bits, so that no two fleets anywhere share custom_ids: an adapter that
@@ -618,6 +622,15 @@ class FleetDispatcher(Generic[R_co]):
                 ctx.made = anyio.Event()
             await ctx.made.wait()
 
+    def _send_queue_now(self) -> None:
+        """``llmfleet run``'s, at the input's end: every call queued (or sent to the queue
+        already) goes now, whatever its batch's size or window. The run's last line carries
+        its window over with it, but a last line refused at once carries nothing, and the
+        lines before it waited out the window."""
+        self._send_now = True
+        if self._flusher_wait is not None:
+            self._flusher_wait.cancel()
+
     def _one_results_stream(self) -> None:
         """``llmfleet run``'s: from now on, one batch's results are read at a time, of those
         that ended the one made first (llmfleet/_turns.py)."""
@@ -730,10 +743,14 @@ class FleetDispatcher(Generic[R_co]):
                     default=None,
                 )
                 try:
-                    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                    with anyio.CancelScope(
+                        deadline=math.inf if deadline is None else deadline
+                    ) as self._flusher_wait:
                         self._accept(await receive.receive())
                 except anyio.EndOfStream:
                     break
+                finally:
+                    self._flusher_wait = None
                 # Take every call already sent before deciding, so a burst submitted in one
                 # tick lands in as few batches as the limits allow (G6).
                 while True:
@@ -741,7 +758,8 @@ class FleetDispatcher(Generic[R_co]):
                         self._accept(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
-                self._flush(self._clock())
+                drain, self._send_now = self._send_now, False
+                self._flush(self._clock(), drain=drain)
         # Every send clone is closed: the fleet is closing. Flush what is left
         # (docs/design.md §5).
         self._flush(self._clock(), drain=True)

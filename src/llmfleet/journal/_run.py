@@ -679,6 +679,10 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                             await queue(rest[1], rest[2], rest[0])
                     if ahead is not None:
                         await hand_on(ahead[0], ahead[1], index=ahead[2], last=True)
+                    if config.window_s is None:
+                        # The input's end: what is queued goes now, even if the last line
+                        # was refused at once (then it carried no "window over" for them).
+                        fleet._send_queue_now()
                     reading = False
                     more.set()
                     if held:
