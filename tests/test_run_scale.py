@@ -448,7 +448,8 @@ async def test_no_table_of_ids_is_held_while_lines_are(
 
     tables: list[weakref.ref[Any]] = []
 
-    class Counted(_run._SeenIds):
+    # A spy subclass (the table is final, and slotted: a subclass can be weakly referred to).
+    class Counted(_run._SeenIds):  # type: ignore[misc]
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
             tables.append(weakref.ref(self))
