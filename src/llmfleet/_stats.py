@@ -401,28 +401,6 @@ class FleetStats:
         """A call routed direct (counted whatever its outcome)."""
         self._c.sync_calls += 1
 
-    def _direct_succeeded(
-        self, model: str, took_s: float, tokens: tuple[int, int, int, int] | None
-    ) -> None:
-        """A direct call answered, with no deadline and no hook to tell (the hot path)."""
-        c = self._c
-        c.succeeded += 1
-        tally = c.direct
-        # Histogram.add inline, and the tokens held as _outcome holds them (an append, not
-        # five sums): no call of their own on this path.
-        waits = tally.waits
-        pending = waits.pending
-        pending.append(took_s * 1000 if took_s > 0.0 else 0.0)
-        if len(pending) >= PENDING:
-            waits.fold()
-        if tokens is not None:
-            held = tally.held.get(model)
-            if held is None:
-                held = tally.held[model] = []
-            held.append(tokens)
-            if len(held) >= PENDING:
-                tally.fold_tokens()
-
     def _outcome(
         self,
         route: Route,
