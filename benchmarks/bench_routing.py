@@ -10,7 +10,12 @@ socket read per 64 KB chunk would). Measured from the moment the results are req
   routing (a gap of ~1 ms means no stall); also the gap around the batch's create (the
   flusher taking N calls and the adapter building the body), for information;
 - in a second run under tracemalloc: peak traced memory above the level when results were
-  requested (the results path's own working memory).
+  requested (the results path's own working memory);
+- the backend's floor, in the same run: N callers spawned the same way, each parked on the
+  backend's own bare wake-up (a future on asyncio; ``wait_task_rescheduled`` and
+  ``reschedule`` on trio) and woken 100 per checkpoint, timed from the first wake to the
+  last caller's. What the backend alone costs to wake N waiting tasks and let them end: no
+  library that gives each caller its own task can route below it.
 
 Timing runs: best of several, without the cyclic GC. ``python benchmarks/bench_routing.py``
 (``--sizes 100000 --backends trio --repeats 5`` to time one case).
@@ -28,7 +33,7 @@ import anyio.lowlevel
 
 from _common import emit, log, no_gc
 from _fake_client import REQUEST, FakeClient
-from _ours import LOOSE_MS, fleet_over, policy, spawn_callers
+from _ours import LOOSE_MS, fleet_over, on_asyncio, policy, spawn_callers
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -90,6 +95,64 @@ async def route(n: int, *, trace: bool) -> dict[str, float]:
     return out
 
 
+async def floor(n: int) -> float:
+    """Seconds from waking the first of N parked callers to the last caller's end, with no
+    fleet: the backend's own share of :func:`route` (see the module docstring)."""
+    parked = 0
+    all_parked = anyio.Event()
+    last = 0.0
+    if not on_asyncio():
+        import trio.lowlevel
+
+        tasks: list[Any] = []
+
+        async def caller() -> None:
+            nonlocal parked, last
+            tasks.append(trio.lowlevel.current_task())
+            parked += 1
+            if parked == n:
+                all_parked.set()
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.SUCCEEDED)
+            last = max(last, time.perf_counter())
+
+        def wake(i: int) -> None:
+            trio.lowlevel.reschedule(tasks[i])
+
+    else:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in range(n)]
+
+        async def caller() -> None:
+            nonlocal parked, last
+            future = futures[parked]
+            parked += 1
+            if parked == n:
+                all_parked.set()
+            await future
+            last = max(last, time.perf_counter())
+
+        def wake(i: int) -> None:
+            futures[i].set_result(None)
+
+    t0 = 0.0
+
+    async def driver() -> None:
+        nonlocal t0
+        await all_parked.wait()
+        t0 = time.perf_counter()
+        for i in range(n):
+            wake(i)
+            if i % 100 == 99:
+                await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(driver)
+        await spawn_callers(n, caller)
+    return last - t0
+
+
 def _option(name: str, default: list[str]) -> list[str]:
     """``--name a,b``: a comma-separated list from the command line, else ``default``."""
     args = sys.argv
@@ -112,9 +175,13 @@ def main() -> None:
             for n in sizes:
                 log(f"routing: {backend} N={n}")
                 runs = []
+                floors = []
                 for _ in range(repeats):
+                    # Side by side, in turn: the machine's speed drifts within a run.
                     with no_gc():
                         runs.append(await route(n, trace=False))
+                    with no_gc():
+                        floors.append(await floor(n))
                 with no_gc():
                     tracemalloc.start()
                     try:
@@ -126,6 +193,11 @@ def main() -> None:
                     "stall_s": min(r["stall_s"] for r in runs),
                     "create_gap_s": min(r["create_gap_s"] for r in runs),
                     "peak_bytes": mem["peak_bytes"],
+                    "floor_s": min(floors),
+                    # Each routing run over the floor run beside it: the spread of the ratio.
+                    "over_floor": sorted(
+                        r["resolve_s"] / f for r, f in zip(runs, floors, strict=True)
+                    ),
                 }
             return res
 
