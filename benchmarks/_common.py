@@ -146,7 +146,11 @@ def callgrind_mark() -> None:
 
 
 def instructions_per_item(
-    command: list[str], n: int, *, env: dict[str, str] | None = None
+    command: list[str],
+    n: int,
+    *,
+    env: dict[str, str] | None = None,
+    parts: tuple[int, int] = (2, 3),
 ) -> float:
     """Instructions per item of ``command + ["--n", N, "--callgrind"]``: a process that,
     after its warm-up, calls :func:`callgrind_on`, then :func:`callgrind_mark`, a run of
@@ -154,6 +158,10 @@ def instructions_per_item(
     (N - N / 10) between the marks, so a run's fixed costs cancel out. Counted, not timed:
     repeatable to a fraction of a percent on a loaded machine (what else runs there does not
     change this process's count).
+
+    :param parts: the dump files (callgrind's ``.K``, one per mark) that hold the N / 10 and
+        the N run: a process that marks a phase within each run (a mark before it and one
+        after) counts that phase alone with ``(2, 4)``.
     """
     env = dict(os.environ if env is None else env)
     with tempfile.TemporaryDirectory() as tmp:
@@ -175,11 +183,11 @@ def instructions_per_item(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        parts = []
-        for i in (2, 3):  # .1: from callgrind_on to the first mark
+        counts = []
+        for i in parts:  # .1: from callgrind_on to the first mark
             with open(f"{out}.{i}") as f:
-                parts.append(next(int(x.split()[1]) for x in f if x.startswith("summary:")))
-    return (parts[1] - parts[0]) / (n - max(1, n // 10))
+                counts.append(next(int(x.split()[1]) for x in f if x.startswith("summary:")))
+    return (counts[1] - counts[0]) / (n - max(1, n // 10))
 
 
 def log(*parts: object) -> None:

@@ -19,19 +19,26 @@ socket read per 64 KB chunk would). Measured from the moment the results are req
 
 Timing runs: best of several, without the cyclic GC. ``python benchmarks/bench_routing.py``
 (``--sizes 100000 --backends trio --repeats 5`` to time one case).
+
+``--instructions``: instructions per result of the routing phase alone (from the results
+request to the last caller's end, no heartbeat), counted with valgrind's callgrind over 500
+and 5,000 results, as (I(5,000) - I(500)) / 4,500 (``_common.instructions_per_item``): a
+figure that does not move with the machine's load, to compare trees with.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
 
-from _common import emit, log, no_gc
+from _common import callgrind_mark, callgrind_on, emit, instructions_per_item, log, no_gc
 from _fake_client import REQUEST, FakeClient
 from _ours import LOOSE_MS, fleet_over, on_asyncio, policy, spawn_callers
 
@@ -41,13 +48,18 @@ if TYPE_CHECKING:
 BACKENDS = ("asyncio", "trio")
 
 
-async def route(n: int, *, trace: bool) -> dict[str, float]:
+async def route(n: int, *, trace: bool, counted: bool = False) -> dict[str, float]:
+    """One routing run (see the module docstring). ``counted``: under callgrind, a mark
+    (``_common.callgrind_mark``) as the results are requested and one once every caller
+    has ended, and no heartbeat (whose turns would be counted with the routing)."""
     marks: dict[str, float] = {}
 
     def on_create(batch: object) -> None:
         marks["create"] = time.perf_counter()
 
     def on_results(batch: object) -> None:
+        if counted:
+            callgrind_mark()
         if trace:
             tracemalloc.reset_peak()
             marks["base"] = tracemalloc.get_traced_memory()[0]
@@ -78,6 +90,10 @@ async def route(n: int, *, trace: bool) -> dict[str, float]:
             await fleet.submit(latency_budget_ms=LOOSE_MS, **REQUEST)
             last = max(last, time.perf_counter())
 
+        if counted:
+            await spawn_callers(n, caller)
+            callgrind_mark()
+            return {}
         async with anyio.create_task_group() as outer:
             await outer.start(heartbeat)
             await spawn_callers(n, caller)
@@ -161,7 +177,37 @@ def _option(name: str, default: list[str]) -> list[str]:
     return default
 
 
+def counted_run(backend: str, n: int) -> None:
+    """What ``--instructions`` runs under callgrind: a warm-up, then the routing of N / 10
+    and of N results, each phase between two marks."""
+
+    async def run() -> None:
+        await route(500, trace=False)
+        gc.collect()
+        gc.disable()
+        callgrind_on()
+        # Dumps: .1 up to the first run's results request, .2 its routing, .3 up to the
+        # second run's, .4 its routing.
+        await route(max(1, n // 10), trace=False, counted=True)
+        await route(n, trace=False, counted=True)
+
+    anyio.run(run, backend=backend)
+
+
+def count_instructions(backends: list[str], n: int) -> dict[str, float]:
+    """Instructions per result of the routing phase, per backend (``--instructions``)."""
+    counts = {}
+    for backend in backends:
+        log(f"routing: instructions {backend} n={n}")
+        command = [sys.executable, str(Path(__file__).resolve()), "--counted", backend]
+        counts[backend] = instructions_per_item(command, n, parts=(2, 4))
+    return counts
+
+
 def main() -> None:
+    if "--counted" in sys.argv:
+        counted_run(_option("--counted", [""])[0], int(_option("--n", ["0"])[0]))
+        return
     quick = "--quick" in sys.argv
     # For iterating on one case: --sizes 100000 --backends trio (default: all of each).
     sizes = [int(n) for n in _option("--sizes", ["1000", "10000", "100000"])]
@@ -202,6 +248,8 @@ def main() -> None:
             return res
 
         out[backend] = anyio.run(measure, backend=backend)
+    if "--instructions" in sys.argv:
+        out["instructions"] = {"n": 5_000, **count_instructions(backends, 5_000)}
     emit(out)
 
 

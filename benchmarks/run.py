@@ -320,7 +320,10 @@ def main() -> int:
         if "burst" in only:
             raw["burst"] = run_json(sys.executable, "bench_burst.py", *quick)
         if "routing" in only:
-            raw["routing"] = run_json(sys.executable, "bench_routing.py", *quick)
+            routing_args = list(quick)
+            if not args.quick and not args.no_instructions and shutil.which("valgrind"):
+                routing_args.append("--instructions")  # ~2 minutes under callgrind
+            raw["routing"] = run_json(sys.executable, "bench_routing.py", *routing_args)
         if "flush" in only:
             raw["flush"] = run_json(sys.executable, "bench_flush.py", *quick)
         if "memory" in only:
@@ -696,6 +699,14 @@ def report_routing(rep: Report, routing: dict[str, Any], t: Targets) -> None:
         ],
         rows,
     )
+    instr = routing.get("instructions")
+    if instr is not None:
+        rep.table(
+            "4b. Result routing in instructions (callgrind)",
+            f"""The routing phase alone (results request to the last caller's end, no heartbeat), counted over {instr["n"] // 10:,} and {instr["n"]:,} results as (I(N) − I(N/10)) / 0.9 N: does not move with the machine's load.""",
+            ["backend", "instructions per result"],
+            [[backend, instr[backend]] for backend in ("asyncio", "trio") if backend in instr],
+        )
     for backend in ("asyncio", "trio"):
         r = routing[backend]["100000"]
         t.check(
