@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from ._runview import Progress
 
 #: The queue's window while the input is read, when none is asked for: the queue is sent
-#: when full, or at the input's end (its last line arrives with its window over).
+#: when full, or at the input's end (FleetDispatcher._send_queue_now).
 READING_WINDOW_S: Final = 60.0
 #: Lines read back from the journal in one query.
 _PAGE: Final = 1000
@@ -291,8 +291,8 @@ class RunConfig:
     :param reorder_bytes: most bytes of output those lines may take, likewise (a batch's
         results come in any order: the larger the buffer, the fewer lines read back).
     :param window_s: longest a line waits in the queue; ``None`` for
-        :data:`READING_WINDOW_S` while the input is read, the input's last line sending the
-        queue at once.
+        :data:`READING_WINDOW_S` while the input is read, the queue going at once at the
+        input's end.
     :param batch_api_rpm: the fleet's budget of batch-endpoint requests a minute
         (:class:`~llmfleet.RoutingPolicy`'s, by default).
     """
@@ -492,7 +492,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     if idle is not None:
                         idle.set()
 
-            async def hand_on(line: Line, key: str, *, index: int, last: bool = False) -> None:
+            async def hand_on(line: Line, key: str, *, index: int) -> None:
                 """Give the fleet a line to send; it is answered through ``answer``."""
                 # Backpressure: the next line is read once the fleet has room for this one.
                 try:
@@ -504,9 +504,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     # is being made, the next waits to be read (a batch in flight holds
                     # only its lines' records).
                     await fleet._unsent_below(batch)
-                await send(line, key, index=index, last=last)
+                await send(line, key, index=index, after_end=False)
 
-            async def send(line: Line, key: str, *, index: int, last: bool) -> None:
+            async def send(line: Line, key: str, *, index: int, after_end: bool) -> None:
                 """:meth:`hand_on` once the line has its room."""
                 nonlocal handed, refused, held
                 assert line.params is not None
@@ -518,10 +518,10 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 held += 1
                 report.peak_held = max(report.peak_held, held)
                 arrival = None
-                if last and config.window_s is None:
-                    # The input's last line: it arrives with its window already over, so
-                    # the queue goes at once rather than wait for a batch that will not
-                    # fill (docs/journal.md, "llmfleet run at scale").
+                if after_end and config.window_s is None:
+                    # A line sent after the input's end (its re-attached batch ended
+                    # without it): it arrives with its window already over, so the queue
+                    # goes at once rather than wait for a batch that will not fill.
                     arrival = fleet._clock() - config.window - 1.0
                 try:
                     await fleet._enqueue_batch(
@@ -566,7 +566,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     for index, line, key in rest:
                         # Its batch ended without it: sent now, in the room it holds.
                         held -= 1
-                        await send(line, key, index=index, last=True)
+                        await send(line, key, index=index, after_end=True)
                     for _ in range(len(page) - len(rest)):
                         let_go()
 
@@ -631,13 +631,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                 display.start_soon(writer.serve)
                 async with anyio.create_task_group() as calls:
                     calls.start_soon(serve_reattached)
-                    # Each line that will be queued is handed on when the next such line is
-                    # read: the last one is known as the last.
-                    ahead: tuple[Line, str, int] | None = None
                     stored: list[tuple[int, Line, str]] = []
 
                     async def queue(line: Line, key: str, index: int) -> None:
-                        nonlocal ahead
                         try:
                             provider.check(line.params or {})
                         except UnbatchableRequestError as exc:
@@ -645,9 +641,7 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                             record = {"custom_id": line.custom_id, "line": line.number}
                             finish(index, record | _error_record(exc))
                             return
-                        if ahead is not None:
-                            await hand_on(ahead[0], ahead[1], index=ahead[2])
-                        ahead = line, key, index
+                        await hand_on(line, key, index=index)
 
                     for index, line in enumerate(
                         read_requests(config.requests, blank=on_blank, duplicates=duplicates)
@@ -677,11 +671,9 @@ async def run_requests(client: Any, config: RunConfig, progress: Progress | None
                     if stored:
                         for rest in await answer_stored(stored):
                             await queue(rest[1], rest[2], rest[0])
-                    if ahead is not None:
-                        await hand_on(ahead[0], ahead[1], index=ahead[2], last=True)
                     if config.window_s is None:
-                        # The input's end: what is queued goes now, even if the last line
-                        # was refused at once (then it carried no "window over" for them).
+                        # The input's end: what is queued goes now, rather than wait out the
+                        # reading window for a batch that will not fill.
                         fleet._send_queue_now()
                     reading = False
                     more.set()
