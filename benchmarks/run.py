@@ -104,12 +104,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-# -- processes ---------------------------------------------------------------------------
-
-
 def _spread(ratios: list[float]) -> str:
     """Ratios as their median and range: ``1.72 [1.55, 1.93]``."""
     return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+
+
+# -- processes ---------------------------------------------------------------------------
 
 
 def run_json(python: str | Path, script: str, *args: str, timeout: float = 3_600) -> Any:
